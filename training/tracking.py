@@ -9,6 +9,7 @@ A champion trained on other data cannot be compared, so the new version replaces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,13 +20,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
+import matplotlib.pyplot as plt
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from training.models.fitting import FitHistory  # noqa: E402
-from training.pipeline import TrainedModels  # noqa: E402
+from training.models.fitting import FitHistory
+from training.pipeline import TrainedModels
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "recsys-training"
@@ -92,10 +93,8 @@ def register(client: MlflowClient, model: str, run_id: str, artifact_uri: str, s
              tags: dict[str, str]) -> dict[str, Any]:
     """Register a model version and move ``champion`` to it if it beats the current one."""
     name = registry_name(model)
-    try:
+    with contextlib.suppress(MlflowException):  # raised when it is already registered
         client.create_registered_model(name, description=f"{model} recommender trained on MovieLens")
-    except MlflowException:
-        pass  # already registered
     version = client.create_model_version(name, source=artifact_uri, run_id=run_id,
                                           tags={**tags, MONITOR_TAG: f"{score:.6f}"})
     previous = _champion_score(client, name, tags)

@@ -97,8 +97,8 @@ def scale_from(meta: Mapping[str, Any]) -> RatingScale:
 
 def validation_metrics(scorer: Scorer, data: TrainingData) -> dict[str, float]:
     """NDCG@10 (and RMSE for rating predictors) on the validation split, for early stopping."""
-    from training.evaluation.rating import rating_metrics
     from training.evaluation.ranking import ndcg_at_10
+    from training.evaluation.rating import rating_metrics
 
     out: dict[str, float] = {}
     if data.validation is not None:

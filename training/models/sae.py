@@ -148,7 +148,7 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
     model = SAE(data.dataset.item_ids, scale, config, net)
     inputs, ratings = normalised(data.train, scale), data.train
 
-    def make_epoch(params: list[nn.Parameter], ranking: bool):  # noqa: ANN202
+    def make_epoch(params: list[nn.Parameter], ranking: bool):
         optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
         def run_epoch(_: int) -> float:

@@ -1,0 +1,38 @@
+# Every target sets up what it needs: `make train` or `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/data/movielens/ml-100k
+TRITON_DIR ?= .triton
+PYTEST_ARGS ?=
+
+.PHONY: setup train test test-fast lint bench-quality clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	# Only the tritonserver binary and its backends are used from this wheel; its own Python
+	# package pins numpy<2, so it goes into a folder of its own, without dependencies.
+	$(PY) -m pip install --no-deps --target $(TRITON_DIR) nvidia-pytriton
+	touch $@
+
+train: setup
+	$(PY) -m training.train --data $(DATA)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench-quality: setup
+	$(PY) -m training.bench_quality --data $(DATA)
+
+clean:
+	rm -rf $(VENV) $(TRITON_DIR) var reports

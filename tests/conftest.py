@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.data import MovieLens, load_movielens
+from training.data.splits import make_split
+from training.data.synthetic import SyntheticSpec, write
+from training.models.base import TrainingData
+from training.pipeline import prepare
+
+ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def synthetic_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("synthetic")
+    return {fmt: write(root / fmt, SyntheticSpec(users=120, items=150, mean_ratings=25, format=fmt))
+            for fmt in ("ml-100k", "ml-1m", "csv")}
+
+
+@pytest.fixture(scope="session")
+def tiny(synthetic_dirs: dict[str, Path]) -> MovieLens:
+    return load_movielens(synthetic_dirs["ml-100k"])
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny: MovieLens) -> TrainingData:
+    return prepare(tiny, make_split(tiny, "u1"))
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> MovieLens:
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"real MovieLens data not found at {ML100K}")
+    return load_movielens(ML100K)
