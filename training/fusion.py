@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,13 +116,11 @@ class Ensemble(Scorer):
         first = next(iter(members.values()))
         super().__init__(first.item_ids, first.scale)
         self.members, self.spec = dict(members), spec
+        self.config = spec  # what is saved as the model's config
 
     def score(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
         used = [n for n, w in self.spec.weights.items() if w]
         return fuse({n: self.members[n].score(histories, users) for n in used}, self.spec)
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.spec)
 
     def _save_weights(self, folder: Path) -> None:
         (folder / "fusion.json").write_text(json.dumps(asdict(self.spec), indent=1))

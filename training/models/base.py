@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
 from training.data.dataset import IdMap, MovieLens, RatingScale
 from training.evaluation.ranking import RankingTask
@@ -43,6 +44,7 @@ class Scorer(ABC):
     """
 
     name: ClassVar[str]
+    config: Any  # the model's typed config, a dataclass
 
     def __init__(self, item_ids: IdMap, scale: RatingScale) -> None:
         self.item_ids = item_ids
@@ -68,9 +70,9 @@ class Scorer(ABC):
 
     # -- persistence -------------------------------------------------------------------------
 
-    @abstractmethod
     def config_dict(self) -> dict[str, Any]:
         """The model's config, as saved next to its weights."""
+        return asdict(self.config)
 
     @abstractmethod
     def _save_weights(self, folder: Path) -> None: ...
@@ -85,6 +87,19 @@ class Scorer(ABC):
 
     def _extra_meta(self) -> dict[str, Any]:
         return {}
+
+
+class TorchScorer(Scorer):
+    """A scorer whose weights are one torch module, saved as its state dict."""
+
+    net: torch.nn.Module
+
+    def _save_weights(self, folder: Path) -> None:
+        torch.save(self.net.state_dict(), folder / "weights.pt")
+
+    @staticmethod
+    def load_state(folder: Path, device: str) -> dict[str, torch.Tensor]:
+        return torch.load(folder / "weights.pt", map_location=device, weights_only=True)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

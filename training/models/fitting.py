@@ -38,6 +38,16 @@ def user_batches(matrix: sp.csr_matrix, batch_size: int, rng: np.random.Generato
         yield users[start: start + batch_size]
 
 
+def corrupt(x: torch.Tensor, drop_rate: float) -> torch.Tensor:
+    """Denoising input: hide a random ``drop_rate`` share of the observed entries."""
+    return x * (torch.rand_like(x) >= drop_rate).to(x.dtype)
+
+
+def multinomial_nll(logits: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Mean over users of -log p(rated item) under a softmax over the whole catalogue (Mult-DAE)."""
+    return (-(torch.log_softmax(logits, dim=1) * observed).sum(1) / observed.sum(1)).mean()
+
+
 def fit(
     module: torch.nn.Module,
     name: str,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,9 +40,6 @@ class Popularity(Scorer):
     def ranking(self) -> np.ndarray:
         """Item indices from most to least popular (the serving bundle's popularity order)."""
         return np.argsort(-self.item_scores, kind="stable")
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
 
     def _save_weights(self, folder: Path) -> None:
         np.savez(folder / "popularity.npz", bayes_mean=self.bayes_mean, counts=self.counts)

@@ -15,9 +15,9 @@ rating for ``visible="ratings"``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,7 +26,7 @@ from torch import nn
 
 from training.data.dataset import IdMap, RatingScale
 from training.data.matrices import dense_rows, liked, rating_levels
-from training.models.base import Scorer, TrainingData, read_meta, scale_from, validation_metrics
+from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
 from training.models.fitting import FitHistory, fit, user_batches
 from training.runtime import pick_device, seed_everything
 
@@ -83,7 +83,7 @@ def one_hot(levels: torch.Tensor, n_levels: int) -> torch.Tensor:
     return encoded.to(torch.float32)
 
 
-class RBM(Scorer):
+class RBM(TorchScorer):
     name: ClassVar[str] = "rbm"
 
     def __init__(self, item_ids: IdMap, scale: RatingScale, config: RBMConfig, net: RBMNet) -> None:
@@ -112,18 +112,12 @@ class RBM(Scorer):
             return None  # two levels say liked or not, not a rating
         return (self._probs(histories) @ self.net.level_values).cpu().numpy()
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    def _save_weights(self, folder: Path) -> None:
-        torch.save(self.net.state_dict(), folder / "weights.pt")
-
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> RBM:
         meta = read_meta(folder)
         config, scale = RBMConfig(**meta["config"]), scale_from(meta)
         net = _make_net(len(meta["item_ids"]), config, scale)
-        net.load_state_dict(torch.load(folder / "weights.pt", map_location=device, weights_only=True))
+        net.load_state_dict(cls.load_state(folder, device))
         return cls(IdMap(meta["item_ids"]), scale, config, net.to(device).eval())
 
 

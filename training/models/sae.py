@@ -18,9 +18,9 @@ own validation metric (NDCG@10, RMSE). Inputs are corrupted by dropping observed
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,8 +29,8 @@ from torch import nn
 
 from training.data.dataset import IdMap, RatingScale
 from training.data.matrices import dense_rows, normalised
-from training.models.base import Scorer, TrainingData, read_meta, scale_from, validation_metrics
-from training.models.fitting import FitHistory, fit, user_batches
+from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
+from training.models.fitting import FitHistory, corrupt, fit, multinomial_nll, user_batches
 from training.runtime import pick_device, seed_everything
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
@@ -99,7 +99,7 @@ class SAENet(nn.Module):
         return ratings, self.ranking_path(normalised_ratings)
 
 
-class SAE(Scorer):
+class SAE(TorchScorer):
     name: ClassVar[str] = "sae"
 
     def __init__(self, item_ids: IdMap, scale: RatingScale, config: SAEConfig, net: SAENet) -> None:
@@ -123,19 +123,13 @@ class SAE(Scorer):
     def predict_ratings(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
         return self._forward(histories)[0].cpu().numpy()
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    def _save_weights(self, folder: Path) -> None:
-        torch.save(self.net.state_dict(), folder / "weights.pt")
-
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> SAE:
         meta = read_meta(folder)
         config = SAEConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
         scale = scale_from(meta)
         net = SAENet(len(meta["item_ids"]), config, scale, 0.0)  # the mean is a buffer in the weights
-        net.load_state_dict(torch.load(folder / "weights.pt", map_location=device, weights_only=True))
+        net.load_state_dict(cls.load_state(folder, device))
         return cls(IdMap(meta["item_ids"]), scale, config, net.to(device).eval())
 
 
@@ -156,10 +150,9 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
             for users in user_batches(inputs, config.batch_size, rng):
                 x = dense_rows(inputs, users, device)
                 observed = (x > 0).float()
-                keep = (torch.rand_like(x) >= config.input_dropout).float()
-                predicted, logits = net(x * keep)
+                predicted, logits = net(corrupt(x, config.input_dropout))
                 if ranking:
-                    loss = (-(torch.log_softmax(logits, dim=1) * observed).sum(1) / observed.sum(1)).mean()
+                    loss = multinomial_nll(logits, observed)
                 else:
                     target = dense_rows(ratings, users, device)
                     loss = ((predicted - target) ** 2 * observed).sum() / observed.sum()

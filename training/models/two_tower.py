@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,8 +25,8 @@ from torch import nn
 from training.data.dataset import IdMap, MovieLens, RatingScale
 from training.data.features import N_YEAR_BUCKETS, Demographics, year_buckets
 from training.data.matrices import dense_rows, normalised
-from training.models.base import Scorer, TrainingData, read_meta, scale_from, validation_metrics
-from training.models.fitting import FitHistory, fit, user_batches
+from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
+from training.models.fitting import FitHistory, corrupt, fit, multinomial_nll, user_batches
 from training.runtime import pick_device, seed_everything
 
 
@@ -95,7 +95,7 @@ class TwoTowerNet(nn.Module):
         return self.user_tower(normalised_ratings, demographics) @ self.item_tower().T
 
 
-class TwoTower(Scorer):
+class TwoTower(TorchScorer):
     name: ClassVar[str] = "two_tower"
 
     def __init__(self, item_ids: IdMap, scale: RatingScale, config: TwoTowerConfig, net: TwoTowerNet,
@@ -128,14 +128,11 @@ class TwoTower(Scorer):
     def score(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
         return (self.user_embeddings(histories, users) @ self.item_embeddings().T).cpu().numpy()
 
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
-
     def _extra_meta(self) -> dict[str, Any]:
         return {"demographics": self.demographics.to_dict()}
 
     def _save_weights(self, folder: Path) -> None:
-        torch.save(self.net.state_dict(), folder / "weights.pt")
+        super()._save_weights(folder)
         np.save(folder / "user_codes.npy", self.user_codes)
 
     @classmethod
@@ -144,7 +141,7 @@ class TwoTower(Scorer):
         config = TwoTowerConfig(**meta["config"])
         demographics = Demographics(tuple(meta["demographics"]["genders"]),
                                     tuple(meta["demographics"]["occupations"]))
-        state = torch.load(folder / "weights.pt", map_location=device, weights_only=True)
+        state = cls.load_state(folder, device)
         net = TwoTowerNet(len(meta["item_ids"]), state["item_tower.genres"], state["item_tower.years"],
                           demographics.sizes, config)
         net.load_state_dict(state)
@@ -174,9 +171,8 @@ def train(data: TrainingData, config: TwoTowerConfig = TwoTowerConfig(), *, prog
         for users in user_batches(inputs, config.batch_size, rng):
             x = dense_rows(inputs, users, device)
             observed = (x > 0).float()
-            keep = (torch.rand_like(x) >= config.history_dropout).float()
-            logits = net(x * keep, model._codes(users, len(users)))
-            loss = (-(torch.log_softmax(logits, dim=1) * observed).sum(1) / observed.sum(1)).mean()
+            logits = net(corrupt(x, config.history_dropout), model._codes(users, len(users)))
+            loss = multinomial_nll(logits, observed)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
