@@ -42,6 +42,13 @@ def test_champion_moves_only_on_a_better_validation_ndcg(store: MlflowClient, tm
     assert _champion(store) == 3
 
 
+def test_an_equal_score_does_not_move_the_champion(store: MlflowClient, tmp_path: Path) -> None:
+    score = 0.1139364912345678  # more digits than a rounded tag would keep
+    _register(store, tmp_path, score)
+    again = _register(store, tmp_path, score)
+    assert not again["champion"] and _champion(store) == 1
+
+
 def test_a_champion_from_other_data_is_replaced(store: MlflowClient, tmp_path: Path) -> None:
     _register(store, tmp_path, 0.9)
     moved = _register(store, tmp_path, 0.1, {**TAGS, "data_fingerprint": "other"})

@@ -95,8 +95,9 @@ def register(client: MlflowClient, model: str, run_id: str, artifact_uri: str, s
     name = registry_name(model)
     with contextlib.suppress(MlflowException):  # raised when it is already registered
         client.create_registered_model(name, description=f"{model} recommender trained on MovieLens")
+    # The score is stored exactly: a rounded tag would let an equal score look better next time.
     version = client.create_model_version(name, source=artifact_uri, run_id=run_id,
-                                          tags={**tags, MONITOR_TAG: f"{score:.6f}"})
+                                          tags={**tags, MONITOR_TAG: repr(float(score))})
     previous = _champion_score(client, name, tags)
     promoted = previous is None or score > previous
     if promoted:
