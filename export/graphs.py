@@ -7,6 +7,9 @@ with the user's history and a response with N, not with the catalogue. The two-t
 split in two: a user tower (ratings -> embedding) and an item scorer holding the item
 embedding matrix (embedding -> top-N).
 
+When fewer than N items are eligible (a user who rated nearly everything), the tail of the top-N
+holds blocked items scored -inf: callers drop entries whose score is not finite.
+
 Tensor names follow libtorch's ``NAME__index`` convention so the TorchScript and ONNX variants
 share one contract.
 """

@@ -52,14 +52,18 @@ class ModelLoadError(RuntimeError):
 
 
 def find_home(explicit: Path | None = None) -> Path:
-    """The wheel's ``pytriton/tritonserver`` folder: given, ``$RECSYS_TRITON_HOME``, ``.triton/`` or site-packages."""
-    candidates = [explicit] if explicit else []
-    if os.environ.get(HOME_ENV):
-        candidates.append(Path(os.environ[HOME_ENV]))
-    candidates.append(ROOT / ".triton" / "pytriton" / "tritonserver")
-    candidates += [Path(p) / "pytriton" / "tritonserver" for p in sys.path if p]
+    """The wheel's ``pytriton/tritonserver`` folder.
+
+    A location given as an argument or in ``$RECSYS_TRITON_HOME`` is the only place looked at (a
+    wrong setting is an error, not a silent fallback); otherwise ``.triton/`` then site-packages.
+    """
+    if explicit or os.environ.get(HOME_ENV):
+        candidates = [Path(explicit or os.environ[HOME_ENV])]
+    else:
+        candidates = [ROOT / ".triton" / "pytriton" / "tritonserver",
+                      *(Path(p) / "pytriton" / "tritonserver" for p in sys.path if p)]
     for home in candidates:
-        if home and (home / "bin" / "tritonserver").is_file():
+        if (home / "bin" / "tritonserver").is_file():
             return home
     looked = ", ".join(str(c) for c in candidates[:3])
     raise TritonNotFound(f"tritonserver binary not found (looked in {looked}); run `make setup`, which installs "

@@ -1,0 +1,143 @@
+"""Export into a model repository and serve it from the real embedded Triton over gRPC."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from export.formats import VARIANTS, runner
+from export.graphs import ItemScorerGraph, UserTowerGraph, graphs_for, signature
+from export.parity import feeds_for, torch_runner
+from export.pipeline import export_models, parity_users
+from export.repository import read_config, versions
+from export.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
+from export.triton.launcher import Ports
+from training.data.splits import make_split
+from training.models.base import TrainingData
+from training.pipeline import train_models
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    dataset = tiny_data.dataset
+    split = make_split(dataset, "u1")
+    trained = train_models(tiny_data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu",
+                           ensemble=False)
+    repository = tmp_path_factory.mktemp("model_repository")
+    rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20)
+    graphs = {g: graph for n in ("sae", "rbm", "two_tower")
+              for g, graph in graphs_for(n, trained.models[n], 20).items()}
+    task = parity_users(dataset, split.train, split.test, 12)
+    return {"rows": rows, "repository": repository, "graphs": graphs, "models": trained.models, "task": task,
+            "dataset": dataset, "split": split}
+
+
+@pytest.fixture(scope="module")
+def triton(exported: dict) -> EmbeddedTriton:
+    names = tuple(r["repository_model"] for r in exported["rows"])
+    with EmbeddedTriton(exported["repository"], models=names, startup_timeout=120) as server:
+        yield server
+
+
+def _feeds(exported: dict, graph_name: str) -> dict[str, np.ndarray]:
+    graph, task = exported["graphs"][graph_name], exported["task"]
+    users = task.users
+    codes = exported["models"]["two_tower"].user_codes
+    embeddings = None
+    if isinstance(graph, ItemScorerGraph):
+        user_graph = exported["graphs"][graph_name.replace("_items", "_user")]
+        embeddings = torch_runner(user_graph)(feeds_for(user_graph, task.history[users], users, codes, None))[0]
+    return feeds_for(graph, task.history[users], users, codes, embeddings)
+
+
+def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
+    rows = exported["rows"]
+    kinds = {(r["model"], r["variant"]) for r in rows}
+    for graph in ("sae", "two_tower_user"):  # graphs with Linear layers get every variant
+        assert {v for g, v in kinds if g == graph} == set(VARIANTS)
+    assert {v for g, v in kinds if g == "rbm"} == {"onnx_fp32", "onnx_fp16", "torchscript_fp32"}
+    for row in rows:
+        config = read_config(exported["repository"] / row["repository_model"])
+        assert config.name == row["repository_model"]
+        assert config.backend == VARIANTS[row["variant"]].backend
+        assert config.max_batch_size > 0 and config.dynamic_batching is not None and config.model_warmup
+        if not VARIANTS[row["variant"]].quantized:
+            assert row["parity_max_abs_err"] <= 1e-4
+        assert abs(row["ndcg@10_delta"]) <= 0.03
+
+
+def test_triton_serves_exactly_what_was_exported(exported: dict, triton: EmbeddedTriton) -> None:
+    for row in exported["rows"]:
+        name, variant = row["repository_model"], VARIANTS[row["variant"]]
+        graph = exported["graphs"][row["model"]]
+        feeds = _feeds(exported, row["model"])
+        inputs = []
+        for tensor, (tname, dtype, _) in zip(feeds.values(), signature(graph)[0], strict=True):
+            infer_input = grpcclient.InferInput(tname, list(tensor.shape), dtype)
+            infer_input.set_data_from_numpy(tensor)
+            inputs.append(infer_input)
+        result = triton.client.infer(name, inputs)
+        served = [result.as_numpy(tname) for tname, _, _ in signature(graph)[1]]
+        in_process = runner(variant, exported["repository"] / name / str(row["version"]) / variant.filename)(feeds)
+        reference = torch_runner(graph)(feeds)
+        for got, local, ref in zip(served, in_process, reference, strict=True):
+            assert got.shape == ref.shape, name
+            np.testing.assert_allclose(got, local, rtol=1e-6, atol=1e-6, err_msg=name)
+            if not variant.quantized and ref.dtype.kind == "f":
+                np.testing.assert_allclose(got, ref, atol=1e-4, err_msg=name)
+        if not isinstance(graph, UserTowerGraph):  # top-N never holds a rated or excluded item
+            blocked = feeds["EXCLUDE_IDX__1"] if isinstance(graph, ItemScorerGraph) else feeds["ITEM_IDX__0"]
+            for top, row_blocked in zip(served[0], blocked, strict=True):
+                assert not set(top.tolist()) & {int(i) for i in row_blocked if i >= 0}, name
+
+
+def test_reexport_adds_a_version_and_prunes_old_ones(exported: dict, tmp_path: Path) -> None:
+    repo, split = tmp_path / "repo", exported["split"]
+    for expected in (1, 2, 3):
+        rows = export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
+                             variants=["onnx_fp32"], keep_versions=2)
+        assert rows[0]["version"] == expected
+    assert versions(repo / "sae_onnx_fp32") == [2, 3]
+    assert read_config(repo / "sae_onnx_fp32").version_policy.latest.num_versions == 2
+
+
+def test_missing_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_TRITON_HOME", str(tmp_path))
+    with pytest.raises(TritonNotFound, match="make setup"):
+        EmbeddedTriton(tmp_path, home=tmp_path / "nowhere")
+
+
+def test_port_conflict_names_the_port(exported: dict) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(TritonStartError, match=f"grpc port {port} .* already in use"):
+            EmbeddedTriton(exported["repository"], ports=Ports(grpc=port)).start()
+
+
+def test_a_broken_model_is_named_and_the_server_survives(tmp_path: Path, exported: dict) -> None:
+    repo = tmp_path / "repo"
+    good = next(r for r in exported["rows"] if r["repository_model"] == "sae_onnx_fp32")
+    shutil.copytree(exported["repository"] / good["repository_model"], repo / "sae_onnx_fp32")
+    broken = repo / "broken_model"
+    shutil.copytree(repo / "sae_onnx_fp32", broken)
+    config = (broken / "config.pbtxt").read_text().replace('name: "sae_onnx_fp32"', 'name: "broken_model"')
+    (broken / "config.pbtxt").write_text(config)
+    for version in versions(broken):
+        (broken / str(version) / "model.onnx").write_bytes(b"not an onnx file")
+    with EmbeddedTriton(repo, models=("sae_onnx_fp32",)) as server:
+        with pytest.raises(ModelLoadError, match="'broken_model'"):
+            server.load("broken_model")
+        assert server.client.is_model_ready("sae_onnx_fp32")
+        pid = server.process.pid
+        server.restart()
+        server.load("sae_onnx_fp32")
+        assert server.is_ready() and server.process.pid != pid
+        process = server.process
+    assert process.poll() is not None  # stopped with the context
