@@ -6,7 +6,7 @@ DATA ?= ../shared/data/movielens/ml-100k
 TRITON_DIR ?= .triton
 PYTEST_ARGS ?=
 
-.PHONY: setup train test test-fast lint bench-quality clean
+.PHONY: setup train export triton test test-fast lint bench-quality bench-export clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,16 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(PY) -m training.train --data $(DATA)
 
+# Models come from the MLflow registry; train once if nothing is registered yet.
+var/mlflow.db:
+	$(MAKE) train
+
+export: setup var/mlflow.db
+	$(PY) -m export --out model_repository --bundle serving_bundle
+
+triton: export
+	$(PY) -m export.triton --model-repository model_repository
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -34,5 +44,9 @@ lint: setup
 bench-quality: setup
 	$(PY) -m training.bench_quality --data $(DATA)
 
+bench-export: setup var/mlflow.db
+	$(PY) -m export.bench
+
 clean:
-	rm -rf $(VENV) $(TRITON_DIR) var reports
+	rm -rf $(VENV) $(TRITON_DIR) var reports serving_bundle
+	find model_repository -mindepth 1 ! -name README.md -exec rm -rf {} +

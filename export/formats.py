@@ -25,6 +25,7 @@ class Variant:
     backend: str  # Triton backend that serves it natively
     filename: str
     quantized: bool
+    cpu_only: bool = False  # PyTorch's dynamic int8 Linear has no CUDA kernels (it crashes there)
 
 
 VARIANTS = {v.name: v for v in (
@@ -32,7 +33,7 @@ VARIANTS = {v.name: v for v in (
     Variant("onnx_int8", "onnx", "onnxruntime", "model.onnx", True),
     Variant("onnx_fp16", "onnx", "onnxruntime", "model.onnx", True),
     Variant("torchscript_fp32", "torchscript", "pytorch", "model.pt", False),
-    Variant("torchscript_int8", "torchscript", "pytorch", "model.pt", True),
+    Variant("torchscript_int8", "torchscript", "pytorch", "model.pt", True, cpu_only=True),
 )}
 # Index plumbing stays fp32 in the fp16 variant: onnxruntime's CPU provider has no fp16
 # ScatterElements(add), and top-k/gather over fp16 would only lose precision at no speed gain.

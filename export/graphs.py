@@ -36,7 +36,9 @@ DEFAULT_TOP_N = 100
 def densify(item_idx: torch.Tensor, rating: torch.Tensor, n_items: int) -> torch.Tensor:
     """(batch x L) pairs, -1 padded -> (batch x items) ratings with 0 where unrated."""
     valid = item_idx >= 0
-    dense = torch.zeros(item_idx.shape[0], n_items, dtype=rating.dtype, device=rating.device)
+    # Built from an input (never torch.zeros(..., device=...)): a traced graph would keep the
+    # device it was traced on and fail when the pytorch backend runs it on a GPU.
+    dense = torch.zeros_like(rating[:, :1]).expand(-1, n_items)
     # scatter_add with 0 for padding: padded slots point at item 0 but add nothing to it.
     return dense.scatter_add(1, item_idx.clamp(min=0), torch.where(valid, rating, torch.zeros_like(rating)))
 
@@ -73,7 +75,7 @@ class _RBMScores(nn.Module):
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         observed = (dense > 0).to(dense.dtype)
         if self.liked:
-            levels = torch.where(dense >= self.threshold, 2.0, 1.0) * observed
+            levels = (1.0 + (dense >= self.threshold).to(dense.dtype)) * observed  # 2 liked, 1 disliked
         else:
             levels = (torch.round((dense - self.low) / self.step) + 1.0) * observed
         probs = self.net.visible_probs(self.net.hidden_probs(one_hot(levels, self.net.weight.shape[1])))

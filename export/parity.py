@@ -100,3 +100,14 @@ def check(name: str, variant: str, quantized: bool, reference: list[np.ndarray],
         raise ParityError(f"{name} {variant}: NDCG@10 drops by {-delta:.4f} (more than {QUANTIZED_MAX_NDCG_DROP}) "
                           f"against PyTorch (max abs error {err:.3g})")
     return Parity(err, ndcg_got, delta)
+
+
+def graph_feeds(graphs: dict[str, nn.Module], graph_name: str, histories: sp.csr_matrix, users: np.ndarray,
+                user_codes: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Inputs for one graph of an exported set; an item scorer gets its user tower's PyTorch embeddings."""
+    graph = graphs[graph_name]
+    embeddings = None
+    if isinstance(graph, ItemScorerGraph):
+        user_graph = graphs[graph_name.removesuffix("_items") + "_user"]
+        embeddings = torch_runner(user_graph)(feeds_for(user_graph, histories, users, user_codes, None))[0]
+    return feeds_for(graph, histories, users, user_codes, embeddings)

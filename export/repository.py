@@ -25,8 +25,10 @@ def model_config(name: str, graph: nn.Module, variant: Variant, *, max_batch_siz
     for tensor_name, dtype, dims in outputs:
         config.output.add(name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims)
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
-    # KIND_AUTO: on the GPU in the NGC container when one is present, on the CPU here.
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO, count=instances)
+    # KIND_AUTO: on the GPU in the NGC container when one is present, on the CPU here; a
+    # CPU-only variant is pinned to the CPU so a GPU machine never tries to run it there.
+    kind = mc.ModelInstanceGroup.KIND_CPU if variant.cpu_only else mc.ModelInstanceGroup.KIND_AUTO
+    config.instance_group.add(kind=kind, count=instances)
     config.version_policy.latest.num_versions = keep_versions
     warmup = config.model_warmup.add(name="zeros", batch_size=1)
     for tensor_name, dtype, dims in inputs:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import export.__main__ as export_cli
+from export.repository import read_config
 from training import evaluate, train
 
 
@@ -59,3 +61,27 @@ def test_bad_arguments_say_what_to_fix(synthetic_dirs: dict[str, Path]) -> None:
         train.main(["--data", str(synthetic_dirs["ml-100k"]), "--set", "hidden=3", "--no-track"])
     with pytest.raises(SystemExit, match="unknown"):
         train.main(["--data", str(synthetic_dirs["ml-100k"]), "--models", "svd", "--no-track"])
+
+
+def test_export_reads_champions_and_writes_repository_and_bundle(trained_state: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    repo, bundle = tmp_path / "repo", tmp_path / "bundle"
+    args = ["--state-dir", str(trained_state), "--out", str(repo), "--bundle", str(bundle),
+            "--variants", "onnx_fp32,torchscript_fp32", "--top-n", "20"]
+    rows = export_cli.main(args)
+    assert {r["repository_model"] for r in rows} == {f"{g}_{v}" for g in ("sae", "rbm", "two_tower_user",
+                                                                         "two_tower_items")
+                                                      for v in ("onnx_fp32", "torchscript_fp32")}
+    assert all(read_config(repo / r["repository_model"]).name == r["repository_model"] for r in rows)
+    manifest = json.loads((bundle / "1" / "manifest.json").read_text())
+    assert manifest["registry_versions"] == {m: 1 for m in ("popularity", "sae", "rbm", "two_tower", "ensemble")}
+    catalog = json.loads((bundle / "1" / "catalog.json").read_text())
+    assert len(catalog["items"]) == 150 and catalog["items"][0]["title"].startswith("Synthetic Movie")
+    assert export_cli.main(args) and (bundle / "2" / "manifest.json").is_file()  # versioned with the models
+
+
+def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(export_cli.ExportError, match="make train"):
+        export_cli.main(["--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--bundle", str(tmp_path / "b")])

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2 as mc
 
 from export.formats import VARIANTS, runner
 from export.graphs import ItemScorerGraph, UserTowerGraph, graphs_for, signature
-from export.parity import feeds_for, torch_runner
+from export.parity import graph_feeds, torch_runner
 from export.pipeline import export_models, parity_users
 from export.repository import read_config, versions
 from export.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
@@ -45,14 +50,9 @@ def triton(exported: dict) -> EmbeddedTriton:
 
 
 def _feeds(exported: dict, graph_name: str) -> dict[str, np.ndarray]:
-    graph, task = exported["graphs"][graph_name], exported["task"]
-    users = task.users
-    codes = exported["models"]["two_tower"].user_codes
-    embeddings = None
-    if isinstance(graph, ItemScorerGraph):
-        user_graph = exported["graphs"][graph_name.replace("_items", "_user")]
-        embeddings = torch_runner(user_graph)(feeds_for(user_graph, task.history[users], users, codes, None))[0]
-    return feeds_for(graph, task.history[users], users, codes, embeddings)
+    task = exported["task"]
+    return graph_feeds(exported["graphs"], graph_name, task.history[task.users], task.users,
+                       exported["models"]["two_tower"].user_codes)
 
 
 def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
@@ -66,6 +66,9 @@ def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
         assert config.name == row["repository_model"]
         assert config.backend == VARIANTS[row["variant"]].backend
         assert config.max_batch_size > 0 and config.dynamic_batching is not None and config.model_warmup
+        # Dynamic int8 TorchScript has CPU kernels only: pinned to the CPU even on a GPU machine.
+        expected_kind = "KIND_CPU" if row["variant"] == "torchscript_int8" else "KIND_AUTO"
+        assert mc.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == expected_kind
         if not VARIANTS[row["variant"]].quantized:
             assert row["parity_max_abs_err"] <= 1e-4
         assert abs(row["ndcg@10_delta"]) <= 0.03
@@ -141,3 +144,25 @@ def test_a_broken_model_is_named_and_the_server_survives(tmp_path: Path, exporte
         assert server.is_ready() and server.process.pid != pid
         process = server.process
     assert process.poll() is not None  # stopped with the context
+
+
+def test_triton_dies_with_a_killed_parent(exported: dict, tmp_path: Path) -> None:
+    """SIGKILL gives the parent no chance to clean up; PR_SET_PDEATHSIG must still stop Triton."""
+    pid_file = tmp_path / "triton.pid"
+    script = (f"import time; from pathlib import Path; from export.triton import EmbeddedTriton\n"
+              f"t = EmbeddedTriton(Path({str(exported['repository'])!r})).start()\n"
+              f"Path({str(pid_file)!r}).write_text(str(t.process.pid)); time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    triton_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and Path(f"/proc/{triton_pid}").exists():
+        state = Path(f"/proc/{triton_pid}/stat").read_text().split()[2] if Path(f"/proc/{triton_pid}").exists() else "X"
+        if state == "Z":
+            break
+        time.sleep(0.2)
+    assert not Path(f"/proc/{triton_pid}").exists() or state == "Z", "tritonserver outlived its parent"

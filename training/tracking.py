@@ -111,7 +111,7 @@ def register(client: MlflowClient, model: str, run_id: str, artifact_uri: str, s
 def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[str, list[int]]) -> dict[str, Any]:
     """Log a finished training call to MLflow; returns the registry outcome per model."""
     client = MlflowClient()
-    tags = {k: str(params[k]) for k in ("data_fingerprint", "split", "validation_seed")}
+    tags = {k: str(params[k]) for k in ("data_fingerprint", "split", "validation_seed", "data")}
     outcome: dict[str, Any] = {}
     members = dict(result.models)
     if result.ensemble is not None:

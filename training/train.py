@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    data_dir = args.data or default_data()
+    data_dir = (args.data or default_data()).resolve()  # recorded with the models; export reads it back
     dataset = load_movielens(data_dir, args.format)
     split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
     device = pick_device(args.device)

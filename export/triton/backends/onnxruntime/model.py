@@ -2,7 +2,7 @@
 
 The NGC container serves ``backend: "onnxruntime"`` models natively; the nvidia-pytriton wheel
 has no such backend, so this file, installed as ``<backend-dir>/onnxruntime/model.py``, serves
-the same model folders unchanged. CUDA is used only when onnxruntime sees a GPU.
+the same model folders unchanged. CUDA is used only for GPU instances when onnxruntime has it.
 
 Tensors cross the stub boundary through DLPack, never ``as_numpy()``/``Tensor(name, ndarray)``:
 the wheel's stub is built against numpy 1.x, and with numpy 2 (whose dtype struct layout
@@ -35,8 +35,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
-        available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        wanted = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU":  # CUDA only for GPU instances, and only if built in
+            wanted.insert(0, "CUDAExecutionProvider")
+        providers = [p for p in wanted if p in ort.get_available_providers()]
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("RECSYS_ORT_THREADS", "1"))
         self.session = ort.InferenceSession(path, options, providers=providers)

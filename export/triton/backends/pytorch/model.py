@@ -2,7 +2,7 @@
 
 Serves TorchScript ``model.pt`` folders written for the NGC container unchanged. Inputs are
 passed positionally in the config's order, as libtorch does; outputs are the returned tensor
-or tuple in the config's output order. CUDA is used when torch sees a GPU.
+or tuple in the config's output order. CUDA is used for GPU instances.
 
 Tensors cross the stub boundary through DLPack (see the onnxruntime stand-in for why).
 """
@@ -20,7 +20,9 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.pt"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         torch.set_num_threads(int(os.environ.get("RECSYS_TORCH_THREADS", "1")))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # Follow the instance kind Triton chose (KIND_CPU pins CPU-only variants such as dynamic int8).
+        on_gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{args.get('model_instance_device_id', '0')}" if on_gpu else "cpu")
         self.model = torch.jit.load(path, map_location=self.device).eval()
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
