@@ -19,6 +19,7 @@ from typing import Any
 from export.bundle import write_bundle
 from export.formats import VARIANTS
 from export.graphs import DEFAULT_TOP_N
+from export.parity import ParityError
 from export.pipeline import export_models
 from training.data import load_movielens
 from training.data.splits import make_split
@@ -88,4 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ExportError, ParityError) as err:  # expected failures: the message, not a traceback
+        raise SystemExit(f"export failed: {err}") from None

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from torch import nn
 
 from export.formats import VARIANTS, applicable, runner, write
-from export.graphs import DEFAULT_TOP_N, CatalogScorer, ItemScorerGraph, UserTowerGraph, graphs_for
+from export.graphs import DEFAULT_TOP_N, UserTowerGraph, graphs_for
 from export.parity import check, feeds_for, history_feeds, ndcg10, torch_runner
 from export.repository import model_config, write_model
 from training.data.dataset import MovieLens
@@ -44,42 +44,43 @@ def top_items(graph: nn.Module, outputs: list[np.ndarray], item_scorer: nn.Modul
 def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.DataFrame, test: pd.DataFrame,
                   repository: Path, *, variants: Sequence[str] = tuple(VARIANTS), top_n: int = DEFAULT_TOP_N,
                   keep_versions: int = 2, parity_limit: int = 300) -> list[dict[str, Any]]:
-    """Write every applicable variant of each learned model; one row per (graph, variant)."""
+    """Write every applicable variant of each learned model; one row per (graph, variant).
+
+    Every variant is staged and checked first; the repository changes only if all pass the
+    parity gate, so a failed export never leaves some models on a new version and some not.
+    """
     task = parity_users(dataset, train, test, parity_limit)
     users, histories = task.users, task.history[task.users]
     rows: list[dict[str, Any]] = []
-    for name in (n for n in LEARNED if n in models):
-        model = models[name]
-        graphs = graphs_for(name, model, top_n)
-        codes = model.user_codes if isinstance(model, TwoTower) else None
-        embeddings: np.ndarray | None = None
-        for graph_name, graph in graphs.items():
-            feeds = feeds_for(graph, histories, users, codes, embeddings)
-            reference = torch_runner(graph)(feeds)
+    with tempfile.TemporaryDirectory() as staging:
+        staged = []
+        for name in (n for n in LEARNED if n in models):
+            model = models[name]
+            graphs = graphs_for(name, model, top_n)
             item_scorer = graphs.get(f"{name}_items")
-            ndcg_reference = ndcg10(top_items(graph, reference, item_scorer, histories), task)
-            for variant_name in variants:
-                variant = VARIANTS[variant_name]
-                if not applicable(graph, variant):
-                    continue
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = write(graph, variant, Path(tmp) / variant.filename)
+            codes = model.user_codes if isinstance(model, TwoTower) else None
+            embeddings: np.ndarray | None = None  # the item scorer is checked on the PyTorch user embeddings
+            for graph_name, graph in graphs.items():
+                feeds = feeds_for(graph, histories, users, codes, embeddings)
+                reference = torch_runner(graph)(feeds)
+                ndcg_reference = ndcg10(top_items(graph, reference, item_scorer, histories), task)
+                for variant in (VARIANTS[v] for v in variants):
+                    if not applicable(graph, variant):
+                        continue
+                    repo_name = f"{graph_name}_{variant.name}"
+                    path = write(graph, variant, Path(staging) / repo_name / variant.filename)
                     got = runner(variant, path)(feeds)
                     parity = check(graph_name, variant.name, variant.quantized, reference, got, ndcg_reference,
                                    ndcg10(top_items(graph, got, item_scorer, histories), task))
-                    repo_name = f"{graph_name}_{variant.name}"
-                    version = write_model(repository, model_config(repo_name, graph, variant,
-                                                                   keep_versions=keep_versions),
-                                          path, keep_versions)
-                    size = path.stat().st_size
-                rows.append({"model": graph_name, "variant": variant.name, "format": variant.format, "bytes": size,
-                             "repository_model": repo_name, "version": version,
-                             "parity_max_abs_err": parity.max_abs_err, "ndcg@10": parity.ndcg10,
-                             "ndcg@10_delta": parity.ndcg10_delta})
-                log.info("exported model=%s variant=%s version=%d bytes=%d max_abs_err=%.3g ndcg@10=%.4f",
-                         graph_name, variant.name, version, size, parity.max_abs_err, parity.ndcg10)
-            if isinstance(graph, UserTowerGraph):
-                embeddings = reference[0]  # the item scorer is checked on the reference user embeddings
-            elif not isinstance(graph, CatalogScorer | ItemScorerGraph):
-                raise ValueError(f"unexpected graph {graph_name}")
+                    staged.append((model_config(repo_name, graph, variant, keep_versions=keep_versions), path))
+                    rows.append({"model": graph_name, "variant": variant.name, "format": variant.format,
+                                 "bytes": path.stat().st_size, "repository_model": repo_name,
+                                 "parity_max_abs_err": parity.max_abs_err, "ndcg@10": parity.ndcg10,
+                                 "ndcg@10_delta": parity.ndcg10_delta})
+                if isinstance(graph, UserTowerGraph):
+                    embeddings = reference[0]
+        for row, (config, path) in zip(rows, staged, strict=True):
+            row["version"] = write_model(repository, config, path, keep_versions)
+            log.info("exported model=%s variant=%s version=%d bytes=%d max_abs_err=%.3g ndcg@10=%.4f", row["model"],
+                     row["variant"], row["version"], row["bytes"], row["parity_max_abs_err"], row["ndcg@10"])
     return rows

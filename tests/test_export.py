@@ -17,7 +17,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export.formats import VARIANTS, runner
 from export.graphs import ItemScorerGraph, UserTowerGraph, graphs_for, signature
-from export.parity import graph_feeds, torch_runner
+from export.parity import ParityError, check, graph_feeds, torch_runner
 from export.pipeline import export_models, parity_users
 from export.repository import read_config, versions
 from export.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
@@ -166,3 +166,24 @@ def test_triton_dies_with_a_killed_parent(exported: dict, tmp_path: Path) -> Non
             break
         time.sleep(0.2)
     assert not Path(f"/proc/{triton_pid}").exists() or state == "Z", "tritonserver outlived its parent"
+
+
+def test_a_parity_failure_leaves_the_repository_untouched(exported: dict, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.pipeline as pipeline
+
+    repo, split = tmp_path / "repo", exported["split"]
+    export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
+                  variants=["onnx_fp32"])
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+
+    def failing_check(name: str, variant: str, *args: object) -> None:
+        if variant == "torchscript_fp32":
+            raise ParityError(f"{name} {variant}: planted mismatch")
+        return check(name, variant, *args)
+
+    monkeypatch.setattr(pipeline, "check", failing_check)
+    with pytest.raises(ParityError, match="planted mismatch"):
+        export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
+                      variants=["onnx_fp32", "torchscript_fp32"])
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
