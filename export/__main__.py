@@ -21,34 +21,10 @@ from export.formats import VARIANTS
 from export.graphs import DEFAULT_TOP_N
 from export.parity import ParityError
 from export.pipeline import export_models
+from export.registry import ExportError, load_champions
 from training.data import load_movielens
 from training.data.splits import make_split
 from training.train import DEFAULT_STATE, ROOT
-
-MODELS = ("popularity", "sae", "rbm", "two_tower", "ensemble")
-
-
-class ExportError(RuntimeError):
-    """The registry or data cannot support an export; the message says what to do."""
-
-
-def load_champions(alias: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
-    """Models, the tags they were trained with, and their registry versions."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from training.evaluate import from_registry
-    from training.tracking import CHAMPION, registry_name
-
-    client = MlflowClient()
-    try:
-        found = {m: (client.get_model_version_by_alias(registry_name(m), alias) if not alias.isdigit()
-                     else client.get_model_version(registry_name(m), alias)) for m in MODELS}
-    except MlflowException as err:
-        raise ExportError(f"no registered models under {alias!r} ({err.message}); run `make train` first"
-                          f"{'' if alias == CHAMPION else ' or pick another alias/version'}") from None
-    tags = found["sae"].tags
-    return from_registry(list(MODELS), alias), tags, {m: int(v.version) for m, v in found.items()}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export.__main__ import ExportError, load_champions
 from export.graphs import DEFAULT_TOP_N, graphs_for, signature
 from export.parity import graph_feeds
 from export.pipeline import export_models, parity_users
+from export.registry import ExportError, load_champions
 from export.triton import EmbeddedTriton
 from training.data import load_movielens
 from training.data.splits import make_split

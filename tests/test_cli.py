@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import export.__main__ as export_cli
+from export.registry import ExportError
 from export.repository import read_config
 from training import evaluate, train
 
@@ -83,5 +84,5 @@ def test_export_reads_champions_and_writes_repository_and_bundle(trained_state: 
 
 def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(export_cli.ExportError, match="make train"):
+    with pytest.raises(ExportError, match="make train"):
         export_cli.main(["--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--bundle", str(tmp_path / "b")])

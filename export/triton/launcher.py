@@ -132,6 +132,7 @@ class EmbeddedTriton:
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._log_tail: deque[str] = deque(maxlen=200)
         self._client: grpcclient.InferenceServerClient | None = None
+        atexit.register(self.stop)  # a no-op unless running; stop() is idempotent
 
     @property
     def grpc_url(self) -> str:
@@ -192,7 +193,6 @@ class EmbeddedTriton:
         self.process = subprocess.Popen(self._command(backends), env=self._environment(), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent)
         threading.Thread(target=self._forward_logs, args=(self.process.stdout,), daemon=True).start()
-        atexit.register(self.stop)
         self._wait_live()
         log.info("triton started pid=%d grpc=%s metrics=%s", self.process.pid, self.grpc_url, self.metrics_url)
         for model in self.models:
