@@ -3,8 +3,9 @@
     python -m export                                   # champions -> model_repository/, serving_bundle/
     python -m export --alias 3 --variants onnx_fp32,torchscript_fp32
 
-Models come from the MLflow registry (by alias or version), so what is served traces back to a
-run. The data set and split recorded with the models give the held-out users of the parity gate;
+Models come from the MLflow registry: the ensemble by alias or version and exactly the member
+versions it pins, so what is served traces back to one training run and the fusion weights fit.
+The data set and split recorded with the models give the held-out users of the parity gate;
 export refuses to run if that data changed since training.
 """
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
-
-MODELS = ("popularity", "sae", "rbm", "two_tower", "ensemble")
 
 
 class ExportError(RuntimeError):
@@ -12,19 +11,28 @@ class ExportError(RuntimeError):
 
 
 def load_champions(alias: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
-    """Models, the tags they were trained with, and their registry versions."""
+    """The ensemble under ``alias`` (or version) and exactly the member versions it was fitted on.
+
+    The ensemble is the serving unit: its fusion weights only hold for the members it pins, so
+    members are not taken from their own ``champion`` aliases (which move independently).
+    Returns the models (members and "ensemble"), the tags they were trained with, and versions.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from training.evaluate import from_registry
-    from training.tracking import CHAMPION, registry_name
+    from training.tracking import CHAMPION, download, registry_name
 
     client = MlflowClient()
+    name = registry_name("ensemble")
     try:
-        found = {m: (client.get_model_version_by_alias(registry_name(m), alias) if not alias.isdigit()
-                     else client.get_model_version(registry_name(m), alias)) for m in MODELS}
+        ensemble = (client.get_model_version(name, alias) if alias.isdigit()
+                    else client.get_model_version_by_alias(name, alias))
     except MlflowException as err:
-        raise ExportError(f"no registered models under {alias!r} ({err.message}); run `make train` first"
+        raise ExportError(f"no registered ensemble under {alias!r} ({err.message}); run `make train` first"
                           f"{'' if alias == CHAMPION else ' or pick another alias/version'}") from None
-    tags = found["sae"].tags
-    return from_registry(list(MODELS), alias), tags, {m: int(v.version) for m, v in found.items()}
+    pinned = json.loads((download("ensemble", str(ensemble.version)) / "members.json").read_text())
+    models = from_registry(["ensemble"], str(ensemble.version))
+    members = models["ensemble"].members
+    versions = {**{m: int(v) for m, v in pinned.items()}, "ensemble": int(ensemble.version)}
+    return {**members, **models}, ensemble.tags, versions

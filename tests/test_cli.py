@@ -86,3 +86,28 @@ def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypa
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ExportError, match="make train"):
         export_cli.main(["--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--bundle", str(tmp_path / "b")])
+
+
+def test_export_takes_the_members_the_ensemble_pins(trained_state: Path, synthetic_dirs: dict[str, Path],
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members' own champion aliases move independently; the served set must be the fitted one."""
+    import mlflow
+
+    from training.tracking import CHAMPION, configure, registry_name
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    configure(trained_state)
+    client = mlflow.MlflowClient()
+    # A second SAE version that becomes its own champion without a new ensemble.
+    first = client.get_model_version(registry_name("sae"), "1")
+    second = client.create_model_version(registry_name("sae"), source=first.source, run_id=first.run_id,
+                                         tags=first.tags)
+    client.set_registered_model_alias(registry_name("sae"), CHAMPION, second.version)
+    try:
+        rows = export_cli.main(["--state-dir", str(trained_state), "--out", str(tmp_path / "r"), "--bundle",
+                                str(tmp_path / "b"), "--variants", "onnx_fp32", "--top-n", "20"])
+        manifest = json.loads((tmp_path / "b" / "1" / "manifest.json").read_text())
+        assert manifest["registry_versions"]["sae"] == 1 and rows
+    finally:
+        client.set_registered_model_alias(registry_name("sae"), CHAMPION, "1")
+        client.delete_model_version(registry_name("sae"), second.version)

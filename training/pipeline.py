@@ -61,8 +61,9 @@ def make_config(name: str, overrides: Mapping[str, Any] | None = None, **common:
         raise ValueError(f"{name} has no setting(s) {sorted(unknown)}; it has {sorted(known)}")
     values = {k: v for k, v in common.items() if k in known and v is not None}
     values.update(overrides or {})
-    if "hidden" in values and isinstance(values["hidden"], list):
-        values["hidden"] = tuple(values["hidden"])
+    for key in ("hidden", "ranking_hidden"):  # JSON gives lists; configs are frozen tuples
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
     return replace(cls(), **values)
 
 

@@ -1,7 +1,7 @@
 """Stacked autoencoder over a user's rating vector.
 
-Two encoder stacks of the configured sizes (default 20-10-20, sigmoid) read the user's
-normalised ratings:
+Two encoder stacks read the user's normalised ratings (sigmoid; the rating path 20-10-20 by
+default, the ranking path one layer of 200, each configurable):
 
 * the rating path predicts ratings on the data set's scale, trained with MSE on observed
   ratings only (the classic SAE / AutoRec objective); it also sees the user's shrunk mean
@@ -40,6 +40,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tan
 @dataclass(frozen=True)
 class SAEConfig:
     hidden: tuple[int, ...] = (20, 10, 20)
+    # The ranking path is wider and slower-learning than the 20-10-20 rating path: on ml-100k u1 this
+    # lifts SAE NDCG@10 from 0.375 to 0.392 and the ensemble from 0.433 to 0.452 (validation agrees),
+    # at a cost on 5-rating users (0.333 -> 0.240), whom the serving cold-start ladder routes elsewhere.
+    ranking_hidden: tuple[int, ...] | None = (200,)  # None: same sizes as hidden
+    ranking_lr: float | None = 1e-3  # None: same as lr
     activation: str = "sigmoid"
     dropout: float = 0.0  # between hidden layers
     input_dropout: float = 0.5  # share of observed ratings hidden from the input (denoising)
@@ -62,10 +67,10 @@ class SAEConfig:
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
 
 
-def _stack(n_items: int, config: SAEConfig) -> nn.Sequential:
+def _stack(n_items: int, config: SAEConfig, hidden: tuple[int, ...]) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = n_items
-    for size in config.hidden:
+    for size in hidden:
         layers += [nn.Linear(width, size), ACTIVATIONS[config.activation]()]
         if config.dropout:
             layers.append(nn.Dropout(config.dropout))
@@ -78,8 +83,8 @@ class SAENet(nn.Module):
 
     def __init__(self, n_items: int, config: SAEConfig, scale: RatingScale, global_mean: float) -> None:
         super().__init__()
-        self.rating_path = _stack(n_items, config)
-        self.ranking_path = _stack(n_items, config)
+        self.rating_path = _stack(n_items, config, config.hidden)
+        self.ranking_path = _stack(n_items, config, config.ranking_hidden or config.hidden)
         self.user_offset_weight = nn.Parameter(torch.tensor(1.0))
         self.register_buffer("high", torch.tensor(float(scale.high)))
         self.register_buffer("low", torch.tensor(float(scale.low)))
@@ -126,7 +131,9 @@ class SAE(TorchScorer):
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> SAE:
         meta = read_meta(folder)
-        config = SAEConfig(**{**meta["config"], "hidden": tuple(meta["config"]["hidden"])})
+        saved = meta["config"]
+        ranking_hidden = tuple(saved["ranking_hidden"]) if saved.get("ranking_hidden") else None
+        config = SAEConfig(**{**saved, "hidden": tuple(saved["hidden"]), "ranking_hidden": ranking_hidden})
         scale = scale_from(meta)
         net = SAENet(len(meta["item_ids"]), config, scale, 0.0)  # the mean is a buffer in the weights
         net.load_state_dict(cls.load_state(folder, device))
@@ -143,7 +150,8 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
     inputs, ratings = normalised(data.train, scale), data.train
 
     def make_epoch(params: list[nn.Parameter], ranking: bool):
-        optimiser = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        lr = (config.ranking_lr or config.lr) if ranking else config.lr
+        optimiser = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
 
         def run_epoch(_: int) -> float:
             total, batches = 0.0, 0
