@@ -16,8 +16,6 @@ import torch
 from torch import nn
 
 from export.graphs import CatalogScorer, ItemScorerGraph, UserTowerGraph, signature
-from training.evaluation import metrics
-from training.evaluation.ranking import RankingTask
 
 FP32_TOLERANCE = 1e-4
 QUANTIZED_MAX_NDCG_DROP = 0.03
@@ -74,12 +72,6 @@ def torch_runner(graph: nn.Module) -> Callable[[dict[str, np.ndarray]], list[np.
             out = graph(*(torch.from_numpy(v) for v in feeds.values()))
         return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
     return run
-
-
-def ndcg10(top_idx: np.ndarray, task: RankingTask) -> float:
-    relevant = task.relevant[task.users]
-    hits = np.asarray(relevant[np.arange(len(task.users))[:, None], top_idx[:, :10]].todense(), dtype=bool)
-    return float(metrics.ndcg_at_k(hits, np.diff(relevant.indptr), 10).mean())
 
 
 def abs_error(reference: np.ndarray, got: np.ndarray) -> float:

@@ -15,10 +15,10 @@ from torch import nn
 
 from export.formats import VARIANTS, applicable, runner, write
 from export.graphs import DEFAULT_TOP_N, UserTowerGraph, graphs_for
-from export.parity import check, feeds_for, history_feeds, ndcg10, torch_runner
+from export.parity import check, feeds_for, history_feeds, torch_runner
 from export.repository import model_config, write_model
 from training.data.dataset import MovieLens
-from training.evaluation.ranking import RankingTask, ranking_task
+from training.evaluation.ranking import RankingTask, ndcg10_of, ranking_task
 from training.models.base import Scorer
 from training.models.two_tower import TwoTower
 from training.pipeline import LEARNED, full_history
@@ -63,7 +63,7 @@ def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.Da
             for graph_name, graph in graphs.items():
                 feeds = feeds_for(graph, histories, users, codes, embeddings)
                 reference = torch_runner(graph)(feeds)
-                ndcg_reference = ndcg10(top_items(graph, reference, item_scorer, histories), task)
+                ndcg_reference = ndcg10_of(top_items(graph, reference, item_scorer, histories), task)
                 for variant in (VARIANTS[v] for v in variants):
                     if not applicable(graph, variant):
                         continue
@@ -71,7 +71,7 @@ def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.Da
                     path = write(graph, variant, Path(staging) / repo_name / variant.filename)
                     got = runner(variant, path)(feeds)
                     parity = check(graph_name, variant.name, variant.quantized, reference, got, ndcg_reference,
-                                   ndcg10(top_items(graph, got, item_scorer, histories), task))
+                                   ndcg10_of(top_items(graph, got, item_scorer, histories), task))
                     staged.append((model_config(repo_name, graph, variant, keep_versions=keep_versions), path))
                     rows.append({"model": graph_name, "variant": variant.name, "format": variant.format,
                                  "bytes": path.stat().st_size, "repository_model": repo_name,

@@ -23,8 +23,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from training.evaluation import metrics
-from training.evaluation.ranking import RankingTask, top_k
+from training.evaluation.ranking import RankingTask, ndcg10_of, top_k
 from training.models.base import Scorer
 
 log = logging.getLogger(__name__)
@@ -77,14 +76,10 @@ def fit_fusion(models: Mapping[str, Scorer], task: RankingTask, steps: int = 10)
     names = sorted(models)
     users = task.users
     raw = {n: models[n].score(task.history[users], users) for n in names}
-    relevant = task.relevant[users]
-    n_relevant = np.diff(relevant.indptr)
     exclude = task.exclude[users]
-    rows = np.arange(len(users))[:, None]
 
     def ndcg(fused: np.ndarray) -> float:
-        hits = np.asarray(relevant[rows, top_k(fused, exclude, 10)].todense(), dtype=bool)
-        return float(metrics.ndcg_at_k(hits, n_relevant, 10).mean())
+        return ndcg10_of(top_k(fused, exclude, 10), task)
 
     steps = steps if len(names) <= 4 else 5
     grid = _simplex(len(names), steps)

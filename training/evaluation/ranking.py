@@ -57,12 +57,26 @@ def rank_users(score_fn: ScoreFn, task: RankingTask, k: int, batch_size: int = 5
     return np.concatenate(lists) if lists else np.zeros((0, k), np.int64)
 
 
+def hits_of(recommended: np.ndarray, task: RankingTask) -> tuple[np.ndarray, np.ndarray]:
+    """For lists in ``task.users`` order: which entries are relevant, and each user's relevant count."""
+    relevant = task.relevant[task.users]
+    hits = np.asarray(relevant[np.arange(len(task.users))[:, None], recommended].todense(), dtype=bool)
+    return hits, np.diff(relevant.indptr)
+
+
+def ndcg10_of(recommended: np.ndarray, task: RankingTask) -> float:
+    """Mean NDCG@10 of top lists (``task.users`` order): the number early stopping, ensemble fitting,
+    the champion rule and the export parity gate all compare."""
+    if not len(task.users):
+        return 0.0
+    hits, n_relevant = hits_of(recommended[:, :10], task)
+    return float(metrics.ndcg_at_k(hits, n_relevant, 10).mean())
+
+
 def ranking_metrics(recommended: np.ndarray, task: RankingTask, genres: np.ndarray,
                     item_popularity: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
     """Accuracy at each K plus coverage, novelty and diversity of the lists."""
-    relevant = task.relevant[task.users]
-    hits = np.asarray(relevant[np.arange(len(task.users))[:, None], recommended].todense(), dtype=bool)
-    n_relevant = np.diff(relevant.indptr)
+    hits, n_relevant = hits_of(recommended, task)
     out: dict[str, float] = {"users": float(len(task.users))}
     for k in ks:
         out[f"precision@{k}"] = float(metrics.precision_at_k(hits, k).mean())
@@ -83,11 +97,7 @@ def evaluate_ranking(score_fn: ScoreFn, task: RankingTask, genres: np.ndarray, i
 
 
 def ndcg_at_10(score_fn: ScoreFn, task: RankingTask) -> float:
-    """The single number early stopping, ensemble fitting and the champion rule compare."""
-    recommended = rank_users(score_fn, task, 10)
-    relevant = task.relevant[task.users]
-    hits = np.asarray(relevant[np.arange(len(task.users))[:, None], recommended].todense(), dtype=bool)
-    return float(metrics.ndcg_at_k(hits, np.diff(relevant.indptr), 10).mean()) if len(task.users) else 0.0
+    return ndcg10_of(rank_users(score_fn, task, 10), task)
 
 
 def truncate_histories(history: sp.csr_matrix, keep: int, seed: int = 0) -> sp.csr_matrix:

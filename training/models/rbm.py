@@ -102,10 +102,9 @@ class RBM(TorchScorer):
         return self.net(dense_rows(self.encode(histories), np.arange(histories.shape[0]), device))
 
     def score(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
-        probs = self._probs(histories)
         if self.config.visible == "liked":
-            return probs[..., 1].cpu().numpy()
-        return (probs @ self.net.level_values).cpu().numpy()
+            return self._probs(histories)[..., 1].cpu().numpy()  # P(liked)
+        return self.predict_ratings(histories)  # expected rating
 
     def predict_ratings(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray | None:
         if self.config.visible == "liked":
