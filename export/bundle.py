@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from export.repository import versions
 from training.data.dataset import MovieLens
+from training.data.features import AGE_EDGES
 from training.data.matrices import to_csr
 from training.fusion import Ensemble
 from training.models.popularity import Popularity
@@ -42,7 +43,9 @@ def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tow
     sp.save_npz(folder / "histories.npz", to_csr(dataset.ratings, dataset.n_users, dataset.n_items))
     if two_tower is not None:
         np.save(folder / "demographics.npy", two_tower.user_codes)
-        (folder / "demographics_vocab.json").write_text(json.dumps(two_tower.demographics.to_dict()))
+        # The age edges travel with the vocabularies so the server encodes a new user's age the same way.
+        vocab = {**two_tower.demographics.to_dict(), "age_edges": [float(e) for e in AGE_EDGES]}
+        (folder / "demographics_vocab.json").write_text(json.dumps(vocab))
         np.save(folder / "item_embeddings.npy", two_tower.item_embeddings().cpu().numpy())
     if ensemble is not None:
         (folder / "fusion.json").write_text(json.dumps(ensemble.config_dict()))
