@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.stack import Artifacts, build_artifacts
 from training.data import MovieLens, load_movielens
 from training.data.splits import make_split
 from training.data.synthetic import SyntheticSpec, write
@@ -35,3 +36,9 @@ def ml100k() -> MovieLens:
     if not (ML100K / "u.data").is_file():
         pytest.skip(f"real MovieLens data not found at {ML100K}")
     return load_movielens(ML100K)
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    """Tiny trained models exported (fp32 + int8 TorchScript) with their serving bundle."""
+    return build_artifacts(tiny_data, tmp_path_factory.mktemp("served"))

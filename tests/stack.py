@@ -1,0 +1,115 @@
+"""The real serving stack for tests: tiny trained models exported to a repository + bundle, the
+embedded Triton, and our server running on its own event loop in a thread, on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.bundle import write_bundle
+from export.pipeline import export_models
+from server.app import RecommendationServer, create_server
+from server.settings import Settings
+from training.data.splits import make_split
+from training.fusion import Ensemble, FusionSpec
+from training.models.base import TrainingData
+from training.pipeline import train_models
+
+VARIANTS = ("torchscript_fp32", "torchscript_int8")
+# The real ensemble's weights (ml-100k), so every model takes part whatever a tiny fit would pick.
+WEIGHTS = {"popularity": 0.3, "sae": 0.4, "rbm": 0.1, "two_tower": 0.2}
+SLOW_MODEL = Path(__file__).resolve().parent / "fixtures" / "slow_model.py"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    repository: Path
+    bundle: Path
+    models: tuple[str, ...]
+
+
+def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
+    dataset = data.dataset
+    split = make_split(dataset, "u1")
+    trained = train_models(data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu",
+                           ensemble=False)
+    repository = root / "model_repository"
+    rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS, top_n=20)
+    manifest = {"registry_versions": {}, "alias": "test", "top_n": 20,
+                "repository": {r["repository_model"]: r["version"] for r in rows}}
+    ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
+    write_bundle(root / "serving_bundle", dataset, trained.models["popularity"], trained.models["two_tower"],
+                 ensemble, manifest)
+    return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
+
+
+def slow_repository(artifacts: Artifacts, target: Path, model: str, delay_ms: int) -> Path:
+    """A copy of the repository where ``model`` answers correctly but only after ``delay_ms``."""
+    shutil.copytree(artifacts.repository, target)
+    folder = target / model
+    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    config.backend = "python"
+    config.default_model_filename = "model.py"
+    config.parameters["delay_ms"].string_value = str(delay_ms)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    for version in (p for p in folder.iterdir() if p.is_dir()):
+        shutil.copy(SLOW_MODEL, version / "model.py")
+    return target
+
+
+class ServerThread:
+    """Our server on a private event loop; ``start()`` returns once it serves, ``stop()`` drains it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: RecommendationServer | None = None
+        self.port = 0
+
+    def _run(self, coro: object, timeout: float = 180) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+
+        async def start() -> tuple[RecommendationServer, int]:
+            server, port = create_server(self.settings)
+            await server.start()
+            return server, port
+
+        self.server, self.port = self._run(start())  # type: ignore[misc]
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def call(self, coro: object, timeout: float = 60) -> object:
+        return self._run(coro, timeout)
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        if self.server is not None:
+            self._run(self.server.stop(grace))
+            self.server = None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides: object) -> Settings:
+    values = {"model_repository": artifacts.repository, "bundle": artifacts.bundle, "triton_url": triton_url,
+              "grpc_port": 0, "metrics_port": 0, "feedback_db": state / "feedback.sqlite", "log_json": False,
+              "health_interval_s": 0.2, "variants": list(VARIANTS), **overrides}
+    return Settings(**values)
