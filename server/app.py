@@ -43,7 +43,8 @@ class RecommendationServer:
         self.bundle = load_bundle(settings.bundle)
         available = list(self.bundle.manifest.get("repository", {}))
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
-                              LatencyBook(settings.latency_window, settings.latency_prior_ms))
+                              LatencyBook(settings.latency_window, settings.latency_prior_ms,
+                                                          settings.latency_max_age_s))
         self.profiles = Profiles(self.bundle)
         self.store = FeedbackStore(settings.feedback_db)
         for event in self.store.replay():

@@ -7,10 +7,11 @@ server answers with what it has, marked degraded.
 
 Plans are tried from best to cheapest, and the first whose predicted cost fits is used:
 the precision asked for with every model, then (precision "auto" only) the int8 variants,
-then fewer candidates, then dropping models, least weighted first, down to the local
+then fewer candidates, then only the models that fit on their own, down to the local
 popularity/content answer that needs no model at all. A branch's predicted cost is the sum
 of its models' sliding-window p95 (the two-tower branch is two calls in a row); branches run
-concurrently, so a plan costs its slowest branch.
+concurrently, so a plan costs its slowest branch, and dropping exactly the branches that do
+not fit keeps every model that can still answer in time.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def choose_plan(pool: ModelPool, branches: list[str], precision: str, available_
                 candidates: int) -> tuple[Plan, list[Plan]]:
     """The best plan predicted to fit ``available_ms``, and every plan considered (for logs and tests).
 
-    ``branches`` come in priority order (most valuable first); models that are not ready are
-    left out of every plan, which is how a Triton that is down costs no waiting.
+    Models that are not ready are left out of every plan, which is how a Triton that is down
+    costs no waiting.
     """
     if not branches:
         local = Plan("local", {}, candidates, 0.0)
@@ -95,9 +96,11 @@ def choose_plan(pool: ModelPool, branches: list[str], precision: str, available_
         options.append(_plan(pool, "int8", branches, "int8", candidates))
     fewer = max(candidates // 4, 10)
     options.append(_plan(pool, f"{cheap}:candidates={fewer}", branches, cheap, fewer))
-    for keep in range(len(branches) - 1, 0, -1):
-        dropped = branches[keep:]
-        options.append(_plan(pool, f"{cheap}:drop={'+'.join(dropped)}", branches[:keep], cheap, fewer))
+    reduced = options[-1]
+    fitting = [b for b in reduced.branches if sum(pool.p95(m) for m in reduced.branches[b]) <= available_ms]
+    if fitting:
+        dropped = [b for b in branches if b not in fitting]
+        options.append(_plan(pool, f"{cheap}:drop={'+'.join(dropped)}", fitting, cheap, fewer))
     options.append(Plan("local", {}, fewer, 0.0))
     for option in options:
         if option.cost_ms <= available_ms:

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     reserve_ms: float = 4.0  # kept back from the budget for fusion, filters and the reply
     latency_window: int = 256  # calls per model in the sliding p95
     latency_prior_ms: float = 10.0  # a model's estimate until it has answered
+    latency_max_age_s: float = 60.0  # older calls leave the window, so a model seen slow gets tried again
     candidates: int = 200  # popularity/content candidates each ranking model scores
     # Cold-start ladder.
     full_min_ratings: int = 10  # fewer ratings than this: the content rung

@@ -25,6 +25,10 @@ from server.latency import LatencyBook
 log = logging.getLogger(__name__)
 ROLES = ("sae", "rbm", "two_tower_user", "two_tower_items")
 LOAD_RETRY_S = 30.0
+# gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
+CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 10_000)]
 # Precision asked for -> variants that provide it, preferred first.
 PRECISIONS = {
     "fp32": ("torchscript_fp32", "onnx_fp32"),
@@ -67,7 +71,7 @@ class ModelPool:
         self.client: tritonaio.InferenceServerClient | None = None
 
     async def open(self) -> None:
-        self.client = tritonaio.InferenceServerClient(self.url)
+        self.client = tritonaio.InferenceServerClient(self.url, channel_args=CHANNEL_ARGS)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -149,6 +153,9 @@ class ModelPool:
             # The estimate must learn that this model is slow, or the planner keeps choosing it.
             self.latency.observe(model, (time.perf_counter() - started) * 1000)
             raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
+        except asyncio.CancelledError:  # cut off at the request's hard limit: at least this slow
+            self.latency.observe(model, (time.perf_counter() - started) * 1000)
+            raise
         except InferenceServerException as err:
             if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
                 self.ready.discard(model)

@@ -49,14 +49,14 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
 
 
-def slow_repository(artifacts: Artifacts, target: Path, model: str, delay_ms: int) -> Path:
-    """A copy of the repository where ``model`` answers correctly but only after ``delay_ms``."""
+def slow_repository(artifacts: Artifacts, target: Path, model: str, delay_file: Path) -> Path:
+    """A copy of the repository where ``model`` answers correctly, after the delay in ``delay_file`` (ms)."""
     shutil.copytree(artifacts.repository, target)
     folder = target / model
     config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
     config.backend = "python"
     config.default_model_filename = "model.py"
-    config.parameters["delay_ms"].string_value = str(delay_ms)
+    config.parameters["delay_file"].string_value = str(delay_file)
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     for version in (p for p in folder.iterdir() if p.is_dir()):
         shutil.copy(SLOW_MODEL, version / "model.py")

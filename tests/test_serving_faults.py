@@ -1,0 +1,172 @@
+"""Faults, end to end: a model that turns slow, too many calls, shutdown with calls in flight, Triton killed.
+
+The slow model is the only fake: the real SAE behind a test-only Python model that sleeps for
+as long as a file says (tests/fixtures/slow_model.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from clients.errors import RecsysError, ResourceExhausted
+from clients.retry import NO_RETRY
+from clients.sync import RecommenderClient
+from export.triton import EmbeddedTriton
+from server.bundle import load_bundle
+from tests.stack import Artifacts, ServerThread, settings_for, slow_repository
+
+BUDGET_MS = 80
+MARGIN_MS = 25  # the stated margin: a reply leaves within its budget plus this (loopback, 2 busy cores)
+SLOW_MODEL = "sae_torchscript_fp32"
+
+
+@pytest.fixture(scope="module")
+def delay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("delay") / "delay_ms"
+    path.write_text("0")
+    return path
+
+
+@pytest.fixture(scope="module")
+def slow_artifacts(serving_artifacts: Artifacts, delay: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    repository = slow_repository(serving_artifacts, tmp_path_factory.mktemp("slow") / "repo", SLOW_MODEL, delay)
+    return Artifacts(repository, serving_artifacts.bundle, serving_artifacts.models)
+
+
+@pytest.fixture(scope="module")
+def triton(slow_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
+    with EmbeddedTriton(slow_artifacts.repository, startup_timeout=120) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(slow_artifacts: Artifacts, triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory,
+          ) -> Iterator[ServerThread]:
+    settings = settings_for(slow_artifacts, triton.grpc_url, tmp_path_factory.mktemp("state"),
+                            max_concurrent_rpcs=4, latency_max_age_s=3.0)
+    with ServerThread(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def user(serving_artifacts: Artifacts) -> str:
+    bundle = load_bundle(serving_artifacts.bundle)
+    row = int(np.flatnonzero(np.diff(bundle.histories.indptr) >= 15)[0])
+    return next(u for u, i in bundle.user_index.items() if i == row)
+
+
+def _timed(call: Callable[[], object]) -> tuple[object, float]:
+    started = time.perf_counter()
+    result = call()
+    return result, (time.perf_counter() - started) * 1000
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_a_model_turning_slow_never_makes_an_answer_late(stack: ServerThread, delay: Path, user: str) -> None:
+    with RecommenderClient(stack.target, retry=NO_RETRY) as client:
+        delay.write_text("0")
+        assert not client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32").degraded
+        delay.write_text("400")
+        results = []
+        for _ in range(6):
+            result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32"))
+            assert wall_ms <= BUDGET_MS + MARGIN_MS, f"answered after {wall_ms:.0f} ms"
+            assert result.timings_ms["total"] <= BUDGET_MS + 1 and len(result.items) == 5
+            assert result.degraded and any(r.startswith("sae:") for r in result.degraded_reasons)
+            results.append(result)
+        # First the hard limit cuts the slow call off; once the estimate has learnt, the plan leaves it out.
+        assert "no answer within the budget" in results[0].degraded_reasons[0]
+        cut = next(c for c in results[0].model_calls if c.model == SLOW_MODEL)
+        assert not cut.ok and "cancelled" in cut.error
+        assert results[-1].plan == "fp32:drop=sae" and "left out to fit the budget" in results[-1].degraded_reasons[0]
+        assert {c.model for c in results[-1].model_calls if c.ok} >= {"rbm_torchscript_fp32"}
+        # With precision "auto" the planner downgrades to the int8 SAE instead, and nothing is missing.
+        auto = client.recommend(user, k=5, budget_ms=BUDGET_MS)
+        assert (auto.plan, auto.degraded) == ("int8", False)
+        assert "sae_torchscript_int8" in {c.model for c in auto.model_calls if c.ok}
+        # Samples age out: once the model is fast again it is tried, measured, and back in the plan.
+        delay.write_text("0")
+        time.sleep(3.5)
+        assert client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32").plan == "full"
+
+
+def test_tiny_budget_answers_locally_at_once(stack: ServerThread, user: str) -> None:
+    with RecommenderClient(stack.target, retry=NO_RETRY) as client:
+        result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=2))
+    assert (result.plan, result.degraded, result.model_calls, len(result.items)) == ("local", True, [], 5)
+    assert wall_ms <= 2 + MARGIN_MS
+
+
+def test_too_many_concurrent_calls_are_refused(stack: ServerThread, delay: Path, user: str) -> None:
+    delay.write_text("300")
+    try:
+        with RecommenderClient(stack.target, retry=NO_RETRY) as client, ThreadPoolExecutor(12) as pool:
+            def call() -> str:
+                try:
+                    client.recommend(user, k=3, strategy="sae", variant="fp32", budget_ms=5000)
+                    return "ok"
+                except ResourceExhausted:
+                    return "exhausted"
+
+            outcomes = list(pool.map(lambda _: call(), range(12)))
+    finally:
+        delay.write_text("0")
+    assert outcomes.count("exhausted") >= 1 and outcomes.count("ok") >= 4
+
+
+def test_shutdown_drains_calls_in_flight(slow_artifacts: Artifacts, triton: EmbeddedTriton, delay: Path,
+                                         tmp_path: Path, user: str) -> None:
+    server = ServerThread(settings_for(slow_artifacts, triton.grpc_url, tmp_path)).start()
+    delay.write_text("500")
+    outcome: dict[str, object] = {}
+    try:
+        with RecommenderClient(server.target, retry=NO_RETRY) as client:
+            def slow_call() -> None:
+                outcome["result"] = client.recommend(user, k=3, strategy="sae", variant="fp32", budget_ms=5000)
+
+            worker = threading.Thread(target=slow_call)
+            worker.start()
+            time.sleep(0.2)
+            server.stop(grace=5.0)
+            worker.join(10)
+    finally:
+        delay.write_text("0")
+    assert not outcome["result"].degraded  # type: ignore[attr-defined]
+    with RecommenderClient(server.target, retry=NO_RETRY, timeout=2) as client, pytest.raises(RecsysError) as caught:
+        client.list_models()
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_triton_killed_then_back(stack: ServerThread, triton: EmbeddedTriton, user: str) -> None:
+    with RecommenderClient(stack.target, retry=NO_RETRY) as client:
+        _wait_for(lambda: client.health() == "SERVING", 30, "SERVING before the kill")
+        assert triton.process is not None
+        os.killpg(triton.process.pid, signal.SIGKILL)
+        triton.process.wait(10)
+        for _ in range(5):
+            result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=200))
+            assert result.degraded and len(result.items) == 5 and wall_ms <= 200 + MARGIN_MS
+        _wait_for(lambda: client.health() == "NOT_SERVING", 10, "NOT_SERVING while Triton is down")
+        assert not client.list_models().triton_ready
+        triton.stop()
+        triton.start()  # the same ports; no models loaded: the server loads what it needs by itself
+        _wait_for(lambda: client.health() == "SERVING", 120, "SERVING after Triton's restart")
+        back = client.recommend(user, k=5, budget_ms=2000)
+        assert not back.degraded and back.rung == "full" and all(c.ok for c in back.model_calls)
