@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data/movielens/ml-100k
 TRITON_DIR ?= .triton
 PYTEST_ARGS ?=
+SERVE_ARGS ?=
 
-.PHONY: setup train export triton test test-fast lint bench-quality bench-export clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +19,18 @@ $(VENV)/.installed: pyproject.toml
 	# package pins numpy<2, so it goes into a folder of its own, without dependencies.
 	$(PY) -m pip install --no-deps --target $(TRITON_DIR) nvidia-pytriton
 	touch $@
+
+# The main job: build what is missing (train on the default data, export), then Triton + the gRPC server.
+serve: setup serving_bundle
+	$(PY) -m server $(SERVE_ARGS)
+
+# The committed stubs in protos/recsys/v1 come from the .proto files; tests/test_protos.py fails if stale.
+protos: setup
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
+		protos/recsys/v1/recommender.proto
+
+serving_bundle: | var/mlflow.db
+	$(MAKE) export
 
 train: setup
 	$(PY) -m training.train --data $(DATA)
@@ -46,6 +59,9 @@ bench-quality: setup
 
 bench-export: setup var/mlflow.db
 	$(PY) -m export.bench
+
+bench-serving: setup serving_bundle
+	$(PY) -m server.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_DIR) var reports serving_bundle
