@@ -7,10 +7,9 @@ it, the estimate falls back to the prior and the next call measures the model af
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
-
-import numpy as np
 
 
 class LatencyWindow:
@@ -18,20 +17,31 @@ class LatencyWindow:
         self.samples: deque[tuple[float, float]] = deque(maxlen=size)  # (monotonic time, ms)
         self.prior_ms, self.max_age_s = prior_ms, max_age_s
         self.calls = 0
+        self._cached: tuple[int, float, float] | None = None  # (calls, when, p95)
 
     def observe(self, ms: float) -> None:
         self.samples.append((time.monotonic(), ms))
         self.calls += 1
 
     def p95(self) -> float:
-        horizon = time.monotonic() - self.max_age_s
+        # Planning reads every model's estimate several times per request; recompute only after
+        # new samples, or once a second so that old samples still age out.
+        now = time.monotonic()
+        if self._cached is not None and self._cached[0] == self.calls and now - self._cached[1] < 1.0:
+            return self._cached[2]
+        value = self._compute(now)
+        self._cached = (self.calls, now, value)
+        return value
+
+    def _compute(self, now: float) -> float:
+        horizon = now - self.max_age_s
         while self.samples and self.samples[0][0] < horizon:
             self.samples.popleft()
         recent = [ms for _, ms in self.samples]
         # Fewer than 5 samples say little about a tail: the prior (or the worst seen) stands in.
         if len(recent) < 5:
             return max([self.prior_ms, *recent])
-        return float(np.percentile(recent, 95))
+        return sorted(recent)[math.ceil(0.95 * len(recent)) - 1]  # nearest rank: cheap, and a real sample
 
 
 class LatencyBook:
