@@ -4,8 +4,9 @@ Triton returns each model's top-N (plus its scores for the server's candidates),
 for every item, so fusion works on partial rankings. Reciprocal-rank fusion gives an item a
 model did not rank the rank just after that model's list: it sits below everything the model
 ranked, which is all the list says about it. Weighted fusion z-normalises each model's listed
-scores and gives unlisted items the lowest listed z. With the full lists (``N`` = catalogue)
-both equal ``training.fusion.fuse``; the served NDCG is measured against it in ``server.bench``.
+scores and gives unlisted items the lowest listed z. Over full lists both equal
+``training.fusion.fuse`` (tested); served lists leave out rated items, so ranks differ in detail
+from the offline fusion. ``server.bench`` measures the served NDCG@10 (0.460 vs 0.452 offline).
 """
 
 from __future__ import annotations

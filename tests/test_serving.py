@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,23 @@ def test_client_retries_unavailable_only(serving_artifacts: Artifacts) -> None:
     with RecommenderClient("127.0.0.1:1", timeout=2) as client, pytest.raises(RecsysError) as caught:
         client.list_models()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 2.5
+
+
+def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: RecommenderClient, bundle: Bundle) -> None:
+    user, _ = _user_with(bundle, 15)
+    client.recommend(user, k=3)
+    client.recommend(k=3)
+    with pytest.raises(InvalidArgument):
+        client.recommend(user, k=0)
+    assert stack.server is not None and stack.server.metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.server.metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['recsys_requests_total{outcome="ok",rpc="Recommend",strategy="ensemble"}'] >= 1
+    assert samples['recsys_requests_total{outcome="INVALID_ARGUMENT",rpc="Recommend",strategy=""}'] >= 1
+    assert samples['recsys_fallback_total{rung="popularity"}'] >= 1
+    assert samples['recsys_fallback_total{rung="full"}'] >= 1
+    assert samples['recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}'] >= 1
+    assert samples['recsys_request_latency_seconds_count{outcome="ok",rpc="Recommend",strategy="ensemble"}'] >= 1
+    assert samples["recsys_triton_ready"] == 1 and samples["recsys_models_ready"] == 6

@@ -1,0 +1,200 @@
+"""The server's plain parts, without a network: fusion, planning, latency windows, settings, feedback, cold start."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.budget import choose_plan, effective_budget_ms
+from server.bundle import BundleError, load_bundle
+from server.coldstart import CONTENT, FULL, POPULARITY, Popularity, content_scores, encode_demographics, rung_for
+from server.feedback import Event, FeedbackStore
+from server.fusion import RankedList, fuse, merge, mmr, ranked
+from server.latency import LatencyBook, LatencyWindow
+from server.logs import JsonFormatter, request_id
+from server.profiles import Profiles
+from server.settings import SettingsError, load_settings
+from server.triton_models import ModelPool
+from tests.stack import Artifacts
+from training.fusion import FusionSpec
+from training.fusion import fuse as offline_fuse
+
+MODELS = ["sae_torchscript_fp32", "sae_torchscript_int8", "rbm_torchscript_fp32", "two_tower_user_torchscript_fp32",
+          "two_tower_user_torchscript_int8", "two_tower_items_torchscript_fp32"]
+
+
+def test_rrf_over_full_lists_equals_the_training_fusion() -> None:
+    rng = np.random.default_rng(0)
+    scores = {"sae": rng.normal(size=30), "rbm": rng.normal(size=30), "popularity": rng.normal(size=30)}
+    weights = {"sae": 0.5, "rbm": 0.2, "popularity": 0.3}
+    lists = {name: ranked(np.arange(30), s) for name, s in scores.items()}
+    served = fuse(lists, weights, "rrf", 60.0, 30)
+    offline = offline_fuse({n: s[None] for n, s in scores.items()}, FusionSpec("rrf", weights, 60.0))[0]
+    np.testing.assert_allclose(served, offline)
+    weighted = offline_fuse({n: s[None] for n, s in scores.items()}, FusionSpec("weighted", weights))[0]
+    np.testing.assert_allclose(fuse(lists, weights, "weighted", 60.0, 30), weighted)
+
+
+def test_partial_lists_rank_unlisted_items_after_the_list() -> None:
+    lists = {"a": RankedList(np.array([3, 1]), np.array([2.0, 1.0]))}
+    fused = fuse(lists, {"a": 1.0, "unused": 1.0}, "rrf", 10.0, 5)
+    assert fused[3] == pytest.approx(1 / 11) and fused[1] == pytest.approx(1 / 12)
+    assert fused[0] == fused[2] == fused[4] == pytest.approx(1 / 13)
+
+
+def test_ranked_drops_blocked_items_and_merge_keeps_one_order() -> None:
+    top = ranked(np.array([4, 2, 7]), np.array([0.5, 0.9, -np.inf]))
+    assert top.items.tolist() == [2, 4]
+    merged = merge(top, np.array([4, 9, 8]), np.array([0.5, 0.7, 0.1]))
+    assert merged.items.tolist() == [2, 9, 4, 8]
+
+
+def test_mmr_trades_relevance_for_genre_spread() -> None:
+    genres = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], dtype=bool)
+    order = np.arange(4)
+    relevance = np.array([1.0, 0.9, 0.8, 0.1])
+    assert mmr(order, relevance, genres, 2, 0.0).tolist() == [0, 1]
+    assert mmr(order, relevance, genres, 2, 0.9).tolist() == [0, 3]
+
+
+def _pool(ready: list[str] = MODELS) -> tuple[ModelPool, LatencyBook]:
+    book = LatencyBook(prior_ms=10.0)
+    pool = ModelPool("unused:1", MODELS, ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32", book)
+    pool.ready = set(ready)
+    return pool, book
+
+
+def _observe(book: LatencyBook, **ms: float) -> None:
+    for model, value in ms.items():
+        for _ in range(10):
+            book.observe(model, value)
+
+
+def test_plans_downgrade_step_by_step() -> None:
+    pool, book = _pool()
+    _observe(book, sae_torchscript_fp32=30, sae_torchscript_int8=12, rbm_torchscript_fp32=8,
+             two_tower_user_torchscript_fp32=4, two_tower_user_torchscript_int8=3, two_tower_items_torchscript_fp32=3)
+    branches = ["sae", "two_tower", "rbm"]
+    assert choose_plan(pool, branches, "auto", 50, 200)[0].name == "full"
+    int8, _ = choose_plan(pool, branches, "auto", 20, 200)
+    assert int8.name == "int8" and int8.branches["sae"] == ("sae_torchscript_int8",)
+    assert int8.branches["rbm"] == ("rbm_torchscript_fp32",)  # no int8 RBM: the default stands in
+    dropped, _ = choose_plan(pool, branches, "auto", 10, 200)
+    assert dropped.name == "int8:drop=sae" and set(dropped.branches) == {"two_tower", "rbm"}
+    assert dropped.candidates == 50
+    assert choose_plan(pool, branches, "auto", 2, 200)[0].name == "local"
+    # An explicit precision is kept: no int8 step, models that do not fit are dropped instead.
+    assert choose_plan(pool, branches, "fp32", 20, 200)[0].name == "fp32:drop=sae"
+
+
+def test_plans_leave_out_models_that_are_not_ready() -> None:
+    pool, _ = _pool([m for m in MODELS if not m.startswith("rbm")])
+    plan, options = choose_plan(pool, ["sae", "two_tower", "rbm"], "auto", 100, 200)
+    assert plan.name == "full" and set(plan.branches) == {"sae", "two_tower"} and "rbm" not in options[0].branches
+
+
+def test_budget_is_the_tightest_of_request_deadline_and_maximum() -> None:
+    assert effective_budget_ms(0, None, 250, 10_000) == 250
+    assert effective_budget_ms(80, None, 250, 10_000) == 80
+    assert effective_budget_ms(80, 0.05, 250, 10_000) == pytest.approx(50)
+    assert effective_budget_ms(20_000, None, 250, 10_000) == 10_000
+
+
+def test_latency_window_prior_p95_and_ageing(monkeypatch: pytest.MonkeyPatch) -> None:
+    window = LatencyWindow(size=100, prior_ms=10.0, max_age_s=5.0)
+    window.observe(3.0)
+    assert window.p95() == 10.0  # too few samples: the prior
+    for ms in range(1, 101):
+        window.observe(float(ms))
+    assert window.p95() == 95.0
+    later = time.monotonic() + 10
+    monkeypatch.setattr("server.latency.time.monotonic", lambda: later)
+    assert window.p95() == 10.0 and window.calls == 101
+
+
+def test_settings_layers_defaults_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('grpc_port = 6000\nmax_k = 50\ndefault_budget_ms = 90\nvariants = ["onnx_fp32"]\n')
+    monkeypatch.setenv("RECSYS_MAX_K", "60")
+    monkeypatch.setenv("RECSYS_GRPC_PORT", "7000")
+    settings = load_settings(["--config", str(config), "--grpc-port", "8000", "--content-weights",
+                              '{"two_tower": 1.0}'])
+    assert (settings.grpc_port, settings.max_k, settings.default_budget_ms) == (8000, 60, 90)
+    assert settings.variants == ["onnx_fp32"] and settings.content_weights == {"two_tower": 1.0}
+    assert load_settings([]).grpc_port == 7000
+    with pytest.raises(SettingsError, match="max_k"):
+        load_settings(["--max-k", "lots"])
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(["--config", str(tmp_path / "missing.toml")])
+
+
+def test_feedback_store_is_atomic_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "fb.sqlite"
+    store = FeedbackStore(path)
+    store.append([Event("u", 1, "rating", 4.0, 1), Event("u", 2, "click", None, 2)], "r1")
+    with pytest.raises(sqlite3.IntegrityError):  # one bad event: none of the batch is stored
+        store.append([Event("u", 3, "rating", 5.0, 3), Event("u", 4, "like", None, 4)], "r2")
+    store.close()
+    reopened = FeedbackStore(path)
+    assert [(e.item_id, e.kind) for e in reopened.replay()] == [(1, "rating"), (2, "click")]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reopened.close()
+
+
+def test_profiles_overlay_history_feedback_and_inline(serving_artifacts: Artifacts) -> None:
+    bundle = load_bundle(serving_artifacts.bundle)
+    profiles = Profiles(bundle)
+    user = next(iter(bundle.user_index))
+    base = profiles.get(user)
+    rated, unrated = int(base.item_idx[0]), int(np.setdiff1d(np.arange(bundle.n_items), base.item_idx)[0])
+    profiles.apply(Event(user, int(bundle.item_ids[unrated]), "click", None, 0))
+    profiles.apply(Event(user, int(bundle.item_ids[rated]), "rating", 1.0, 0))
+    profiles.apply(Event(user, int(bundle.item_ids[rated]), "click", None, 0))  # explicit beats implicit
+    live = dict(zip(profiles.get(user).item_idx.tolist(), profiles.get(user).ratings.tolist(), strict=True))
+    assert live[rated] == 1.0 and live[unrated] == bundle.liked_threshold and len(live) == len(base) + 1
+    assert profiles.get(user, {rated: 5.0}).ratings[profiles.get(user).item_idx.tolist().index(rated)] == 5.0
+    assert not profiles.get("stranger").known and profiles.get(user).known
+
+
+def test_cold_start_parts(serving_artifacts: Artifacts) -> None:
+    bundle = load_bundle(serving_artifacts.bundle)
+    assert [rung_for(n, 10) for n in (0, 1, 9, 10)] == [POPULARITY, CONTENT, CONTENT, FULL]
+    codes = encode_demographics(bundle, 30, bundle.vocab["genders"][0], "no-such-job")
+    assert codes[0] > 0 and codes[1] == 1 and codes[2] == 0
+    popularity = Popularity(bundle, min_segment_users=1)
+    overall, segment = popularity.scores(None)
+    assert segment == "all users" and np.array_equal(overall, bundle.popularity)
+    scores, segment = popularity.scores(codes)
+    assert segment.startswith("users like you") and not np.array_equal(scores, overall)
+    assert Popularity(bundle, min_segment_users=10**6).scores(codes)[1] == "all users"
+    genre = int(np.argmax(bundle.genres.sum(axis=0)))
+    fans = np.flatnonzero(bundle.genres[:, genre])[:3]
+    content = content_scores(bundle, fans, np.full(3, bundle.scale[1], dtype=np.float32))
+    assert content[bundle.genres[:, genre]].mean() > content[~bundle.genres[:, genre]].mean()
+
+
+def test_missing_bundle_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="make export"):
+        load_bundle(tmp_path)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "manifest.json").write_text(json.dumps({"scale": {"low": 1, "high": 5}}))
+    with pytest.raises(BundleError, match="incomplete"):
+        load_bundle(tmp_path)
+
+
+def test_json_logs_carry_the_request_id_and_extra_fields() -> None:
+    record = logging.LogRecord("server.rpc", logging.INFO, __file__, 1, "recommend", None, None)
+    record.rung = "full"
+    token = request_id.set("abc123")
+    try:
+        entry = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert entry["request_id"] == "abc123" and entry["rung"] == "full" and entry["msg"] == "recommend"
+    assert entry["level"] == "INFO" and entry["ts"].endswith("Z")
