@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     fb.add_argument("--rate", action="append", default=[], metavar="ITEM=RATING")
     fb.add_argument("--click", type=int, action="append", default=[])
     commands.add_parser("models", help="loaded models, versions, latency estimates")
-    commands.add_parser("health", help="grpc.health.v1 status")
+    commands.add_parser("health", help="grpc.health.v1 status; exit code 0 only when SERVING")
     args = parser.parse_args(argv)
 
     with RecommenderClient(args.target, timeout=args.timeout) as client:
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {m.name:<36} {'ready' if m.ready else 'NOT READY':<9} versions {','.join(m.versions):<5}"
                           f" p95 {m.p95_ms:6.2f} ms  calls {m.calls}")
             else:
-                print(client.health())
+                status = client.health()
+                print(status)
+                return 0 if status == "SERVING" else 1  # usable as a container health check
         except RecsysError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -22,8 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -35,10 +33,9 @@ import tritonclient.grpc.aio as tritonaio
 from tritonclient.grpc import InferInput
 
 from clients.aio import AsyncRecommenderClient
-from clients.sync import RecommenderClient
 from export.triton import EmbeddedTriton
-from export.triton.launcher import free_port
 from server.bundle import Bundle, load_bundle
+from server.process import start_server, stop_server
 from server.settings import ROOT, Settings
 
 log = logging.getLogger("server.bench")
@@ -166,27 +163,6 @@ async def served_quality(server_target: str, data: Path, split_name: str, limit:
     return {"split": split_name, "users": len(users), "ndcg@10": round(ndcg10_of(np.asarray(lists), task), 4)}
 
 
-def start_server(settings: Settings, triton_url: str, state: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [sys.executable, "-m", "server", "--triton-url", triton_url, "--grpc-port", str(port),
-               "--metrics-port", "null", "--feedback-db", str(state / "feedback.sqlite"), "--log-level", "WARNING",
-               "--bundle", str(settings.bundle), "--max-concurrent-rpcs", "1024"]
-    process = subprocess.Popen(command, env=dict(os.environ))
-    target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    with RecommenderClient(target, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with code {process.returncode}")
-            try:
-                if client.health() == "SERVING":
-                    return process, target
-            except Exception:  # not up yet
-                time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("the server did not report SERVING within 180 s")
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from training.train import default_data
 
@@ -209,15 +185,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     users = [index_to_user[r] for r in rows]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     with tempfile.TemporaryDirectory() as state, EmbeddedTriton(settings.model_repository) as triton:
-        process, target = start_server(settings, triton.grpc_url, Path(state))
+        process, target = start_server(triton.grpc_url, Path(state), "--metrics-port", "null",
+                                       "--bundle", str(settings.bundle), "--max-concurrent-rpcs", "1024")
         try:
             report = asyncio.run(compare(bundle, triton.grpc_url, target, rows, users, concurrencies, args.duration,
                                          settings.default_variant, settings.candidates))
             if args.quality_users:
                 report["quality"] = asyncio.run(served_quality(target, args.data, args.split, args.quality_users))
         finally:
-            process.terminate()
-            process.wait(30)
+            stop_server(process)
     report["meta"] = {"dataset": bundle.manifest.get("dataset"), "catalog_size": bundle.n_items,
                       "bundle_version": bundle.version, "variant": settings.default_variant,
                       "duration_s": args.duration, "users": len(users), "cpus": os.cpu_count(),

@@ -1,0 +1,1 @@
+"""Load tests: locust users speaking gRPC through the SDK (locustfile.py) and the bounded runner (__main__)."""

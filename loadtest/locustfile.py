@@ -1,0 +1,112 @@
+"""Locust users that speak gRPC through our SDK, with a weighted mix of what real callers send.
+
+    locust -f loadtest/locustfile.py --headless -u 32 -r 8 -t 60s --host 127.0.0.1:50051
+
+Each SDK call is reported to locust's stats under its scenario name, with its time and, for an
+SDK error, the failure. Degraded answers are not failures (the server answered in time, with
+less); they are counted per scenario and written beside locust's CSVs as ``degraded.json``
+(``--degraded-out``) for the summary. Item ids come from the server itself (one onboarding
+call: 100 popular items over many genres); known user ids from ``--known-users``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# gRPC must cooperate with gevent (locust's concurrency) before any channel exists.
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, between, events, task
+from locust.env import Environment
+
+from clients.errors import RecsysError
+from clients.retry import NO_RETRY
+from clients.sync import RecommenderClient
+
+grpc_gevent.init_gevent()
+
+TIGHT_BUDGET_MS = 15
+catalog: list[int] = []  # item ids learnt from the server by the first user to start
+answers: Counter[str] = Counter()
+degraded: Counter[str] = Counter()
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--degraded-out", default="", help="write per-scenario degraded counts here (JSON)")
+    parser.add_argument("--known-users", default="1-900", help="known user ids, as FIRST-LAST")
+
+
+@events.quitting.add_listener
+def _write_degraded(environment: Environment, **_: Any) -> None:
+    out = environment.parsed_options.degraded_out if environment.parsed_options else ""
+    if out:
+        Path(out).write_text(json.dumps({"answers": dict(answers), "degraded": dict(degraded)}))
+
+
+class RecommenderUser(User):
+    """One caller with its own channel; tasks are the scenario mix (weights = relative frequency)."""
+
+    wait_time = between(0.0, 0.01)
+
+    def on_start(self) -> None:
+        self.client = RecommenderClient(self.host, timeout=5.0, retry=NO_RETRY)
+        first, _, last = self.environment.parsed_options.known_users.partition("-")
+        self.known = (int(first), int(last or first))
+        if not catalog:
+            catalog.extend(sorted({i.item_id for i in self.client.onboarding_items(k=100).items}))
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def _call(self, name: str, call: Callable[[], Any]) -> None:
+        started = time.perf_counter()
+        exception, result = None, None
+        try:
+            result = call()
+        except RecsysError as err:
+            exception = err
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.environment.events.request.fire(request_type="grpc", name=name, response_time=elapsed_ms,
+                                             response_length=len(getattr(result, "items", []) or []),
+                                             exception=exception, context={})
+        if result is not None:
+            answers[name] += 1
+            degraded[name] += int(getattr(result, "degraded", False))
+
+    def _known_user(self) -> str:
+        return str(random.randint(*self.known))
+
+    @task(5)
+    def known_user(self) -> None:
+        self._call("Recommend/known", lambda: self.client.recommend(self._known_user(), k=10))
+
+    @task(2)
+    def new_user_with_ratings(self) -> None:
+        rated = random.sample(catalog, k=min(4, len(catalog)))
+        ratings = {item: float(random.randint(3, 5)) for item in rated}
+        self._call("Recommend/inline", lambda: self.client.recommend(k=10, ratings=ratings))
+
+    @task(1)
+    def no_history(self) -> None:
+        self._call("Recommend/cold", lambda: self.client.recommend(f"visitor-{random.randint(0, 10**9)}", k=10))
+
+    @task(1)
+    def tight_budget(self) -> None:
+        self._call("Recommend/tight", lambda: self.client.recommend(self._known_user(), k=10,
+                                                                    budget_ms=TIGHT_BUDGET_MS))
+
+    @task(1)
+    def similar(self) -> None:
+        self._call("SimilarItems", lambda: self.client.similar_items(random.choice(catalog), k=10))
+
+    @task(1)
+    def feedback(self) -> None:
+        user = f"load-{random.randint(0, 999)}"
+        self._call("RecordFeedback", lambda: self.client.record_feedback(
+            user, ratings={random.choice(catalog): float(random.randint(1, 5))}))
