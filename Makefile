@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[train,loadtest,dev]'
 	# Only the tritonserver binary and its backends are used from this wheel; its own Python
 	# package pins numpy<2, so it goes into a folder of its own, without dependencies.
 	$(PY) -m pip install --no-deps --target $(TRITON_DIR) nvidia-pytriton

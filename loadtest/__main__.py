@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             target, known = stack.enter_context(own_stack(Settings()))
         code = run_locust(target, known, args.users, args.spawn_rate, args.duration, args.out)
-    summary = {**summarise(args.out), "meta": {"target": target, "users": args.users, "spawn_rate": args.spawn_rate,
+    summary = {**summarise(args.out), "meta": {"target": target, "out": str(args.out), "users": args.users,
+                                               "spawn_rate": args.spawn_rate,
                                                "duration": args.duration, "locust_exit_code": code}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print_summary(summary)

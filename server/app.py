@@ -1,8 +1,9 @@
 """Assemble and run the server: ``create_server(settings) -> (server, port)`` apart from ``serve()``.
 
 ``create_server`` needs a Triton address (``settings.triton_url``); ``serve`` (``python -m
-server``) also starts the embedded Triton when asked. The health service reports SERVING only
-while Triton is live and the default variant of every model the ensemble uses is ready; a
+server``) also starts the embedded Triton when asked. The health service reports SERVING (for "" and
+``recsys.v1.Recommender``) only while Triton is live and the default variant of every model
+the ensemble uses is ready, and for "liveness" while the process serves at all; a
 watcher re-checks every ``health_interval_s``, loads models a restarted Triton has lost, and
 so reconnects by itself.
 """
@@ -31,6 +32,9 @@ from server.triton_models import ROLES, ModelPool, model_name
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+# SERVING while the process runs, whatever Triton does: a liveness probe must not restart a pod
+# because Triton is down (readiness, on "" or SERVICE_NAME, takes it out of rotation instead).
+LIVENESS = "liveness"
 
 
 class RecommendationServer:
@@ -71,6 +75,7 @@ class RecommendationServer:
         self.required = [m for m in (model_name(r, settings.default_variant) for r in ROLES) if m in self.pool.models]
 
     async def start(self) -> None:
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.pool.open()
         await self._check_models()
         await self.recommender.warm_up()
@@ -86,6 +91,8 @@ class RecommendationServer:
         live = await self.pool.refresh(load=self.settings.load_models)
         self.metrics.triton_ready.set(1 if live else 0)
         self.metrics.models_ready.set(len(self.pool.ready))
+        for model in self.pool.models:
+            self.metrics.model_ready.labels(model).set(1 if model in self.pool.ready else 0)
         serving = live and all(m in self.pool.ready for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", SERVICE_NAME):

@@ -7,7 +7,8 @@ Names (all prefixed ``recsys_``):
 - ``fallback_total{rung}``: answers per cold-start rung (popularity, content, full, single)
 - ``plan_total{plan}``: the latency plan chosen per Recommend
 - ``model_latency_seconds{model}`` and ``model_errors_total{model}``: each Triton call
-- ``inflight_requests``, ``triton_ready`` (1/0), ``models_ready``, ``feedback_events_total{kind}``
+- ``inflight_requests``, ``triton_ready`` (1/0), ``models_ready``, ``model_ready{model}`` (1/0),
+  ``feedback_events_total{kind}``
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Metrics:
         self.inflight = Gauge("recsys_inflight_requests", "RPCs being served", registry=r)
         self.triton_ready = Gauge("recsys_triton_ready", "1 when Triton is live", registry=r)
         self.models_ready = Gauge("recsys_models_ready", "Models the server uses that are ready", registry=r)
+        self.model_ready = Gauge("recsys_model_ready", "1 when this Triton model is ready", ["model"], registry=r)
         self.feedback = Counter("recsys_feedback_events", "Feedback events stored", ["kind"], registry=r)
 
     def serve(self, host: str, port: int) -> int:

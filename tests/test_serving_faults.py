@@ -164,6 +164,7 @@ def test_triton_killed_then_back(stack: ServerThread, triton: EmbeddedTriton, us
             result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=200))
             assert result.degraded and len(result.items) == 5 and wall_ms <= 200 + MARGIN_MS
         _wait_for(lambda: client.health() == "NOT_SERVING", 10, "NOT_SERVING while Triton is down")
+        assert client.health("liveness") == "SERVING"  # alive: no reason for a liveness probe to restart it
         assert not client.list_models().triton_ready
         triton.stop()
         triton.start()  # the same ports; no models loaded: the server loads what it needs by itself

@@ -1,0 +1,72 @@
+"""Export registered models into a Triton model repository and write the serving bundle.
+
+    python -m export                                   # champions -> model_repository/, serving_bundle/
+    python -m export --alias 3 --variants onnx_fp32,torchscript_fp32
+
+Models come from the MLflow registry: the ensemble by alias or version and exactly the member
+versions it pins, so what is served traces back to one training run and the fusion weights fit.
+The data set and split recorded with the models give the held-out users of the parity gate;
+export refuses to run if that data changed since training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from export.bundle import write_bundle
+from export.formats import VARIANTS
+from export.graphs import DEFAULT_TOP_N
+from export.parity import ParityError
+from export.pipeline import export_models
+from export.registry import ExportError, load_champions
+from training.data import load_movielens
+from training.data.splits import make_split
+from training.train import DEFAULT_STATE, ROOT
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alias", default="champion", help="registry alias or version number")
+    parser.add_argument("--out", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--bundle", type=Path, default=ROOT / "serving_bundle")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
+    parser.add_argument("--keep-versions", type=int, default=2)
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    from training import tracking
+
+    tracking.configure(args.state_dir)
+    models, tags, registry_versions = load_champions(args.alias)
+    if "data" not in tags:
+        raise ExportError("the registered models do not record their data set path (trained by an older "
+                          "version); retrain with `make train`")
+    dataset = load_movielens(tags["data"])
+    if dataset.fingerprint() != tags["data_fingerprint"]:
+        raise ExportError(f"{tags['data']} changed since the models were trained (fingerprint "
+                          f"{dataset.fingerprint()} != {tags['data_fingerprint']}); retrain or restore the data")
+    split = make_split(dataset, tags["split"], int(tags["validation_seed"]))
+    rows = export_models(models, dataset, split.train, split.test, args.out, variants=variants, top_n=args.top_n,
+                         keep_versions=args.keep_versions)
+    manifest = {"registry_versions": registry_versions, "alias": args.alias, "top_n": args.top_n,
+                "repository": {r["repository_model"]: r["version"] for r in rows}}
+    bundle = write_bundle(args.bundle, dataset, models["popularity"], models.get("two_tower"), models.get("ensemble"),
+                          manifest)
+    print(json.dumps({"repository": str(args.out), "bundle": str(bundle), "models": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ExportError, ParityError) as err:  # expected failures: the message, not a traceback
+        raise SystemExit(f"export failed: {err}") from None

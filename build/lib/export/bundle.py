@@ -1,0 +1,55 @@
+"""The serving bundle: what the server needs beside the models, versioned with them.
+
+``<bundle>/<N>/`` holds the catalogue (ids, titles, years, genres), the popularity order, id
+maps, every known user's ratings as a CSR (compact: three arrays), demographic codes, two-tower
+item embeddings (for similar items), the ensemble's fusion spec and a manifest naming the model
+versions, repository models and data fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from export.repository import versions
+from training.data.dataset import MovieLens
+from training.data.features import AGE_EDGES
+from training.data.matrices import to_csr
+from training.fusion import Ensemble
+from training.models.popularity import Popularity
+from training.models.two_tower import TwoTower
+
+
+def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tower: TwoTower | None,
+                 ensemble: Ensemble | None, manifest: dict[str, Any]) -> Path:
+    version = (versions(root) or [0])[-1] + 1
+    folder = root / str(version)
+    folder.mkdir(parents=True)
+    genre_names = dataset.genre_names
+    catalog = [{"id": int(raw), "title": str(title), "year": None if np.isnan(year) else int(year),
+                "genres": [genre_names[j] for j in np.flatnonzero(row)]}
+               for raw, title, year, row in zip(dataset.item_ids.raw_ids, dataset.items["title"],
+                                                dataset.items["year"], dataset.genres, strict=True)]
+    (folder / "catalog.json").write_text(json.dumps({"genres": genre_names, "items": catalog}))
+    (folder / "id_maps.json").write_text(json.dumps({"users": dataset.user_ids.to_list(),
+                                                     "items": dataset.item_ids.to_list()}))
+    np.savez(folder / "popularity.npz", order=popularity.ranking(), score=popularity.item_scores,
+             bayes_mean=popularity.bayes_mean, counts=popularity.counts)
+    sp.save_npz(folder / "histories.npz", to_csr(dataset.ratings, dataset.n_users, dataset.n_items))
+    if two_tower is not None:
+        np.save(folder / "demographics.npy", two_tower.user_codes)
+        # The age edges travel with the vocabularies so the server encodes a new user's age the same way.
+        vocab = {**two_tower.demographics.to_dict(), "age_edges": [float(e) for e in AGE_EDGES]}
+        (folder / "demographics_vocab.json").write_text(json.dumps(vocab))
+        np.save(folder / "item_embeddings.npy", two_tower.item_embeddings().cpu().numpy())
+    if ensemble is not None:
+        (folder / "fusion.json").write_text(json.dumps(ensemble.config_dict()))
+    full = {**manifest, "bundle_version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dataset": dataset.name, "data_fingerprint": dataset.fingerprint(), "scale": dataset.scale.to_dict()}
+    (folder / "manifest.json").write_text(json.dumps(full, indent=1))
+    return folder

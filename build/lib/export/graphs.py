@@ -1,0 +1,149 @@
+"""The graphs Triton runs: small requests in, top-N out, whatever the catalogue size.
+
+Every catalogue scorer (SAE, RBM) takes the user's ratings as (item index, rating) pairs, the
+items to exclude and optional candidates, each padded with -1, and returns the top-N items
+(never rated, never excluded) with their scores plus a score per candidate, so a request grows
+with the user's history and a response with N, not with the catalogue. The two-tower model is
+split in two: a user tower (ratings -> embedding) and an item scorer holding the item
+embedding matrix (embedding -> top-N).
+
+When fewer than N items are eligible (a user who rated nearly everything), the tail of the top-N
+holds blocked items scored -inf: callers drop entries whose score is not finite.
+
+Tensor names follow libtorch's ``NAME__index`` convention so the TorchScript and ONNX variants
+share one contract.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.models.base import Scorer
+from training.models.rbm import RBM, one_hot
+from training.models.sae import SAE
+from training.models.two_tower import TwoTower
+
+CATALOG_INPUTS = ("ITEM_IDX__0", "RATING__1", "EXCLUDE_IDX__2", "CANDIDATE_IDX__3")
+CATALOG_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2")
+USER_TOWER_INPUTS = ("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2")
+USER_TOWER_OUTPUTS = ("USER_EMBEDDING__0",)
+ITEM_SCORER_INPUTS = ("USER_EMBEDDING__0", "EXCLUDE_IDX__1")
+ITEM_SCORER_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1")
+DEFAULT_TOP_N = 100
+
+
+def densify(item_idx: torch.Tensor, rating: torch.Tensor, n_items: int) -> torch.Tensor:
+    """(batch x L) pairs, -1 padded -> (batch x items) ratings with 0 where unrated."""
+    valid = item_idx >= 0
+    # Built from an input (never torch.zeros(..., device=...)): a traced graph would keep the
+    # device it was traced on and fail when the pytorch backend runs it on a GPU.
+    dense = torch.zeros_like(rating[:, :1]).expand(-1, n_items)
+    # scatter_add with 0 for padding: padded slots point at item 0 but add nothing to it.
+    return dense.scatter_add(1, item_idx.clamp(min=0), torch.where(valid, rating, torch.zeros_like(rating)))
+
+
+def masked_top(scores: torch.Tensor, masks: list[torch.Tensor], top_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-N after setting every (valid, >= 0) index in ``masks`` to -inf."""
+    blocked = torch.zeros_like(scores)
+    for idx in masks:
+        blocked = blocked.scatter_add(1, idx.clamp(min=0), (idx >= 0).to(scores.dtype))
+    values, indices = torch.topk(torch.where(blocked > 0, torch.full_like(scores, float("-inf")), scores), top_n)
+    return indices, values
+
+
+class _SAEScores(nn.Module):
+    def __init__(self, model: SAE) -> None:
+        super().__init__()
+        self.net = model.net
+        self.high = float(model.scale.high)
+        self.by_likelihood = model.config.rank_by == "likelihood"
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        ratings, logits = self.net(dense / self.high)
+        return logits if self.by_likelihood else ratings
+
+
+class _RBMScores(nn.Module):
+    def __init__(self, model: RBM) -> None:
+        super().__init__()
+        self.net = model.net
+        self.liked = model.config.visible == "liked"
+        self.threshold = float(model.config.like_threshold)
+        self.low, self.step = float(model.scale.low), float(model.scale.step)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        observed = (dense > 0).to(dense.dtype)
+        if self.liked:
+            levels = (1.0 + (dense >= self.threshold).to(dense.dtype)) * observed  # 2 liked, 1 disliked
+        else:
+            levels = (torch.round((dense - self.low) / self.step) + 1.0) * observed
+        probs = self.net.visible_probs(self.net.hidden_probs(one_hot(levels, self.net.weight.shape[1])))
+        return probs[..., 1] if self.liked else probs @ self.net.level_values
+
+
+class CatalogScorer(nn.Module):
+    """(ratings, exclusions, candidates) -> (top-N indices, top-N scores, candidate scores)."""
+
+    def __init__(self, scores: nn.Module, n_items: int, top_n: int = DEFAULT_TOP_N) -> None:
+        super().__init__()
+        self.scores, self.n_items, self.top_n = scores, n_items, min(top_n, n_items)
+
+    def forward(self, item_idx: torch.Tensor, rating: torch.Tensor, exclude_idx: torch.Tensor,
+                candidate_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = self.scores(densify(item_idx, rating, self.n_items))
+        top_idx, top_score = masked_top(scores, [item_idx, exclude_idx], self.top_n)
+        candidate = torch.gather(scores, 1, candidate_idx.clamp(min=0))
+        return top_idx, top_score, torch.where(candidate_idx >= 0, candidate, torch.zeros_like(candidate))
+
+
+class UserTowerGraph(nn.Module):
+    def __init__(self, model: TwoTower) -> None:
+        super().__init__()
+        self.tower = model.net.user_tower
+        self.n_items, self.high = len(model.item_ids), float(model.scale.high)
+
+    def forward(self, item_idx: torch.Tensor, rating: torch.Tensor, demographics: torch.Tensor) -> torch.Tensor:
+        return self.tower(densify(item_idx, rating, self.n_items) / self.high, demographics)
+
+
+class ItemScorerGraph(nn.Module):
+    """Holds the item embedding matrix; returns the top-N items for a user embedding."""
+
+    def __init__(self, model: TwoTower, top_n: int = DEFAULT_TOP_N) -> None:
+        super().__init__()
+        self.register_buffer("items", model.item_embeddings().detach().clone())
+        self.top_n = min(top_n, self.items.shape[0])
+
+    def forward(self, user_embedding: torch.Tensor, exclude_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return masked_top(user_embedding @ self.items.T, [exclude_idx], self.top_n)
+
+
+def graphs_for(name: str, model: Scorer, top_n: int = DEFAULT_TOP_N) -> dict[str, nn.Module]:
+    """The exported graphs of one trained model, keyed by their model-repository name stem."""
+    if isinstance(model, SAE):
+        return {name: CatalogScorer(_SAEScores(model), len(model.item_ids), top_n).eval()}
+    if isinstance(model, RBM):
+        return {name: CatalogScorer(_RBMScores(model), len(model.item_ids), top_n).eval()}
+    if isinstance(model, TwoTower):
+        return {f"{name}_user": UserTowerGraph(model).eval(), f"{name}_items": ItemScorerGraph(model, top_n).eval()}
+    raise ValueError(f"{name}: no exported graph for a {type(model).__name__}")
+
+
+def signature(graph: nn.Module) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
+    """(name, Triton data type, dims without the batch dimension) of each input and output."""
+    if isinstance(graph, CatalogScorer):
+        n = graph.top_n
+        return ([(CATALOG_INPUTS[0], "INT64", [-1]), (CATALOG_INPUTS[1], "FP32", [-1]),
+                 (CATALOG_INPUTS[2], "INT64", [-1]), (CATALOG_INPUTS[3], "INT64", [-1])],
+                [(CATALOG_OUTPUTS[0], "INT64", [n]), (CATALOG_OUTPUTS[1], "FP32", [n]),
+                 (CATALOG_OUTPUTS[2], "FP32", [-1])])
+    if isinstance(graph, UserTowerGraph):
+        dim = graph.tower.mlp[-1].out_features + 1
+        return ([(USER_TOWER_INPUTS[0], "INT64", [-1]), (USER_TOWER_INPUTS[1], "FP32", [-1]),
+                 (USER_TOWER_INPUTS[2], "INT64", [3])], [(USER_TOWER_OUTPUTS[0], "FP32", [dim])])
+    if isinstance(graph, ItemScorerGraph):
+        n, dim = graph.top_n, graph.items.shape[1]
+        return ([(ITEM_SCORER_INPUTS[0], "FP32", [dim]), (ITEM_SCORER_INPUTS[1], "INT64", [-1])],
+                [(ITEM_SCORER_OUTPUTS[0], "INT64", [n]), (ITEM_SCORER_OUTPUTS[1], "FP32", [n])])
+    raise ValueError(f"unknown graph {type(graph).__name__}")

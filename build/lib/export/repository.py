@@ -1,0 +1,59 @@
+"""Triton model-repository folders: ``config.pbtxt`` built as a ModelConfig protobuf, numbered versions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from google.protobuf import text_format
+from torch import nn
+from tritonclient.grpc import model_config_pb2 as mc
+
+from export.formats import Variant
+from export.graphs import signature
+
+DATA_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
+
+
+def model_config(name: str, graph: nn.Module, variant: Variant, *, max_batch_size: int = 16,
+                 queue_delay_us: int = 500, instances: int = 1, keep_versions: int = 2) -> mc.ModelConfig:
+    config = mc.ModelConfig(name=name, backend=variant.backend, max_batch_size=max_batch_size,
+                            default_model_filename=variant.filename)
+    inputs, outputs = signature(graph)
+    for tensor_name, dtype, dims in inputs:
+        config.input.add(name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims)
+    for tensor_name, dtype, dims in outputs:
+        config.output.add(name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims)
+    config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+    # KIND_AUTO: on the GPU in the NGC container when one is present, on the CPU here; a
+    # CPU-only variant is pinned to the CPU so a GPU machine never tries to run it there.
+    kind = mc.ModelInstanceGroup.KIND_CPU if variant.cpu_only else mc.ModelInstanceGroup.KIND_AUTO
+    config.instance_group.add(kind=kind, count=instances)
+    config.version_policy.latest.num_versions = keep_versions
+    warmup = config.model_warmup.add(name="zeros", batch_size=1)
+    for tensor_name, dtype, dims in inputs:
+        warmup.inputs[tensor_name].data_type = DATA_TYPES[dtype]
+        warmup.inputs[tensor_name].dims.extend([1 if d < 0 else d for d in dims])
+        warmup.inputs[tensor_name].zero_data = True
+    return config
+
+
+def versions(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+
+
+def write_model(repository: Path, config: mc.ModelConfig, artifact: Path, keep_versions: int = 2) -> int:
+    """Add ``artifact`` as the next version of the model; drop versions beyond ``keep_versions``."""
+    folder = repository / config.name
+    version = (versions(folder) or [0])[-1] + 1
+    target = folder / str(version)
+    target.mkdir(parents=True)
+    shutil.copy2(artifact, target / config.default_model_filename)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    for old in versions(folder)[:-keep_versions]:
+        shutil.rmtree(folder / str(old))
+    return version
+
+
+def read_config(folder: Path) -> mc.ModelConfig:
+    return text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())

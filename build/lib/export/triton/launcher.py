@@ -1,0 +1,266 @@
+"""Start, watch and stop the embedded Triton.
+
+The binary, its libraries and the Python backend come from the nvidia-pytriton wheel (installed
+by ``make setup`` into ``.triton/``). The launcher assembles a backend directory holding the
+Python backend plus our Python-based stand-ins for the ``onnxruntime`` and ``pytorch`` backends,
+so a model repository written for the NGC container loads here unchanged. Triton runs with
+explicit model control on loopback ports, its log goes to the ``triton`` logger, and it dies
+with its parent (PR_SET_PDEATHSIG), so no server outlives the process that started it.
+
+    python -m export.triton --model-repository model_repository --load all
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+log = logging.getLogger(__name__)
+triton_log = logging.getLogger("triton")
+ROOT = Path(__file__).resolve().parents[2]
+SHIMS = Path(__file__).resolve().parent / "backends"
+HOME_ENV = "RECSYS_TRITON_HOME"
+
+
+class TritonNotFound(RuntimeError):
+    """The tritonserver binary (or its Python backend) is not where we looked."""
+
+
+class TritonStartError(RuntimeError):
+    """Triton did not come up; the message carries the end of its log."""
+
+
+class ModelLoadError(RuntimeError):
+    """Triton refused to load a model; the message names the model and says why."""
+
+
+def find_home(explicit: Path | None = None) -> Path:
+    """The wheel's ``pytriton/tritonserver`` folder.
+
+    A location given as an argument or in ``$RECSYS_TRITON_HOME`` is the only place looked at (a
+    wrong setting is an error, not a silent fallback); otherwise ``.triton/`` then site-packages.
+    """
+    if explicit or os.environ.get(HOME_ENV):
+        candidates = [Path(explicit or os.environ[HOME_ENV])]
+    else:
+        candidates = [ROOT / ".triton" / "pytriton" / "tritonserver",
+                      *(Path(p) / "pytriton" / "tritonserver" for p in sys.path if p)]
+    for home in candidates:
+        if (home / "bin" / "tritonserver").is_file():
+            return home
+    looked = ", ".join(str(c) for c in candidates[:3])
+    raise TritonNotFound(f"tritonserver binary not found (looked in {looked}); run `make setup`, which installs "
+                         f"nvidia-pytriton into .triton/, or set ${HOME_ENV} to a pytriton/tritonserver folder")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Ports:
+    grpc: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
+
+
+def prepare_backends(home: Path, target: Path) -> Path:
+    """A backend directory: Python backend + stub for this interpreter + our onnxruntime/pytorch stand-ins."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonNotFound(f"no Python backend stub for Python {version} in {home / 'python_backend_stubs'}")
+    python = target / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(home / "backends" / "python" / name, python / name)
+    shutil.copy2(stub, python / "triton_python_backend_stub")
+    for shim in SHIMS.iterdir():
+        if (shim / "model.py").is_file():
+            (target / shim.name).mkdir(exist_ok=True)
+            shutil.copy2(shim / "model.py", target / shim.name / "model.py")
+    return target
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EmbeddedTriton:
+    """One tritonserver process serving ``model_repository`` on loopback ports."""
+
+    def __init__(self, model_repository: Path, *, models: tuple[str, ...] = (), ports: Ports | None = None,
+                 home: Path | None = None, startup_timeout: float = 60.0, verbose: int = 0) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.models = tuple(models)
+        self.ports = ports or Ports()
+        self.home = find_home(home)
+        self.startup_timeout = startup_timeout
+        self.verbose = verbose
+        self.process: subprocess.Popen[str] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._log_tail: deque[str] = deque(maxlen=200)
+        self._client: grpcclient.InferenceServerClient | None = None
+        atexit.register(self.stop)  # a no-op unless running; stop() is idempotent
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    @property
+    def client(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.grpc_url)
+        return self._client
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "".join(list(self._log_tail)[-lines:])
+
+    def _command(self, backends: Path) -> list[str]:
+        return [
+            str(self.home / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={self.home / 'caches'}",
+            "--model-control-mode=explicit",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.ports.grpc}",
+            "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.ports.metrics}",
+            "--allow-gpu-metrics=false", "--strict-readiness=true", "--exit-on-error=false",
+            f"--log-verbose={self.verbose}",
+        ]
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = self.home.parents[1] / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = ":".join(filter(None, [env.get("LD_LIBRARY_PATH"), str(libs)]))
+        # The Python backend stub finds its interpreter (and so our venv's packages) through PATH.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        return env
+
+    def _forward_logs(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self._log_tail.append(line)
+            level = {"E": logging.ERROR, "W": logging.WARNING}.get(line[:1], logging.DEBUG)
+            triton_log.log(level, "%s", line.rstrip())
+
+    def start(self) -> EmbeddedTriton:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        if not self.model_repository.is_dir():
+            raise TritonStartError(f"model repository {self.model_repository} does not exist")
+        for kind, port in (("grpc", self.ports.grpc), ("http", self.ports.http), ("metrics", self.ports.metrics)):
+            if port_in_use(port):
+                raise TritonStartError(f"cannot start Triton: {kind} port {port} on 127.0.0.1 is already in use")
+        self._workdir = tempfile.TemporaryDirectory(prefix="recsys-triton-")
+        backends = prepare_backends(self.home, Path(self._workdir.name) / "backends")
+        self._log_tail.clear()
+        self.process = subprocess.Popen(self._command(backends), env=self._environment(), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent)
+        threading.Thread(target=self._forward_logs, args=(self.process.stdout,), daemon=True).start()
+        self._wait_live()
+        log.info("triton started pid=%d grpc=%s metrics=%s", self.process.pid, self.grpc_url, self.metrics_url)
+        for model in self.models:
+            self.load(model)
+        return self
+
+    def _wait_live(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                self.stop()
+                raise TritonStartError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
+            try:
+                if self.client.is_server_live():
+                    return
+            except InferenceServerException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TritonStartError(f"tritonserver not live after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+
+    def load(self, model: str) -> None:
+        """Load (or reload, picking up new versions and config) one model; raise naming it on failure."""
+        try:
+            self.client.load_model(model)
+        except InferenceServerException as err:
+            raise ModelLoadError(f"Triton could not load model '{model}': {err.message()}") from None
+        if not self.client.is_model_ready(model):
+            raise ModelLoadError(f"Triton loaded model '{model}' but it is not ready")
+
+    reload = load
+
+    def unload(self, model: str) -> None:
+        self.client.unload_model(model)
+
+    def is_ready(self) -> bool:
+        try:
+            return self.process is not None and self.process.poll() is None and self.client.is_server_ready()
+        except InferenceServerException:
+            return False
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the server's process group (Triton, its stubs), then SIGKILL what is left."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            except ProcessLookupError:
+                pass
+            log.info("triton stopped code=%s", process.returncode)
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def restart(self) -> EmbeddedTriton:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""The asyncio gRPC recommendation server in front of Triton (issue #4)."""

@@ -1,0 +1,63 @@
+"""``python -m server``: the embedded Triton (unless ``--triton-url`` names one) and the gRPC server.
+
+Ctrl-C or SIGTERM: health goes NOT_SERVING, in-flight calls drain (``shutdown_grace_s``), then
+the server and Triton stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from export.triton import EmbeddedTriton, TritonNotFound, TritonStartError
+from server.app import create_server
+from server.bundle import BundleError
+from server.logs import configure
+from server.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("server")
+
+
+async def serve(settings: Settings) -> None:
+    triton = None
+    if settings.triton_url is None:
+        if not settings.embedded_triton:
+            raise SettingsError("no --triton-url and --embedded-triton false: nothing to serve the models")
+        triton = EmbeddedTriton(settings.model_repository, startup_timeout=120).start()
+        settings = settings.model_copy(update={"triton_url": triton.grpc_url})
+    try:
+        server, port = create_server(settings)
+        await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        metrics = f"http://{settings.host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
+        print(f"\nrecommendation server on {settings.host}:{port} (Triton {settings.triton_url}; metrics {metrics})\n"
+              f"  try: .venv/bin/python -m clients --target {settings.host}:{port} recommend --user 42 -k 10\n"
+              f"       .venv/bin/python -m clients --target {settings.host}:{port} models\n"
+              "  Ctrl-C stops the server and Triton.\n", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+        await server.stop()
+    finally:
+        if triton is not None:
+            triton.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as err:
+        raise SystemExit(f"server: {err}") from None
+    configure(settings.log_json, settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except (BundleError, SettingsError, OSError, TritonNotFound, TritonStartError) as err:
+        sys.exit(f"server: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Assemble and run the server: ``create_server(settings) -> (server, port)`` apart from ``serve()``.
+
+``create_server`` needs a Triton address (``settings.triton_url``); ``serve`` (``python -m
+server``) also starts the embedded Triton when asked. The health service reports SERVING (for "" and
+``recsys.v1.Recommender``) only while Triton is live and the default variant of every model
+the ensemble uses is ready, and for "liveness" while the process serves at all; a
+watcher re-checks every ``health_interval_s``, loads models a restarted Triton has lost, and
+so reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from recsys.v1 import recommender_pb2 as pb
+from recsys.v1 import recommender_pb2_grpc as pb_grpc
+
+from server.bundle import load_bundle
+from server.feedback import FeedbackStore
+from server.latency import LatencyBook
+from server.metrics import Metrics
+from server.profiles import Profiles
+from server.recommend import Recommender
+from server.service import RecommenderService
+from server.settings import Settings
+from server.triton_models import ROLES, ModelPool, model_name
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+# SERVING while the process runs, whatever Triton does: a liveness probe must not restart a pod
+# because Triton is down (readiness, on "" or SERVICE_NAME, takes it out of rotation instead).
+LIVENESS = "liveness"
+
+
+class RecommendationServer:
+    """The gRPC server with everything it owns: Triton client, feedback store, metrics, health watcher."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.triton_url:
+            raise ValueError("settings.triton_url is required (serve() starts an embedded Triton and sets it)")
+        self.settings = settings
+        self.bundle = load_bundle(settings.bundle)
+        available = list(self.bundle.manifest.get("repository", {}))
+        self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
+                              LatencyBook(settings.latency_window, settings.latency_prior_ms,
+                                                          settings.latency_max_age_s))
+        self.profiles = Profiles(self.bundle)
+        self.store = FeedbackStore(settings.feedback_db)
+        for event in self.store.replay():
+            self.profiles.apply(event)
+        self.metrics = Metrics()
+        self.recommender = Recommender(self.bundle, settings, self.pool, self.profiles)
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server(
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            options=[("grpc.max_receive_message_length", settings.max_message_bytes),
+                     ("grpc.max_send_message_length", settings.max_message_bytes),
+                     ("grpc.so_reuseport", 0)])
+        pb_grpc.add_RecommenderServicer_to_server(
+            RecommenderService(settings, self.bundle, self.pool, self.profiles, self.store, self.recommender,
+                               self.metrics), self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
+        self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
+        self.metrics_port: int | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # What must be ready for SERVING: the default variant of every role the bundle's models need.
+        self.required = [m for m in (model_name(r, settings.default_variant) for r in ROLES) if m in self.pool.models]
+
+    async def start(self) -> None:
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self.pool.open()
+        await self._check_models()
+        await self.recommender.warm_up()
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        await self.grpc.start()
+        self._watcher = asyncio.create_task(self._watch())
+        log.info("serving", extra={"grpc": f"{self.settings.host}:{self.port}", "metrics_port": self.metrics_port,
+                                   "bundle": str(self.bundle.folder), "triton": self.settings.triton_url,
+                                   "models_ready": sorted(self.pool.ready)})
+
+    async def _check_models(self) -> None:
+        live = await self.pool.refresh(load=self.settings.load_models)
+        self.metrics.triton_ready.set(1 if live else 0)
+        self.metrics.models_ready.set(len(self.pool.ready))
+        for model in self.pool.models:
+            self.metrics.model_ready.labels(model).set(1 if model in self.pool.ready else 0)
+        serving = live and all(m in self.pool.ready for m in self.required)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            try:
+                await self._check_models()
+            except Exception:  # the watcher must outlive any one failed check
+                log.exception("health check failed")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first (load balancers stop sending), then drain in-flight calls, then close."""
+        await self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.grpc.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        await self.pool.close()
+        self.metrics.stop()
+        self.store.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+
+def create_server(settings: Settings) -> tuple[RecommendationServer, int]:
+    """A server bound to ``settings.host:grpc_port`` (0 = a free port), not yet started."""
+    server = RecommendationServer(settings)
+    return server, server.port

@@ -1,0 +1,122 @@
+"""The serving bundle, read once at start: catalogue, id maps, popularity, histories, embeddings, fusion.
+
+Written by ``python -m export`` beside the model repository (``serving_bundle/<N>/``); item
+indices everywhere in the server are positions in the bundle's ``id_maps.json``, the same
+indices the Triton models take and return.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class BundleError(RuntimeError):
+    """The serving bundle is missing or incomplete; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class Fusion:
+    method: str  # "rrf" or "weighted"
+    weights: dict[str, float]
+    rrf_k: float = 60.0
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    manifest: dict[str, Any]
+    item_ids: np.ndarray  # raw MovieLens item id per index
+    titles: list[str]
+    years: np.ndarray  # 0 = unknown
+    genre_names: list[str]
+    genres: np.ndarray  # (items, genres) bool
+    user_index: dict[str, int]  # raw user id (as text) -> index
+    popularity: np.ndarray  # score per item (Bayesian mean x count)
+    counts: np.ndarray
+    histories: sp.csr_matrix  # (users, items) ratings
+    scale: tuple[float, float]
+    fusion: Fusion
+    item_embeddings: np.ndarray | None  # (items, dim + 1): the two-tower item vectors, last column a bias
+    demographics: np.ndarray | None  # (users, 3) codes, 0 = unknown
+    vocab: dict[str, Any] = field(default_factory=dict)
+    item_index: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.item_index = {int(raw): i for i, raw in enumerate(self.item_ids)}
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("bundle_version", self.folder.name))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def liked_threshold(self) -> float:
+        """Ratings at or above this count as liked (4 of 1..5): explanations, clicks, content profiles."""
+        low, high = self.scale
+        return low + 0.75 * (high - low)
+
+    def index_of(self, item_ids: list[int] | np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """Known ids -> indices (order kept), plus the ids not in the catalogue."""
+        known, unknown = [], []
+        for raw in item_ids:
+            idx = self.item_index.get(int(raw))
+            (unknown.append(int(raw)) if idx is None else known.append(idx))
+        return np.asarray(known, dtype=np.int64), unknown
+
+
+def resolve(path: Path) -> Path:
+    """A bundle version folder, or the newest numbered one under ``path``."""
+    if (path / "manifest.json").is_file():
+        return path
+    numbered = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "manifest.json").is_file()),
+                      key=lambda p: int(p.name)) if path.is_dir() else []
+    if not numbered:
+        raise BundleError(f"no serving bundle under {path}; run `make export` (it trains first if needed)")
+    return numbered[-1]
+
+
+def load_bundle(path: Path) -> Bundle:
+    folder = resolve(Path(path))
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        catalog = json.loads((folder / "catalog.json").read_text())
+        id_maps = json.loads((folder / "id_maps.json").read_text())
+        popularity = np.load(folder / "popularity.npz")
+        histories = sp.load_npz(folder / "histories.npz").tocsr()
+    except (OSError, ValueError, KeyError) as err:
+        raise BundleError(f"serving bundle {folder} is incomplete ({err}); re-run `make export`") from None
+    items = catalog["items"]
+    genre_names = catalog["genres"]
+    genres = np.zeros((len(items), len(genre_names)), dtype=bool)
+    column = {g: j for j, g in enumerate(genre_names)}
+    for i, item in enumerate(items):
+        genres[i, [column[g] for g in item["genres"]]] = True
+    fusion_file = folder / "fusion.json"
+    spec = json.loads(fusion_file.read_text()) if fusion_file.is_file() else {"method": "rrf", "weights": {}}
+    embeddings = folder / "item_embeddings.npy"
+    demographics = folder / "demographics.npy"
+    vocab = folder / "demographics_vocab.json"
+    scale = manifest["scale"]
+    return Bundle(
+        folder=folder, manifest=manifest,
+        item_ids=np.asarray(id_maps["items"], dtype=np.int64),
+        titles=[item["title"] for item in items],
+        years=np.asarray([item["year"] or 0 for item in items], dtype=np.int64),
+        genre_names=genre_names, genres=genres,
+        user_index={str(raw): i for i, raw in enumerate(id_maps["users"])},
+        popularity=popularity["score"].astype(np.float64), counts=popularity["counts"].astype(np.float64),
+        histories=histories, scale=(float(scale["low"]), float(scale["high"])),
+        fusion=Fusion(spec["method"], {k: float(v) for k, v in spec["weights"].items()}, float(spec.get("rrf_k", 60))),
+        item_embeddings=np.load(embeddings).astype(np.float32) if embeddings.is_file() else None,
+        demographics=np.load(demographics) if demographics.is_file() else None,
+        vocab=json.loads(vocab.read_text()) if vocab.is_file() else {},
+    )

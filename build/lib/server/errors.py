@@ -1,0 +1,35 @@
+"""Domain errors, and the one place they become gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class RecsysError(Exception):
+    """Base: the message is written for the caller (what is wrong, what to send instead)."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidRequest(RecsysError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(RecsysError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class BudgetExhausted(RecsysError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NoAnswer(RecsysError):
+    """Nothing at all can be served (not even the local fallback)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, RecsysError):
+        return error.code, str(error)
+    return grpc.StatusCode.INTERNAL, "internal error; the server log has the details under this request id"

@@ -1,0 +1,84 @@
+"""Fusing the models' ranked lists into one score per catalogue item, as the training side fitted it.
+
+Triton returns each model's top-N (plus its scores for the server's candidates), not a score
+for every item, so fusion works on partial rankings. Reciprocal-rank fusion gives an item a
+model did not rank the rank just after that model's list: it sits below everything the model
+ranked, which is all the list says about it. Weighted fusion z-normalises each model's listed
+scores and gives unlisted items the lowest listed z. Over full lists both equal
+``training.fusion.fuse`` (tested); served lists leave out rated items, so ranks differ in detail
+from the offline fusion. ``server.bench`` measures the served NDCG@10 (0.460 vs 0.452 offline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RankedList:
+    items: np.ndarray  # catalogue indices, best first
+    scores: np.ndarray  # aligned, descending
+
+
+def ranked(items: np.ndarray, scores: np.ndarray) -> RankedList:
+    """Order (items, scores) best first, dropping non-finite scores (blocked items)."""
+    keep = np.isfinite(scores)
+    items, scores = np.asarray(items)[keep], np.asarray(scores, dtype=np.float64)[keep]
+    order = np.argsort(-scores, kind="stable")
+    return RankedList(items[order].astype(np.int64), scores[order])
+
+
+def merge(top: RankedList, candidates: np.ndarray, candidate_scores: np.ndarray) -> RankedList:
+    """A model's top-N plus its scores for extra candidates: one list, since both are the same score."""
+    extra = ~np.isin(candidates, top.items)
+    return ranked(np.concatenate([top.items, candidates[extra]]),
+                  np.concatenate([top.scores, candidate_scores[extra]]))
+
+
+def fuse(lists: dict[str, RankedList], weights: dict[str, float], method: str, rrf_k: float,
+         n_items: int) -> np.ndarray:
+    """A fused score per catalogue item; higher is better. Models without a weight get none."""
+    total = np.zeros(n_items, dtype=np.float64)
+    for name, ranking in lists.items():
+        weight = weights.get(name, 0.0)
+        if weight <= 0 or len(ranking.items) == 0:
+            continue
+        if method == "rrf":
+            per_item = np.full(n_items, 1.0 / (rrf_k + len(ranking.items) + 1))
+            per_item[ranking.items] = 1.0 / (rrf_k + np.arange(1, len(ranking.items) + 1))
+        else:
+            std = ranking.scores.std()
+            z = (ranking.scores - ranking.scores.mean()) / (std if std > 0 else 1.0)
+            per_item = np.full(n_items, z.min())
+            per_item[ranking.items] = z
+        total += weight * per_item
+    return total
+
+
+def mmr(order: np.ndarray, relevance: np.ndarray, genres: np.ndarray, k: int, diversity: float) -> np.ndarray:
+    """Maximal-marginal-relevance re-ranking on genre overlap (Jaccard).
+
+    ``order``: eligible items best first; ``relevance``: their scores (same order). Each step
+    picks the item maximising ``(1 - diversity) * relevance - diversity * max overlap with the
+    items picked so far``; relevance is min-max scaled so the two terms are comparable.
+    """
+    pool = order[: max(k * 5, k)]
+    rel = relevance[: len(pool)]
+    span = rel.max() - rel.min() if len(rel) else 0.0
+    rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
+    g = genres[pool].astype(np.float64)
+    sizes = g.sum(axis=1)
+    overlap = g @ g.T
+    jaccard = overlap / np.maximum(sizes[:, None] + sizes[None, :] - overlap, 1.0)
+    picked: list[int] = []
+    max_sim = np.zeros(len(pool))
+    available = np.ones(len(pool), dtype=bool)
+    for _ in range(min(k, len(pool))):
+        value = np.where(available, (1 - diversity) * rel - diversity * max_sim, -np.inf)
+        best = int(np.argmax(value))
+        picked.append(best)
+        available[best] = False
+        max_sim = np.maximum(max_sim, jaccard[best])
+    return pool[picked]

@@ -1,0 +1,245 @@
+"""One Recommend: profile -> rung -> plan within the budget -> concurrent Triton calls -> fusion -> filters.
+
+Local scores (popularity, the genre profile) are always there, so an answer exists even when
+every model is down or late; what arrived by the hard limit is fused and the answer says what
+was missing (degraded) and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.budget import Budget, Plan, choose_plan, effective_budget_ms
+from server.bundle import Bundle
+from server.coldstart import CONTENT, FULL, POPULARITY, Popularity, content_scores, rung_for
+from server.errors import BudgetExhausted
+from server.explain import reasons
+from server.fusion import RankedList, fuse, merge, mmr, ranked
+from server.profiles import Profile, Profiles
+from server.settings import Settings
+from server.triton_models import ModelCallError, ModelPool
+from server.validation import Filters, RecommendQuery
+
+SINGLE = "single"
+MODEL_STRATEGIES = ("sae", "rbm", "two_tower")
+
+
+@dataclass
+class Call:
+    model: str
+    version: str = ""
+    ms: float = 0.0
+    ok: bool = False
+    error: str = ""
+
+
+@dataclass
+class Answer:
+    items: list[int]  # catalogue indices, best first
+    scores: list[float]
+    strategy: str
+    rung: str
+    plan: str
+    budget_ms: float
+    history_size: int
+    calls: list[Call] = field(default_factory=list)
+    degraded_reasons: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    reasons: dict[int, list[str]] = field(default_factory=dict)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.degraded_reasons)
+
+
+class Recommender:
+    def __init__(self, bundle: Bundle, settings: Settings, pool: ModelPool, profiles: Profiles) -> None:
+        self.bundle, self.settings, self.pool, self.profiles = bundle, settings, pool, profiles
+        self.popularity = Popularity(bundle, settings.min_segment_users)
+        weights = bundle.fusion.weights
+        # The full rung's models, most valuable first: the order in which a tight budget drops them.
+        self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0),
+                                    key=lambda b: -weights[b])
+
+    async def recommend(self, query: RecommendQuery, deadline_left_s: float | None, request_id: str) -> Answer:
+        budget_ms = effective_budget_ms(query.budget_ms, deadline_left_s, self.settings.default_budget_ms,
+                                        self.settings.max_budget_ms)
+        if budget_ms <= 0:
+            raise BudgetExhausted("the call's deadline had already passed when it reached the server")
+        budget = Budget(budget_ms)
+        timings: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        profile = self.profiles.get(query.user_id, query.inline)
+        strategy, rung, branches = self._route(query.strategy, len(profile))
+        eligible = query.filters.mask(self.bundle)
+        eligible[profile.item_idx] = False
+        eligible[query.exclude] = False
+        popularity, segment = self.popularity.scores(query.demographics)
+        local = {"popularity": ranked(np.flatnonzero(eligible), popularity[eligible])}
+        if rung in (CONTENT, FULL) and len(profile):
+            content = content_scores(self.bundle, profile.item_idx, profile.ratings)
+            local["content"] = ranked(np.flatnonzero(eligible), content[eligible])
+        hard_ms = budget.left_ms() - self.settings.reserve_ms
+        plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates)
+        seed = local["content" if rung == CONTENT else "popularity"]
+        candidates = seed.items[: plan.candidates]
+        timings["prepare"] = _since(mark)
+
+        mark = time.perf_counter()
+        lists, calls, problems = await self._call_models(plan, profile, query, candidates, budget, request_id)
+        timings["models"] = _since(mark)
+        missing = [b for b in branches if b not in lists]
+        ready = options[0].branches  # the first option holds every branch whose models are ready
+        degraded = [f"{b}: {problems.get(b, 'left out to fit the budget' if b in ready else 'not ready in Triton')}"
+                    for b in missing]
+
+        mark = time.perf_counter()
+        weights, method = self._weights(rung, strategy, lists)
+        if not lists and rung != POPULARITY:
+            # No model answered: the local scores carry the answer (the content rung's local part).
+            weights = {n: w for n, w in self.settings.content_weights.items() if n in local}
+        fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k, self.bundle.n_items)
+        fused[~eligible] = -np.inf
+        picked, scores = self._pick(fused, query)
+        timings["fusion"] = _since(mark)
+        answer = Answer(picked.tolist(), scores.tolist(), strategy, rung, plan.name, budget_ms, len(profile),
+                        calls, degraded, timings)
+        if query.explain and len(picked):
+            liked = profile.item_idx[profile.ratings >= self.bundle.liked_threshold]
+            answer.reasons = reasons(self.bundle, picked, liked, lists, segment)
+        answer.timings["total"] = budget.elapsed_ms()
+        return answer
+
+    async def warm_up(self, rounds: int = 6) -> None:
+        """A few calls to every ready model through the real path: first-call costs are paid before
+        traffic, and each model's latency window holds observations instead of the prior."""
+        liked = self.bundle.scale[1]
+        inline = {int(i): liked for i in np.argsort(-self.bundle.popularity)[: self.settings.full_min_ratings]}
+        for strategy in MODEL_STRATEGIES:
+            for precision in ("auto", "fp32", "int8", "fp16"):
+                query = warm_up_query(strategy, precision, inline)
+                for _ in range(rounds):
+                    await self.recommend(query, None, "warm-up")
+
+    def _route(self, strategy: str, n_ratings: int) -> tuple[str, str, list[str]]:
+        """(strategy used, rung, model branches to call)."""
+        if strategy == "popular" or n_ratings == 0:
+            # A single model with no ratings has nothing to go on: popularity, said so by the rung.
+            return "popular", POPULARITY, []
+        if strategy in MODEL_STRATEGIES:
+            return strategy, SINGLE, [strategy]
+        rung = rung_for(n_ratings, self.settings.full_min_ratings)
+        return "ensemble", rung, (["two_tower"] if rung == CONTENT else list(self.full_branches))
+
+    def _weights(self, rung: str, strategy: str, lists: dict[str, RankedList]) -> tuple[dict[str, float], str]:
+        rrf = "rrf"
+        if rung == POPULARITY:
+            return {"popularity": 1.0}, rrf
+        if rung == SINGLE:
+            # Popularity only orders what the model did not rank (a tie-breaker, far below any model rank).
+            return {strategy: 1.0, "popularity": 1e-3}, rrf
+        if rung == CONTENT:
+            return dict(self.settings.content_weights), rrf
+        return dict(self.bundle.fusion.weights), self.bundle.fusion.method
+
+    def _pick(self, fused: np.ndarray, query: RecommendQuery) -> tuple[np.ndarray, np.ndarray]:
+        finite = np.flatnonzero(np.isfinite(fused))
+        depth = min(len(finite), query.k * 5 if query.diversity > 0 else query.k)
+        top = finite[np.argpartition(-fused[finite], depth - 1)[:depth]] if depth else finite[:0]
+        top = top[np.argsort(-fused[top], kind="stable")]
+        if query.diversity > 0:
+            top = mmr(top, fused[top], self.bundle.genres, query.k, query.diversity)
+        top = top[: query.k]
+        return top, fused[top]
+
+    async def _call_models(self, plan: Plan, profile: Profile, query: RecommendQuery, candidates: np.ndarray,
+                           budget: Budget, request_id: str,
+                           ) -> tuple[dict[str, RankedList], list[Call], dict[str, str]]:
+        calls: list[Call] = []
+        tasks = {branch: asyncio.create_task(self._branch(branch, models, profile, query, candidates, budget,
+                                                          request_id, calls))
+                 for branch, models in plan.branches.items()}
+        if not tasks:
+            return {}, calls, {}
+        wait_s = max(budget.left_ms() - self.settings.reserve_ms, 0.0) / 1000
+        _, pending = await asyncio.wait(tasks.values(), timeout=wait_s)
+        for task in pending:
+            task.cancel()
+        lists, problems = {}, {}
+        for branch, task in tasks.items():
+            if task in pending:
+                problems[branch] = f"no answer within the budget ({budget.total_ms:.0f} ms)"
+                for call in calls:
+                    if not call.ok and not call.error and call.model in plan.branches[branch]:
+                        call.error, call.ms = "cancelled at the budget's hard limit", budget.elapsed_ms()
+            elif task.exception() is not None:
+                problems[branch] = str(task.exception())
+            else:
+                lists[branch] = task.result()
+        return lists, calls, problems
+
+    async def _branch(self, branch: str, models: tuple[str, ...], profile: Profile, query: RecommendQuery,
+                      candidates: np.ndarray, budget: Budget, request_id: str, calls: list[Call]) -> RankedList:
+        items = _row(profile.item_idx, np.int64, -1)
+        ratings = _row(profile.ratings, np.float32, 0.0)
+        exclude = _row(query.exclude, np.int64, -1)
+        cands = _row(candidates, np.int64, -1)
+
+        async def call(model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+            record = Call(model)
+            calls.append(record)
+            try:
+                timeout = max(budget.left_ms() - self.settings.reserve_ms, 1.0) / 1000
+                result = await self.pool.infer(model, inputs, outputs, timeout, request_id)
+            except ModelCallError as err:
+                record.error = err.reason
+                raise
+            record.version, record.ms, record.ok = result.version, result.ms, True
+            return result.outputs
+
+        if branch in ("sae", "rbm"):
+            out = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "EXCLUDE_IDX__2": exclude,
+                                         "CANDIDATE_IDX__3": cands},
+                             ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"))
+            return merge(ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"]), candidates,
+                         out["CANDIDATE_SCORE__2"][: len(candidates)])
+        codes = self._demographics(profile, query)
+        user = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None]},
+                          ("USER_EMBEDDING__0",))
+        embedding = user["USER_EMBEDDING__0"].astype(np.float32)
+        # The item scorer knows nothing of the history: rated items go in its exclusion list.
+        blocked = _row(np.concatenate([profile.item_idx, query.exclude]), np.int64, -1)
+        out = await call(models[1], {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
+                         ("TOP_IDX__0", "TOP_SCORE__1"))
+        top = ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"])
+        if self.bundle.item_embeddings is None or not len(candidates):
+            return top
+        return merge(top, candidates, self.bundle.item_embeddings[candidates] @ embedding)
+
+    def _demographics(self, profile: Profile, query: RecommendQuery) -> np.ndarray:
+        if query.demographics is not None:
+            return query.demographics
+        if profile.user_index is not None and self.bundle.demographics is not None:
+            return self.bundle.demographics[profile.user_index].astype(np.int64)
+        return np.zeros(3, dtype=np.int64)
+
+
+def warm_up_query(strategy: str, precision: str, inline: dict[int, float]) -> RecommendQuery:
+    return RecommendQuery(user_id="", inline=inline, unknown_item_ids=[], k=10, strategy=strategy,
+                          precision=precision, budget_ms=10_000, exclude=np.zeros(0, dtype=np.int64),
+                          filters=Filters(None, 0, 0), explain=False, diversity=0.0, demographics=None)
+
+
+def _row(values: np.ndarray, dtype: type, pad: float) -> np.ndarray:
+    """A batch-of-one tensor; an empty list becomes one padding entry (the graphs take >= 1)."""
+    values = np.asarray(values, dtype=dtype)
+    return (values if len(values) else np.full(1, pad, dtype=dtype))[None, :]
+
+
+def _since(mark: float) -> float:
+    return (time.perf_counter() - mark) * 1000

@@ -1,0 +1,204 @@
+"""The gRPC servicer: thin async methods that validate, call plain functions and convert the answer.
+
+Every RPC gets a request id (the caller's ``x-request-id`` header, or a new one), echoed in the
+response and the trailing metadata and attached to every log line; errors become status codes
+in one place (``server.errors.status_of``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from recsys.v1 import recommender_pb2 as pb
+from recsys.v1 import recommender_pb2_grpc as pb_grpc
+
+from server.bundle import Bundle
+from server.errors import InvalidRequest, NoAnswer, status_of
+from server.feedback import Event, FeedbackStore
+from server.items import onboarding_items, similar_items
+from server.logs import request_id
+from server.metrics import Metrics
+from server.profiles import Profiles
+from server.recommend import Answer, Recommender
+from server.settings import Settings
+from server.triton_models import ROLES, ModelPool
+from server.validation import (
+    STRATEGIES,
+    check_exclusions,
+    check_filters,
+    check_k,
+    check_rating,
+    check_user_id,
+    known_item,
+    recommend_query,
+)
+
+log = logging.getLogger("server.rpc")
+RUNGS = {"popularity": pb.RUNG_POPULARITY, "content": pb.RUNG_CONTENT, "full": pb.RUNG_FULL,
+         "single": pb.RUNG_SINGLE_MODEL}
+STRATEGY_ENUM = {name: value for value, name in STRATEGIES.items() if value != pb.STRATEGY_UNSPECIFIED}
+FEEDBACK_KINDS = {pb.FEEDBACK_KIND_RATING: "rating", pb.FEEDBACK_KIND_CLICK: "click"}
+
+
+def scored_items(bundle: Bundle, items: list[int] | np.ndarray, scores: list[float] | np.ndarray,
+                 reasons: dict[int, list[str]] | None = None) -> list[pb.ScoredItem]:
+    genre_names = bundle.genre_names
+    return [pb.ScoredItem(item_id=int(bundle.item_ids[i]), title=bundle.titles[i],
+                          genres=[genre_names[j] for j in np.flatnonzero(bundle.genres[i])],
+                          year=int(bundle.years[i]), score=float(s), reasons=(reasons or {}).get(int(i), []))
+            for i, s in zip(items, scores, strict=True)]
+
+
+class RecommenderService(pb_grpc.RecommenderServicer):
+    def __init__(self, settings: Settings, bundle: Bundle, pool: ModelPool, profiles: Profiles,
+                 store: FeedbackStore, recommender: Recommender, metrics: Metrics) -> None:
+        self.settings, self.bundle, self.pool, self.profiles = settings, bundle, pool, profiles
+        self.store, self.recommender, self.metrics = store, recommender, metrics
+
+    async def _serve(self, rpc: str, context: grpc.aio.ServicerContext,
+                     handler: Callable[[str], Awaitable[tuple[Any, str, str]]]) -> Any:
+        """Run ``handler(request_id) -> (response, strategy, outcome)`` with ids, logs, metrics, status codes."""
+        headers = dict(context.invocation_metadata() or ())
+        rid = str(headers.get("x-request-id") or uuid.uuid4().hex)[:64]
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        strategy, outcome = "", "ok"
+        self.metrics.inflight.inc()
+        context.set_trailing_metadata((("x-request-id", rid),))
+        try:
+            response, strategy, outcome = await handler(rid)
+            return response
+        except Exception as err:  # every failure leaves through the one mapping below
+            code, message = status_of(err)
+            outcome = code.name
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("rpc failed", extra={"rpc": rpc})
+            else:
+                log.info("rpc refused", extra={"rpc": rpc, "code": code.name, "reason": message})
+            await context.abort(code, f"{message} (request {rid})")
+        finally:
+            seconds = time.perf_counter() - started
+            self.metrics.inflight.dec()
+            self.metrics.requests.labels(rpc, strategy, outcome).inc()
+            self.metrics.latency.labels(rpc, strategy, outcome).observe(seconds)
+            request_id.reset(token)
+
+    async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
+        async def handle(rid: str) -> tuple[pb.RecommendResponse, str, str]:
+            query = recommend_query(request, self.bundle, self.settings)
+            answer = await self.recommender.recommend(query, context.time_remaining(), rid)
+            self._record(answer)
+            log.info("recommend", extra={"user": query.user_id, "k": query.k, "rung": answer.rung,
+                                         "plan": answer.plan, "degraded": answer.degraded,
+                                         "ms": round(answer.timings["total"], 2)})
+            response = pb.RecommendResponse(
+                items=scored_items(self.bundle, answer.items, answer.scores, answer.reasons),
+                strategy_used=STRATEGY_ENUM[answer.strategy], rung=RUNGS[answer.rung],
+                model_calls=[pb.ModelCall(model=c.model, version=c.version, ms=c.ms, ok=c.ok, error=c.error)
+                             for c in answer.calls],
+                degraded=answer.degraded, degraded_reasons=answer.degraded_reasons,
+                timings=[pb.StageTiming(stage=s, ms=ms) for s, ms in answer.timings.items()],
+                request_id=rid, unknown_item_ids=query.unknown_item_ids, budget_ms=int(answer.budget_ms),
+                plan=answer.plan, bundle_version=self.bundle.version, history_size=answer.history_size)
+            return response, answer.strategy, "degraded" if answer.degraded else "ok"
+
+        return await self._serve("Recommend", context, handle)
+
+    def _record(self, answer: Answer) -> None:
+        self.metrics.fallback.labels(answer.rung).inc()
+        self.metrics.plans.labels(answer.plan).inc()
+        if answer.degraded:
+            self.metrics.degraded.labels("Recommend", "model_missing").inc()
+        for call in answer.calls:
+            if call.ok:
+                self.metrics.model_latency.labels(call.model).observe(call.ms / 1000)
+            else:
+                self.metrics.model_errors.labels(call.model).inc()
+
+    async def SimilarItems(self, request: pb.SimilarItemsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.SimilarItemsResponse:
+        async def handle(rid: str) -> tuple[pb.SimilarItemsResponse, str, str]:
+            k = check_k(request.k, self.settings)
+            filters = check_filters(list(request.genres), request.min_year, request.max_year, self.bundle)
+            item = known_item(request.item_id, self.bundle)
+            items, scores = similar_items(self.bundle, item, k, filters)
+            return pb.SimilarItemsResponse(item=scored_items(self.bundle, [item], [1.0])[0],
+                                           items=scored_items(self.bundle, items, scores), request_id=rid), "", "ok"
+
+        return await self._serve("SimilarItems", context, handle)
+
+    async def GetOnboardingItems(self, request: pb.OnboardingRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.OnboardingResponse:
+        async def handle(rid: str) -> tuple[pb.OnboardingResponse, str, str]:
+            k = check_k(request.k, self.settings)
+            filters = check_filters(list(request.genres), 0, 0, self.bundle)
+            exclude, _ = check_exclusions(list(request.exclude_item_ids), self.bundle, self.settings)
+            items, scores = onboarding_items(self.bundle, k, filters, exclude)
+            return pb.OnboardingResponse(items=scored_items(self.bundle, items, scores), request_id=rid), "", "ok"
+
+        return await self._serve("GetOnboardingItems", context, handle)
+
+    async def RecordFeedback(self, request: pb.RecordFeedbackRequest,
+                             context: grpc.aio.ServicerContext) -> pb.RecordFeedbackResponse:
+        async def handle(rid: str) -> tuple[pb.RecordFeedbackResponse, str, str]:
+            user = check_user_id(request.user_id, required=True)
+            events = self._events(user, request)
+            try:
+                await asyncio.to_thread(self.store.append, events, rid)
+            except sqlite3.Error as err:
+                raise NoAnswer(f"could not store the feedback ({err}); nothing was recorded, retry") from None
+            for event in events:
+                self.profiles.apply(event)
+                self.metrics.feedback.labels(event.kind).inc()
+            log.info("feedback", extra={"user": user, "events": len(events)})
+            return pb.RecordFeedbackResponse(accepted=len(events), profile_size=len(self.profiles.get(user)),
+                                             request_id=rid), "", "ok"
+
+        return await self._serve("RecordFeedback", context, handle)
+
+    def _events(self, user: str, request: pb.RecordFeedbackRequest) -> list[Event]:
+        if not request.events:
+            raise InvalidRequest("events is empty; send at least one rating or click")
+        if len(request.events) > self.settings.max_feedback_events:
+            raise InvalidRequest(f"{len(request.events)} events; at most {self.settings.max_feedback_events} per call")
+        now = int(time.time() * 1000)
+        events = []
+        for position, event in enumerate(request.events):
+            where = f"events[{position}]"
+            if event.kind not in FEEDBACK_KINDS:
+                raise InvalidRequest(f"{where}: kind must be FEEDBACK_KIND_RATING or FEEDBACK_KIND_CLICK")
+            if event.timestamp_ms < 0:
+                raise InvalidRequest(f"{where}: timestamp_ms must be milliseconds since 1970 (or 0 for now)")
+            known_item(event.item_id, self.bundle)
+            kind = FEEDBACK_KINDS[event.kind]
+            rating = check_rating(event.rating, self.bundle, where) if kind == "rating" else None
+            events.append(Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now))
+        return events
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext,
+                         ) -> pb.ListModelsResponse:
+        async def handle(rid: str) -> tuple[pb.ListModelsResponse, str, str]:
+            models = []
+            for role in ROLES:
+                for name in self.pool.by_role[role]:
+                    window = self.pool.latency.window(name)
+                    models.append(pb.ModelStatus(name=name, role=role, variant=name[len(role) + 1:],
+                                                 ready=name in self.pool.ready,
+                                                 versions=self.pool.versions.get(name, []),
+                                                 p95_ms=window.p95(), calls=window.calls))
+            fusion = self.bundle.fusion
+            return pb.ListModelsResponse(
+                models=models, bundle_version=self.bundle.version, dataset=str(self.bundle.manifest.get("dataset", "")),
+                registry_versions={k: int(v) for k, v in self.bundle.manifest.get("registry_versions", {}).items()},
+                fusion_method=fusion.method, fusion_weights=fusion.weights, catalog_size=self.bundle.n_items,
+                triton_ready=self.pool.live), "", "ok"
+
+        return await self._serve("ListModels", context, handle)

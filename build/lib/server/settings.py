@@ -1,0 +1,103 @@
+"""The server's one typed configuration: defaults < TOML file < ``RECSYS_*`` environment < CLI flags.
+
+    python -m server --config server.toml --grpc-port 50051 --default-budget-ms 150
+    RECSYS_GRPC_PORT=50052 python -m server
+
+Every field is a flag (``--field-name``); lists and maps take JSON (``--variants '["torchscript_fp32"]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+ROOT = Path(__file__).resolve().parents[1]
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid")
+
+    # Where the models and the serving bundle are.
+    model_repository: Path = ROOT / "model_repository"
+    bundle: Path = Field(ROOT / "serving_bundle", description="a bundle folder, or its parent (newest version)")
+    # Triton: an address to use, or start the embedded one on free loopback ports.
+    triton_url: str | None = None
+    embedded_triton: bool = True
+    load_models: bool = True  # ask Triton (explicit model control) to load what we need, again after a restart
+    variants: list[str] = ["torchscript_fp32", "torchscript_int8"]  # the variants loaded and planned with
+    default_variant: str = "torchscript_fp32"
+    # Our gRPC server.
+    host: str = "127.0.0.1"
+    grpc_port: int = 50051  # 0 = pick a free port
+    metrics_port: int | None = 9095  # Prometheus /metrics; 0 = free port, None = off
+    max_concurrent_rpcs: int = 256  # beyond this, RESOURCE_EXHAUSTED
+    max_message_bytes: int = 4 * 1024 * 1024
+    shutdown_grace_s: float = 5.0
+    # Requests.
+    max_k: int = 100
+    max_ratings: int = 5000
+    max_exclusions: int = 10000
+    max_feedback_events: int = 1000
+    # Latency budgets.
+    default_budget_ms: int = 250
+    max_budget_ms: int = 10000
+    reserve_ms: float = 4.0  # kept back from the budget for fusion, filters and the reply
+    latency_window: int = 256  # calls per model in the sliding p95
+    latency_prior_ms: float = 10.0  # a model's estimate until it has answered
+    latency_max_age_s: float = 60.0  # older calls leave the window, so a model seen slow gets tried again
+    candidates: int = 200  # popularity/content candidates each ranking model scores
+    # Cold-start ladder.
+    full_min_ratings: int = 10  # fewer ratings than this: the content rung
+    content_weights: dict[str, float] = {"two_tower": 0.5, "content": 0.25, "popularity": 0.25}
+    min_segment_users: int = 20  # smallest demographic segment popularity is conditioned on
+    # State.
+    feedback_db: Path = ROOT / "var" / "feedback.sqlite"
+    health_interval_s: float = 1.0
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file.get())
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names it."""
+
+
+def load_settings(argv: list[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``--config FILE`` (TOML), the environment and flags; ``overrides`` win over all."""
+    parser = argparse.ArgumentParser(prog="python -m server", description="the recommendation gRPC server")
+    parser.add_argument("--config", type=Path, help="a TOML file with any of the settings below")
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=field.description)
+    args = vars(parser.parse_args(argv))
+    config = args.pop("config")
+    if config is not None and not config.is_file():
+        raise SettingsError(f"--config {config}: no such file")
+    flags = {k: _parse_flag(v) for k, v in args.items() if v is not None}
+    token = _config_file.set(config)
+    try:
+        return Settings(**{**flags, **overrides})
+    except ValidationError as err:
+        raise SettingsError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+    finally:
+        _config_file.reset(token)
+
+
+def _parse_flag(value: str) -> Any:
+    # JSON for lists/maps/numbers/null; anything else stays a string for pydantic to coerce.
+    if value[:1] in "[{" or value == "null":
+        return json.loads(value)
+    return value

@@ -1,0 +1,166 @@
+"""The Triton models the server calls: names, readiness, latency estimates and the calls themselves.
+
+Models are named ``<role>_<variant>`` (``sae_torchscript_fp32``); the roles are the catalogue
+scorers ``sae`` and ``rbm`` and the two halves of the two-tower model. One asyncio gRPC channel
+is shared by every call. A call that fails or runs out of time raises ``ModelCallError`` with a
+short reason; the caller degrades its answer, it never crashes. Readiness is refreshed by the
+health watcher, and a call failing with UNAVAILABLE marks its model not ready until then, so
+requests stop waiting on a Triton that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as tritonaio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from server.latency import LatencyBook
+
+log = logging.getLogger(__name__)
+ROLES = ("sae", "rbm", "two_tower_user", "two_tower_items")
+LOAD_RETRY_S = 30.0
+# gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
+CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 10_000)]
+# Precision asked for -> variants that provide it, preferred first.
+PRECISIONS = {
+    "fp32": ("torchscript_fp32", "onnx_fp32"),
+    "int8": ("torchscript_int8", "onnx_int8"),
+    "fp16": ("onnx_fp16",),
+}
+
+
+class ModelCallError(RuntimeError):
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"{model}: {reason}")
+        self.model, self.reason = model, reason
+
+
+@dataclass(frozen=True)
+class CallResult:
+    model: str
+    version: str
+    ms: float
+    outputs: dict[str, np.ndarray]
+
+
+def model_name(role: str, variant: str) -> str:
+    return f"{role}_{variant}"
+
+
+class ModelPool:
+    def __init__(self, url: str, available: list[str], variants: list[str], default_variant: str,
+                 latency: LatencyBook) -> None:
+        """``available``: model names in the repository (the bundle manifest); ``variants``: those to use."""
+        self.url = url
+        self.latency = latency
+        self.default_variant = default_variant
+        self.by_role = {r: [model_name(r, v) for v in variants if model_name(r, v) in available] for r in ROLES}
+        self.models = [m for names in self.by_role.values() for m in names]
+        self.ready: set[str] = set()
+        self.live = False
+        self._failed_at: dict[str, float] = {}
+        self.versions: dict[str, list[str]] = {}
+        self.client: tritonaio.InferenceServerClient | None = None
+
+    async def open(self) -> None:
+        self.client = tritonaio.InferenceServerClient(self.url, channel_args=CHANNEL_ARGS)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    def resolve(self, role: str, precision: str) -> tuple[str | None, bool]:
+        """(model to use for ``role`` at ``precision``, whether it is the precision asked for).
+
+        "auto" means the default variant; a precision not loaded for this role falls back to it.
+        """
+        wanted = PRECISIONS.get(precision, (self.default_variant,))
+        for variant in wanted:
+            if model_name(role, variant) in self.by_role[role]:
+                return model_name(role, variant), True
+        fallback = model_name(role, self.default_variant)
+        if fallback in self.by_role[role]:
+            return fallback, precision == "auto"
+        named = self.by_role[role]
+        return (named[0] if named else None), False
+
+    def p95(self, model: str) -> float:
+        return self.latency.p95(model)
+
+    async def refresh(self, load: bool) -> bool:
+        """Ask Triton which models are ready (loading missing ones if ``load``); True when Triton is up."""
+        assert self.client is not None
+        try:
+            self.live = await self.client.is_server_live(client_timeout=1.0)
+            index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0)
+        except InferenceServerException:
+            self.live = False
+        if not self.live:
+            self.ready.clear()
+            return False
+        states = {}
+        for entry in index.get("models", []):
+            if entry.get("state") == "READY":
+                states.setdefault(entry["name"], []).append(entry.get("version", ""))
+        now = time.monotonic()
+        # A model that failed to load is retried after a pause, not on every health check.
+        missing = [m for m in self.models if m not in states and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S]
+        missing = missing if load else []
+        # Triton loads models in parallel; one failing is logged and stays not ready.
+        for model, loaded in zip(missing, await asyncio.gather(*(self._load(m) for m in missing)), strict=True):
+            if loaded:
+                states[model] = ["?"]
+        self.ready = {m for m in self.models if m in states}
+        self.versions = {m: sorted(states[m]) for m in self.ready}
+        return True
+
+    async def _load(self, model: str) -> bool:
+        assert self.client is not None
+        try:
+            await self.client.load_model(model, client_timeout=120.0)
+        except InferenceServerException as err:
+            log.warning("could not load model=%s reason=%s", model, err.message())
+            self._failed_at[model] = time.monotonic()
+            return False
+        log.info("loaded model=%s", model)
+        return True
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...], timeout_s: float,
+                    request_id: str = "") -> CallResult:
+        if model not in self.ready or self.client is None:
+            raise ModelCallError(model, "not ready")
+        tensors = []
+        for name, array in inputs.items():
+            tensor = InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(
+                self.client.infer(model, tensors, outputs=[InferRequestedOutput(n) for n in outputs],
+                                  request_id=request_id),
+                timeout_s)
+        except TimeoutError:
+            # The estimate must learn that this model is slow, or the planner keeps choosing it.
+            self.latency.observe(model, (time.perf_counter() - started) * 1000)
+            raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
+        except asyncio.CancelledError:  # cut off at the request's hard limit: at least this slow
+            self.latency.observe(model, (time.perf_counter() - started) * 1000)
+            raise
+        except InferenceServerException as err:
+            if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
+                self.ready.discard(model)
+            raise ModelCallError(model, err.message() or str(err.status())) from None
+        ms = (time.perf_counter() - started) * 1000
+        self.latency.observe(model, ms)
+        return CallResult(model, result.get_response().model_version, ms,
+                          {n: result.as_numpy(n)[0] for n in outputs})

@@ -1,0 +1,1 @@
+"""MovieLens data pipeline, models (SAE, RBM, two-tower, popularity), evaluation and MLflow tracking."""

@@ -1,0 +1,1 @@
+"""Accuracy and beyond-accuracy metrics, and full-catalogue ranking evaluation."""

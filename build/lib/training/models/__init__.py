@@ -1,0 +1,1 @@
+"""Recommendation models. Each module: a typed config, ``train()``, and a :class:`Scorer`."""

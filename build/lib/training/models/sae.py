@@ -1,0 +1,185 @@
+"""Stacked autoencoder over a user's rating vector.
+
+Two encoder stacks read the user's normalised ratings (sigmoid; the rating path 20-10-20 by
+default, the ranking path one layer of 200, each configurable):
+
+* the rating path predicts ratings on the data set's scale, trained with MSE on observed
+  ratings only (the classic SAE / AutoRec objective); it also sees the user's shrunk mean
+  rating, a signal a narrow bottleneck otherwise has to relearn;
+* the ranking path scores every item with the multinomial log-likelihood of the user's rated
+  items (the Mult-DAE objective), because an MSE-on-ratings model ranks poorly for top-N: it
+  never learns which items a user chooses to rate. ``rank_by="rating"`` ranks by predicted
+  rating instead, for comparison.
+
+The two peak at different epochs, so each path is trained on its own and early-stopped on its
+own validation metric (NDCG@10, RMSE). Inputs are corrupted by dropping observed ratings
+(denoising) and the loss covers the dropped ones too, so the model learns what it was not shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from training.data.dataset import IdMap, RatingScale
+from training.data.matrices import dense_rows, normalised
+from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
+from training.models.fitting import FitHistory, corrupt, fit, multinomial_nll, user_batches
+from training.runtime import pick_device, seed_everything
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
+                                           "selu": nn.SELU}
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    hidden: tuple[int, ...] = (20, 10, 20)
+    # The ranking path is wider and slower-learning than the 20-10-20 rating path: on ml-100k u1 this
+    # lifts SAE NDCG@10 from 0.375 to 0.392 and the ensemble from 0.433 to 0.452 (validation agrees),
+    # at a cost on 5-rating users (0.333 -> 0.240), whom the serving cold-start ladder routes elsewhere.
+    ranking_hidden: tuple[int, ...] | None = (200,)  # None: same sizes as hidden
+    ranking_lr: float | None = 1e-3  # None: same as lr
+    activation: str = "sigmoid"
+    dropout: float = 0.0  # between hidden layers
+    input_dropout: float = 0.5  # share of observed ratings hidden from the input (denoising)
+    rank_by: str = "likelihood"  # "likelihood": the ranking path; "rating": predicted ratings
+    lr: float = 1e-2
+    weight_decay: float = 1e-5
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 40
+    user_mean_shrinkage: float = 5.0  # pseudo-ratings at the global mean in the user-offset feature
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if self.rank_by not in ("likelihood", "rating"):
+            raise ValueError(f"rank_by must be 'likelihood' or 'rating', got {self.rank_by!r}")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+
+
+def _stack(n_items: int, config: SAEConfig, hidden: tuple[int, ...]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_items
+    for size in hidden:
+        layers += [nn.Linear(width, size), ACTIVATIONS[config.activation]()]
+        if config.dropout:
+            layers.append(nn.Dropout(config.dropout))
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, n_items))
+
+
+class SAENet(nn.Module):
+    """Normalised rating vector -> (predicted ratings, ranking logits) for every item."""
+
+    def __init__(self, n_items: int, config: SAEConfig, scale: RatingScale, global_mean: float) -> None:
+        super().__init__()
+        self.rating_path = _stack(n_items, config, config.hidden)
+        self.ranking_path = _stack(n_items, config, config.ranking_hidden or config.hidden)
+        self.user_offset_weight = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("high", torch.tensor(float(scale.high)))
+        self.register_buffer("low", torch.tensor(float(scale.low)))
+        self.register_buffer("global_mean", torch.tensor(float(global_mean)))
+        self.shrinkage = float(config.user_mean_shrinkage)
+
+    def rating_parameters(self) -> list[nn.Parameter]:
+        return [*self.rating_path.parameters(), self.user_offset_weight]
+
+    def forward(self, normalised_ratings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        observed = (normalised_ratings > 0).to(normalised_ratings.dtype)
+        deviation = (normalised_ratings * self.high - self.global_mean) * observed
+        user_offset = deviation.sum(1, keepdim=True) / (observed.sum(1, keepdim=True) + self.shrinkage)
+        logit = self.rating_path(normalised_ratings) + self.user_offset_weight * user_offset
+        # A sigmoid squashed onto [low, high] keeps every prediction on the rating scale.
+        ratings = self.low + (self.high - self.low) * torch.sigmoid(logit)
+        return ratings, self.ranking_path(normalised_ratings)
+
+
+class SAE(TorchScorer):
+    name: ClassVar[str] = "sae"
+
+    def __init__(self, item_ids: IdMap, scale: RatingScale, config: SAEConfig, net: SAENet) -> None:
+        super().__init__(item_ids, scale)
+        self.config, self.net = config, net
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def _forward(self, histories: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
+        self.net.eval()
+        x = dense_rows(normalised(histories, self.scale), np.arange(histories.shape[0]), self.device)
+        return self.net(x)
+
+    def score(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
+        ratings, logits = self._forward(histories)
+        return (logits if self.config.rank_by == "likelihood" else ratings).cpu().numpy()
+
+    def predict_ratings(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
+        return self._forward(histories)[0].cpu().numpy()
+
+    @classmethod
+    def load(cls, folder: Path, device: str = "cpu") -> SAE:
+        meta = read_meta(folder)
+        saved = meta["config"]
+        ranking_hidden = tuple(saved["ranking_hidden"]) if saved.get("ranking_hidden") else None
+        config = SAEConfig(**{**saved, "hidden": tuple(saved["hidden"]), "ranking_hidden": ranking_hidden})
+        scale = scale_from(meta)
+        net = SAENet(len(meta["item_ids"]), config, scale, 0.0)  # the mean is a buffer in the weights
+        net.load_state_dict(cls.load_state(folder, device))
+        return cls(IdMap(meta["item_ids"]), scale, config, net.to(device).eval())
+
+
+def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool = True,
+          checkpoint: Path | None = None) -> tuple[SAE, FitHistory]:
+    rng = seed_everything(config.seed)
+    device = pick_device(config.device)
+    scale, n_items = data.dataset.scale, data.dataset.n_items
+    net = SAENet(n_items, config, scale, float(data.train.data.mean())).to(device)
+    model = SAE(data.dataset.item_ids, scale, config, net)
+    inputs, ratings = normalised(data.train, scale), data.train
+
+    def make_epoch(params: list[nn.Parameter], ranking: bool):
+        lr = (config.ranking_lr or config.lr) if ranking else config.lr
+        optimiser = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+
+        def run_epoch(_: int) -> float:
+            total, batches = 0.0, 0
+            for users in user_batches(inputs, config.batch_size, rng):
+                x = dense_rows(inputs, users, device)
+                observed = (x > 0).float()
+                predicted, logits = net(corrupt(x, config.input_dropout))
+                if ranking:
+                    loss = multinomial_nll(logits, observed)
+                else:
+                    target = dense_rows(ratings, users, device)
+                    loss = ((predicted - target) ** 2 * observed).sum() / observed.sum()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total, batches = total + loss.item(), batches + 1
+            return total / max(batches, 1)
+        return run_epoch
+
+    validate = (lambda: validation_metrics(model, data)) if data.validation is not None else None
+    common = dict(max_epochs=config.max_epochs, patience=config.patience, progress=progress)
+    history = fit(net, "sae-ratings", make_epoch(net.rating_parameters(), ranking=False), validate,
+                  monitor="rmse", lower_is_better=True, **common)
+    if config.rank_by == "likelihood":
+        ranking_history = fit(net, "sae-ranking", make_epoch(list(net.ranking_path.parameters()), ranking=True),
+                              validate, checkpoint=checkpoint, **common)
+        offset = len(history.epochs)
+        history.epochs += [{**e, "epoch": e["epoch"] + offset} for e in ranking_history.epochs]
+        history.best, history.best_epoch = ranking_history.best, ranking_history.best_epoch + offset
+        history.monitor, history.seconds = ranking_history.monitor, history.seconds + ranking_history.seconds
+    return model, history

@@ -1,0 +1,152 @@
+"""MLflow tracking and Model Registry: one parent run per training call, one child run per model.
+
+Each child run logs its config, per-epoch losses and validation metrics, final validation
+metrics, and artifacts (weights, config and id maps in ``model/``, a learning-curve PNG). Each
+model is registered as ``recsys-<name>``; the alias ``champion`` moves to the new version only
+when it beats the current champion's validation NDCG@10 measured on the same data and split.
+A champion trained on other data cannot be compared, so the new version replaces it (logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from training.models.fitting import FitHistory
+from training.pipeline import TrainedModels
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "recsys-training"
+CHAMPION = "champion"
+MONITOR_TAG = "validation_ndcg_at_10"
+
+
+def metric_key(name: str) -> str:
+    """MLflow allows no '@' in metric names: ``ndcg@10`` is logged as ``ndcg_at_10``."""
+    return name.replace("@", "_at_")
+
+
+def registry_name(model: str) -> str:
+    return f"recsys-{model.replace('_', '-')}"
+
+
+def configure(state_dir: Path) -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` or a local SQLite store under ``state_dir``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(state_dir / "mlartifacts").resolve().as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
+def learning_curve(history: FitHistory, path: Path) -> Path:
+    epochs = [e["epoch"] for e in history.epochs]
+    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    loss_ax.plot(epochs, [e["loss"] for e in history.epochs], color="tab:blue", label="training loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss", color="tab:blue")
+    metric_ax = loss_ax.twinx()
+    for key, colour in (("ndcg@10", "tab:green"), ("rmse", "tab:red")):
+        points = [(e["epoch"], e[key]) for e in history.epochs if key in e]
+        if points:
+            metric_ax.plot(*zip(*points, strict=True), color=colour, label=f"validation {key}")
+    if history.best_epoch >= 0:
+        metric_ax.axvline(history.best_epoch, color="grey", linestyle=":", label="best epoch")
+    fig.legend(loc="upper right", fontsize=8)
+    loss_ax.set_title(f"{history.model}: learning curve")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _champion_score(client: MlflowClient, name: str, tags: dict[str, str]) -> float | None:
+    """The current champion's validation NDCG@10 if it was measured on the same data; else None."""
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    same_data = all(current.tags.get(k) == tags[k] for k in ("data_fingerprint", "split", "validation_seed"))
+    if not same_data:
+        log.warning("champion model=%s version=%s was trained on other data; it will be replaced", name,
+                    current.version)
+        return None
+    return float(current.tags[MONITOR_TAG])
+
+
+def register(client: MlflowClient, model: str, run_id: str, artifact_uri: str, score: float,
+             tags: dict[str, str]) -> dict[str, Any]:
+    """Register a model version and move ``champion`` to it if it beats the current one."""
+    name = registry_name(model)
+    with contextlib.suppress(MlflowException):  # raised when it is already registered
+        client.create_registered_model(name, description=f"{model} recommender trained on MovieLens")
+    # The score is stored exactly: a rounded tag would let an equal score look better next time.
+    version = client.create_model_version(name, source=artifact_uri, run_id=run_id,
+                                          tags={**tags, MONITOR_TAG: repr(float(score))})
+    previous = _champion_score(client, name, tags)
+    promoted = previous is None or score > previous
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    log.info("registered model=%s version=%s validation_ndcg@10=%.4f champion_before=%s promoted=%s", name,
+             version.version, score, previous, promoted)
+    return {"name": name, "version": int(version.version), "validation_ndcg@10": score,
+            "previous_champion_ndcg@10": previous, "champion": promoted}
+
+
+def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[str, list[int]]) -> dict[str, Any]:
+    """Log a finished training call to MLflow; returns the registry outcome per model."""
+    client = MlflowClient()
+    tags = {k: str(params[k]) for k in ("data_fingerprint", "split", "validation_seed", "data")}
+    outcome: dict[str, Any] = {}
+    members = dict(result.models)
+    if result.ensemble is not None:
+        members["ensemble"] = result.ensemble
+    with mlflow.start_run(run_name="train") as parent, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params(params)
+        mlflow.set_tags(tags)
+        outcome["run_id"] = parent.info.run_id
+        for name, model in members.items():
+            with mlflow.start_run(run_name=name, nested=True) as run:
+                folder = Path(tmp) / name / "model"
+                model.save(folder)
+                (folder / "id_maps.json").write_text(json.dumps(id_maps))
+                if name == "ensemble":  # pin the member versions this fusion was fitted on
+                    versions = {m: outcome[m]["version"] for m in result.models}
+                    (folder / "members.json").write_text(json.dumps(versions))
+                mlflow.log_params({f"{name}.{k}": v for k, v in model.config_dict().items()})
+                mlflow.set_tags({**tags, "model": name})
+                history = result.histories.get(name)
+                if history is not None:
+                    for record in history.epochs:
+                        step = int(record["epoch"])
+                        mlflow.log_metrics({metric_key(k): v for k, v in record.items() if k != "epoch"},
+                                           step=step)
+                    mlflow.log_artifact(str(learning_curve(history, Path(tmp) / f"{name}.png")))
+                    mlflow.log_metrics({"best_epoch": history.best_epoch, "stopped_early": history.stopped_early})
+                final = {f"validation_{metric_key(k)}": v for k, v in result.validation.get(name, {}).items()}
+                mlflow.log_metrics({**final, "train_seconds": result.train_seconds.get(name, 0.0)})
+                mlflow.log_artifacts(str(folder), artifact_path="model")
+                outcome[name] = register(client, name, run.info.run_id, mlflow.get_artifact_uri("model"),
+                                         result.validation[name].get("ndcg@10", 0.0), tags)
+    return outcome
+
+
+def download(model: str, alias_or_version: str = CHAMPION) -> Path:
+    """Local folder of a registered model, by alias (``champion``) or version number."""
+    reference = f"@{alias_or_version}" if not alias_or_version.isdigit() else f"/{alias_or_version}"
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry_name(model)}{reference}"))

@@ -1,0 +1,108 @@
+"""A short locust run through the SDK (zero failures), then both metrics endpoints scraped for real."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import loadtest.__main__ as loadtest
+from export.triton import EmbeddedTriton
+from server.bundle import load_bundle
+from tests.stack import Artifacts, ServerThread, settings_for
+
+SCENARIOS = {"Recommend/known", "Recommend/inline", "Recommend/cold", "Recommend/tight", "SimilarItems",
+             "RecordFeedback"}
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value}."""
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of ``name`` over every series whose labels include ``labels``."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(v for key, v in samples.items()
+               if key.split("{")[0] == name and all(w in key for w in wanted))
+
+
+@pytest.fixture(scope="module")
+def triton(serving_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
+    with EmbeddedTriton(serving_artifacts.repository, startup_timeout=120) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(serving_artifacts: Artifacts, triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory,
+          ) -> Iterator[ServerThread]:
+    with ServerThread(settings_for(serving_artifacts, triton.grpc_url, tmp_path_factory.mktemp("state"))) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def before(stack: ServerThread, triton: EmbeddedTriton) -> dict[str, dict[str, float]]:
+    assert stack.server is not None
+    return {"ours": scrape(f"http://127.0.0.1:{stack.server.metrics_port}/metrics"),
+            "triton": scrape(triton.metrics_url)}
+
+
+@pytest.fixture(scope="module")
+def summary(stack: ServerThread, serving_artifacts: Artifacts, before: dict, tmp_path_factory: pytest.TempPathFactory,
+            ) -> dict:
+    ids = sorted(int(u) for u in load_bundle(serving_artifacts.bundle).user_index)
+    out = tmp_path_factory.mktemp("loadtest")
+    return loadtest.main(["--target", stack.target, "--known-users", f"{ids[0]}-{ids[-1]}", "--users", "6",
+                          "--spawn-rate", "6", "--duration", "5s", "--out", str(out)])
+
+
+def test_short_locust_run_has_no_failures(summary: dict) -> None:
+    assert summary["failures"] == 0 and summary["requests"] > 50 and summary["rps"] > 0
+    assert set(summary["per_type"]) == SCENARIOS
+    for row in summary["per_type"].values():
+        assert row["requests"] > 0 and row["failures"] == 0 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert summary["per_type"]["Recommend/known"]["degraded_share"] < 0.5
+    assert 0 <= summary["degraded_share"] <= 1 and summary["meta"]["locust_exit_code"] == 0
+
+
+def test_reports_written(summary: dict) -> None:
+    out = Path(summary["meta"]["out"])
+    for name in ("summary.json", "locust_stats.csv", "report.html", "degraded.json"):
+        assert (out / name).is_file(), name
+
+
+def test_triton_metrics_move_for_the_models_used(summary: dict, before: dict, triton: EmbeddedTriton) -> None:
+    after = scrape(triton.metrics_url)
+    for model in ("sae_torchscript_fp32", "rbm_torchscript_fp32", "two_tower_user_torchscript_fp32",
+                  "two_tower_items_torchscript_fp32"):
+        for metric in ("nv_inference_request_success", "nv_inference_queue_duration_us",
+                       "nv_inference_compute_infer_duration_us"):
+            assert total(after, metric, model=model) > total(before["triton"], metric, model=model), (metric, model)
+    assert total(after, "nv_inference_request_failure") == total(before["triton"], "nv_inference_request_failure")
+
+
+def test_our_metrics_move_as_expected(summary: dict, before: dict, stack: ServerThread) -> None:
+    assert stack.server is not None
+    after = scrape(f"http://127.0.0.1:{stack.server.metrics_port}/metrics")
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before["ours"], name, **labels)
+
+    served = sum(row["requests"] for row in summary["per_type"].values())
+    assert moved("recsys_requests_total") >= served
+    assert moved("recsys_requests_total", rpc="SimilarItems", outcome="ok") >= 1
+    assert moved("recsys_requests_total", rpc="RecordFeedback", outcome="ok") >= 1
+    assert moved("recsys_request_latency_seconds_count", rpc="Recommend") == moved(
+        "recsys_requests_total", rpc="Recommend")
+    assert moved("recsys_fallback_total", rung="popularity") >= 1 and moved("recsys_fallback_total", rung="full") >= 1
+    assert moved("recsys_feedback_events_total", kind="rating") >= 1
+    assert moved("recsys_model_latency_seconds_count", model="sae_torchscript_fp32") >= 1
+    # Degraded answers are counted once per degraded RPC, in both places.
+    assert moved("recsys_degraded_total") == moved("recsys_requests_total", outcome="degraded")
+    assert total(after, "recsys_model_ready", model="sae_torchscript_fp32") == 1
+    assert after["recsys_inflight_requests"] == 0
