@@ -6,8 +6,15 @@ DATA ?= ../shared/data/movielens/ml-100k
 TRITON_DIR ?= .triton
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
+# make loadtest: against a stack started on loopback, or TARGET=host:port (KNOWN_USERS=first-last there).
+USERS ?= 32
+SPAWN_RATE ?= 8
+DURATION ?= 60s
+SWEEP ?= 1,8,32,64
+TARGET ?=
+KNOWN_USERS ?= 1-943
 
-.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving loadtest loadtest-sweep clean
 
 setup: $(VENV)/.installed
 
@@ -62,6 +69,14 @@ bench-export: setup var/mlflow.db
 
 bench-serving: setup serving_bundle
 	$(PY) -m server.bench $(BENCH_ARGS)
+
+LOADTEST_TARGET = $(if $(TARGET),--target $(TARGET) --known-users $(KNOWN_USERS))
+
+loadtest: setup serving_bundle
+	$(PY) -m loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) $(LOADTEST_TARGET)
+
+loadtest-sweep: setup serving_bundle
+	$(PY) -m loadtest --sweep $(SWEEP) --duration $(DURATION) $(LOADTEST_TARGET)
 
 clean:
 	rm -rf $(VENV) $(TRITON_DIR) var reports serving_bundle

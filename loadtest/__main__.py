@@ -2,11 +2,15 @@
 
     python -m loadtest --users 32 --spawn-rate 8 --duration 60s            # starts its own stack
     python -m loadtest --target 10.0.0.5:50051 --known-users 1-943         # against a running server
+    python -m loadtest --sweep 1,8,32,64 --duration 60s                    # p99 against concurrency
 
 Without ``--target`` it starts the embedded Triton and our server (a child process) on loopback
 from ``model_repository/`` and ``serving_bundle/``. Locust's CSVs and HTML report land in
 ``--out`` (``reports/loadtest/``) beside ``summary.json``: ``rps``, ``p50_ms``, ``p95_ms``,
 ``p99_ms``, ``failures``, ``degraded_share`` overall and per request type (``per_type``).
+A sweep runs once per user count (all users spawned at once) into ``users-N/`` and writes
+``sweep.json``; with its own stack it also reports the CPU each process used (seconds of CPU
+per second of load, from /proc: Linux only), which is where the bottleneck shows.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ import argparse
 import contextlib
 import csv
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +35,16 @@ from server.settings import ROOT, Settings
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 
+@dataclass(frozen=True)
+class Stack:
+    target: str
+    known_users: str  # FIRST-LAST
+    pids: dict[str, int] = field(default_factory=dict)  # process trees to account CPU to
+
+
 @contextlib.contextmanager
-def own_stack(settings: Settings) -> Iterator[tuple[str, str]]:
-    """(target, known user id range) of an embedded Triton + server started for this run."""
+def own_stack(settings: Settings) -> Iterator[Stack]:
+    """An embedded Triton + our server (a child process) started for this run."""
     from export.triton import EmbeddedTriton
     from server.bundle import load_bundle
     from server.process import start_server, stop_server
@@ -40,7 +55,8 @@ def own_stack(settings: Settings) -> Iterator[tuple[str, str]]:
         process, target = start_server(triton.grpc_url, Path(state), "--metrics-port", "null",
                                        "--bundle", str(settings.bundle), "--max-concurrent-rpcs", "1024")
         try:
-            yield target, f"{ids[0]}-{ids[-1]}"
+            assert triton.process is not None
+            yield Stack(target, f"{ids[0]}-{ids[-1]}", {"server": process.pid, "triton": triton.process.pid})
         finally:
             stop_server(process)
 
@@ -53,6 +69,40 @@ def run_locust(target: str, known_users: str, users: int, spawn_rate: float, dur
                "--degraded-out", str(out / "degraded.json"), "--known-users", known_users,
                "--loglevel", "WARNING", "--stop-timeout", "5"]
     return subprocess.run(command, cwd=ROOT, check=False).returncode
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of a process and all its descendants, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, times = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            parents[pid], times[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out: Path) -> dict[str, Any]:
+    """One locust run plus, for our own stack, cores used per process while it ran."""
+    before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
+    locust_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    code = run_locust(stack.target, stack.known_users, users, spawn_rate, duration, out)
+    wall = time.monotonic() - started
+    locust_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cores = {name: round((cpu_seconds(pid) - before[name]) / wall, 2) for name, pid in stack.pids.items()}
+    if stack.pids:
+        cores["locust"] = round((locust_after.ru_utime + locust_after.ru_stime - locust_before.ru_utime
+                                 - locust_before.ru_stime) / wall, 2)
+    return {**summarise(out), "meta": {"target": stack.target, "out": str(out), "users": users,
+                                       "spawn_rate": spawn_rate, "duration": duration, "locust_exit_code": code,
+                                       "cores_used": cores, "cpus": os.cpu_count()}}
 
 
 def _row(stats: dict[str, str], answers: int, degraded: int) -> dict[str, Any]:
@@ -89,19 +139,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--spawn-rate", type=float, default=8)
     parser.add_argument("--duration", default="60s", help="locust run time, e.g. 30s, 2m")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "loadtest")
+    parser.add_argument("--sweep", help="comma-separated user counts, e.g. 1,8,32,64 (one run each)")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as stack:
-        if args.target:
-            target, known = args.target, args.known_users
-        else:
-            target, known = stack.enter_context(own_stack(Settings()))
-        code = run_locust(target, known, args.users, args.spawn_rate, args.duration, args.out)
-    summary = {**summarise(args.out), "meta": {"target": target, "out": str(args.out), "users": args.users,
-                                               "spawn_rate": args.spawn_rate,
-                                               "duration": args.duration, "locust_exit_code": code}}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print_summary(summary)
-    return summary
+    with contextlib.ExitStack() as resources:
+        stack = (Stack(args.target, args.known_users) if args.target
+                 else resources.enter_context(own_stack(Settings())))
+        if not args.sweep:
+            summary = measured_run(stack, args.users, args.spawn_rate, args.duration, args.out)
+            (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            print_summary(summary)
+            return summary
+        runs = []
+        for users in (int(u) for u in args.sweep.split(",")):
+            summary = measured_run(stack, users, users, args.duration, args.out / f"users-{users}")
+            (args.out / f"users-{users}" / "summary.json").write_text(json.dumps(summary, indent=1))
+            print(f"\n{users} users:")
+            print_summary(summary)
+            runs.append({"users": users, **{k: summary[k] for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "failures",
+                                                                      "degraded_share")},
+                         "cores_used": summary["meta"]["cores_used"]})
+    sweep = {"runs": runs, "duration": args.duration, "target": stack.target, "cpus": os.cpu_count()}
+    (args.out / "sweep.json").write_text(json.dumps(sweep, indent=1))
+    return sweep
 
 
 if __name__ == "__main__":

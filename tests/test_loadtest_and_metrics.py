@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import loadtest.__main__ as loadtest
 from export.triton import EmbeddedTriton
@@ -106,3 +109,28 @@ def test_our_metrics_move_as_expected(summary: dict, before: dict, stack: Server
     assert moved("recsys_degraded_total") == moved("recsys_requests_total", outcome="degraded")
     assert total(after, "recsys_model_ready", model="sae_torchscript_fp32") == 1
     assert after["recsys_inflight_requests"] == 0
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+# Triton reports GPU metrics only where it has a GPU (none here or in CI); names as in Triton's
+# metrics documentation. Everything else the dashboard and alerts use must exist below.
+GPU_ONLY = {"nv_gpu_utilization"}
+
+
+def queried_metrics() -> set[str]:
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/recsys.json").read_text())
+    rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    expressions += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    return {name for e in expressions for name in re.findall(r"\b((?:recsys|nv)_[a-z0-9_]+)", e)}
+
+
+def test_dashboard_and_alert_metrics_exist_in_real_output(summary: dict, stack: ServerThread,
+                                                          triton: EmbeddedTriton) -> None:
+    assert stack.server is not None
+    names = {key.split("{")[0] for key in scrape(f"http://127.0.0.1:{stack.server.metrics_port}/metrics")}
+    names |= {key.split("{")[0] for key in scrape(triton.metrics_url)}
+    used = queried_metrics()
+    assert len(used) >= 10
+    missing = used - names
+    assert missing == GPU_ONLY, f"queried but never exported: {sorted(missing - GPU_ONLY)}"

@@ -1,0 +1,150 @@
+"""What can be checked of deploy/ without Docker or Kubernetes: it parses, and its files agree.
+
+(That every metric the dashboard and the alert rules use exists in real output is checked in
+test_loadtest_and_metrics.py, against a live Triton and server.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from server.settings import Settings
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def load(path: str) -> Any:
+    return yaml.safe_load((DEPLOY / path).read_text())
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    kustomization = load("kustomization.yaml")
+    return [doc for resource in kustomization["resources"]
+            for doc in yaml.safe_load_all((DEPLOY / resource).read_text()) if doc]
+
+
+def by_kind(kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in k8s_objects() if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    block = re.search(r"^ENV (.+)$", text, re.M)
+    assert block is not None
+    return dict(pair.split("=", 1) for pair in block.group(1).split())
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]["containers"][0]
+
+
+def k8s_env(workload: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(workload)["env"]}
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*")
+                                        if p.suffix in (".yml", ".yaml", ".json")))
+def test_every_file_parses(path: str) -> None:
+    text = (DEPLOY / path).read_text()
+    docs = [json.loads(text)] if path.endswith(".json") else [d for d in yaml.safe_load_all(text) if d]
+    assert docs
+
+
+def test_server_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = load("docker-compose.yml")
+    for env in (dockerfile_env(), compose["services"]["recsys"]["environment"], k8s_env(by_kind("StatefulSet",
+                                                                                                  "recsys"))):
+        ours = {k: v for k, v in env.items() if k.startswith("RECSYS_")}
+        assert all(k.removeprefix("RECSYS_").lower() in Settings.model_fields for k in ours), ours
+        with monkeypatch.context() as m:
+            for key, value in ours.items():
+                m.setenv(key, value)
+            settings = Settings()  # the values parse as the server will read them
+        assert settings.grpc_port == 50051 and settings.triton_url == "triton:8001"
+
+
+def test_ports_agree_everywhere() -> None:
+    compose = load("docker-compose.yml")
+    recsys, triton = compose["services"]["recsys"], compose["services"]["triton"]
+    docker_env = dockerfile_env()
+    exposed = set(re.search(r"^EXPOSE (.+)$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1).split())
+    grpc_port, metrics_port = recsys["environment"]["RECSYS_GRPC_PORT"], recsys["environment"]["RECSYS_METRICS_PORT"]
+    assert {grpc_port, metrics_port} == exposed == {docker_env["RECSYS_GRPC_PORT"], docker_env["RECSYS_METRICS_PORT"]}
+    assert sorted(recsys["ports"]) == sorted(f"{p}:{p}" for p in (grpc_port, metrics_port))
+    assert "127.0.0.1:50051" in (DEPLOY / "Dockerfile").read_text().split("HEALTHCHECK")[1]
+    triton_metrics = next(a for a in triton["command"] if a.startswith("--metrics-port=")).split("=")[1]
+    scrape = {job["job_name"]: job["static_configs"][0]["targets"][0]
+              for job in load("prometheus/prometheus.yml")["scrape_configs"]}
+    assert scrape == {"recsys": f"recsys:{metrics_port}", "triton": f"triton:{triton_metrics}"}
+    # The server finds Triton's gRPC port by the service name, in compose and in Kubernetes.
+    triton_host, triton_port = recsys["environment"]["RECSYS_TRITON_URL"].split(":")
+    assert triton_host in compose["services"] and f"{triton_port}:{triton_port}" in triton["ports"]
+    assert docker_env["RECSYS_TRITON_URL"] == recsys["environment"]["RECSYS_TRITON_URL"]
+    server = by_kind("StatefulSet", "recsys")
+    env = k8s_env(server)
+    assert env["RECSYS_TRITON_URL"] == f"{by_kind('Service', 'triton')['metadata']['name']}:{triton_port}"
+    service_ports = {p["name"]: p["port"] for p in by_kind("Service", "triton")["spec"]["ports"]}
+    assert service_ports["grpc"] == int(triton_port) and service_ports["metrics"] == int(triton_metrics)
+    server_ports = {p["name"]: p["containerPort"] for p in container(server)["ports"]}
+    assert server_ports == {"grpc": int(grpc_port), "metrics": int(metrics_port)}
+    assert (env["RECSYS_GRPC_PORT"], env["RECSYS_METRICS_PORT"]) == (grpc_port, metrics_port)
+    annotations = server["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == metrics_port
+    triton_deploy = by_kind("Deployment", "triton")
+    assert triton_deploy["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == triton_metrics
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container(server)[probe]["grpc"]["port"] == int(grpc_port)
+    assert container(server)["livenessProbe"]["grpc"]["service"] == "liveness"
+
+
+def test_volume_paths_agree() -> None:
+    compose = load("docker-compose.yml")
+    recsys, triton = compose["services"]["recsys"], compose["services"]["triton"]
+    repository = next(a for a in triton["command"] if a.startswith("--model-repository=")).split("=")[1]
+    assert f"../model_repository:{repository}:ro" in triton["volumes"]
+    bundle = recsys["environment"]["RECSYS_BUNDLE"]
+    assert f"../serving_bundle:{bundle}:ro" in recsys["volumes"] and dockerfile_env()["RECSYS_BUNDLE"] == bundle
+    feedback_dir = str(Path(recsys["environment"]["RECSYS_FEEDBACK_DB"]).parent)
+    assert f"feedback:{feedback_dir}" in recsys["volumes"] and "feedback" in compose["volumes"]
+    for mount in ("../model_repository", "../serving_bundle"):  # what `make export` writes, from deploy/
+        assert (DEPLOY / mount).resolve().name in ("model_repository", "serving_bundle")
+    # Kubernetes: the same paths, from the one model-store claim.
+    triton_pod = by_kind("Deployment", "triton")
+    assert f"--model-repository={repository}" in container(triton_pod)["args"]
+    mounts = {m["mountPath"]: m for m in container(triton_pod)["volumeMounts"]}
+    assert mounts[repository]["subPath"] == "model_repository"
+    server = by_kind("StatefulSet", "recsys")
+    mounts = {m["mountPath"]: m for m in container(server)["volumeMounts"]}
+    assert mounts[k8s_env(server)["RECSYS_BUNDLE"]]["subPath"] == "serving_bundle"
+    assert str(Path(k8s_env(server)["RECSYS_FEEDBACK_DB"]).parent) in mounts
+    claims = {v["persistentVolumeClaim"]["claimName"] for pod in (triton_pod, server)
+              for v in pod["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {by_kind("PersistentVolumeClaim", "model-store")["metadata"]["name"]}
+    assert server["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "feedback"
+
+
+def test_monitoring_wiring_agrees() -> None:
+    compose = load("docker-compose.yml")
+    prometheus = load("prometheus/prometheus.yml")
+    mounted = dict(v.split(":")[:2][::-1] for v in compose["services"]["prometheus"]["volumes"])
+    assert all(rule in mounted for rule in prometheus["rule_files"])
+    assert mounted["/etc/prometheus/alerts.yml"] == "./prometheus/alerts.yml"
+    datasource = load("grafana/provisioning/datasources/prometheus.yml")["datasources"][0]
+    assert datasource["url"].split("//")[1].split(":")[0] in compose["services"]
+    provider = load("grafana/provisioning/dashboards/dashboards.yml")["providers"][0]
+    grafana_mounts = dict(v.split(":")[:2][::-1] for v in compose["services"]["grafana"]["volumes"])
+    assert grafana_mounts[provider["options"]["path"]] == "./grafana/dashboards"
+    dashboard = json.loads((DEPLOY / "grafana/dashboards/recsys.json").read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}
+    kustomization = load("kustomization.yaml")
+    assert kustomization["configMapGenerator"][0]["files"] == ["prometheus/alerts.yml"]
+    assert all((DEPLOY / r).is_file() for r in kustomization["resources"])
+    hpa = by_kind("HorizontalPodAutoscaler", "recsys")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "recsys" and hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    assert by_kind("PodDisruptionBudget", "recsys")["spec"]["selector"]["matchLabels"] == {"app": "recsys"}
