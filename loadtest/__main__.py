@@ -8,9 +8,11 @@ Without ``--target`` it starts the embedded Triton and our server (a child proce
 from ``model_repository/`` and ``serving_bundle/``. Locust's CSVs and HTML report land in
 ``--out`` (``reports/loadtest/``) beside ``summary.json``: ``rps``, ``p50_ms``, ``p95_ms``,
 ``p99_ms``, ``failures``, ``degraded_share`` overall and per request type (``per_type``).
-A sweep runs once per user count (all users spawned at once) into ``users-N/`` and writes
-``sweep.json``; with its own stack it also reports the CPU each process used (seconds of CPU
-per second of load, from /proc: Linux only), which is where the bottleneck shows.
+With its own stack it also reports the CPU each process used (seconds of CPU per second of
+load, from /proc: Linux only), which is where the bottleneck shows; ``--profile`` samples the
+server with py-spy meanwhile (``server-profile.txt``, collapsed stacks; the top frames in
+``summary.json``). A sweep runs once per user count (all users spawned at once) into
+``users-N/`` and writes ``sweep.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import csv
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,8 +91,41 @@ def cpu_seconds(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
-def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out: Path) -> dict[str, Any]:
-    """One locust run plus, for our own stack, cores used per process while it ran."""
+def start_profile(stack: Stack, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling our server (its Python threads, GIL holders only) while locust runs."""
+    if "server" not in stack.pids:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(stack.pids["server"]),
+                             "--format", "raw", "--gil", "--nonblocking", "--rate", "200",
+                             "--output", str(out / "server-profile.txt")], stdout=subprocess.DEVNULL)
+
+
+def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
+    """Share of GIL-holding samples per innermost frame ("self") and per frame anywhere ("total")."""
+    own: dict[str, int] = {}
+    anywhere: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " (" + f.split("(")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  for f in stack.split(";")]
+        n = int(count)
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            anywhere[frame] = anywhere.get(frame, 0) + n
+
+    def share(table: dict[str, int]) -> list[list[Any]]:
+        return [[frame, round(n / samples, 4)] for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": samples, "self": share(own), "total": share(anywhere)}
+
+
+def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out: Path,
+                 profile: bool = False) -> dict[str, Any]:
+    """One locust run plus, for our own stack, cores used per process while it ran (and a profile)."""
+    profiler = start_profile(stack, out) if profile else None
     before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
     locust_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
@@ -100,9 +136,14 @@ def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out
     if stack.pids:
         cores["locust"] = round((locust_after.ru_utime + locust_after.ru_stime - locust_before.ru_utime
                                  - locust_before.ru_stime) / wall, 2)
-    return {**summarise(out), "meta": {"target": stack.target, "out": str(out), "users": users,
-                                       "spawn_rate": spawn_rate, "duration": duration, "locust_exit_code": code,
-                                       "cores_used": cores, "cpus": os.cpu_count()}}
+    summary = {**summarise(out), "meta": {"target": stack.target, "out": str(out), "users": users,
+                                          "spawn_rate": spawn_rate, "duration": duration, "locust_exit_code": code,
+                                          "cores_used": cores, "cpus": os.cpu_count()}}
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        profiler.wait(30)
+        summary["server_profile"] = profile_summary(out / "server-profile.txt")
+    return summary
 
 
 def _row(stats: dict[str, str], answers: int, degraded: int) -> dict[str, Any]:
@@ -140,12 +181,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duration", default="60s", help="locust run time, e.g. 30s, 2m")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "loadtest")
     parser.add_argument("--sweep", help="comma-separated user counts, e.g. 1,8,32,64 (one run each)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server during the run (own stack)")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as resources:
         stack = (Stack(args.target, args.known_users) if args.target
                  else resources.enter_context(own_stack(Settings())))
         if not args.sweep:
-            summary = measured_run(stack, args.users, args.spawn_rate, args.duration, args.out)
+            summary = measured_run(stack, args.users, args.spawn_rate, args.duration, args.out, args.profile)
             (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
             print_summary(summary)
             return summary

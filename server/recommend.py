@@ -61,7 +61,7 @@ class Recommender:
         self.bundle, self.settings, self.pool, self.profiles = bundle, settings, pool, profiles
         self.popularity = Popularity(bundle, settings.min_segment_users)
         weights = bundle.fusion.weights
-        # The full rung's models, most valuable first: the order in which a tight budget drops them.
+        # The full rung's models (those with a fusion weight), most valuable first.
         self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0),
                                     key=lambda b: -weights[b])
 

@@ -52,3 +52,12 @@ def test_sparse_views(tiny) -> None:
     assert set(np.unique(rating_levels(matrix, tiny.scale).data)) <= {1, 2, 3, 4, 5}
     assert set(np.unique(liked(matrix, 4.0).data)) == {1.0, 2.0}
     assert (liked(matrix, 4.0).data == 2.0).sum() == (tiny.ratings["rating"] >= 4).sum()
+
+
+@pytest.mark.parametrize("spec", ["u1", "holdout:0.3", "temporal:2"])
+def test_a_split_rebuilds_from_its_recorded_name(tiny, spec: str) -> None:
+    first = make_split(tiny, spec, seed=3)
+    again = make_split(tiny, first.name)  # what the registry records and export reads back
+    assert again.name == first.name
+    pd.testing.assert_frame_equal(again.test, first.test)
+    pd.testing.assert_frame_equal(again.train, first.train)

@@ -78,6 +78,7 @@ def train_models(
     progress: bool = True,
     checkpoint_dir: Path | None = None,
     ensemble: bool = True,
+    fusion_steps: int = 10,
 ) -> TrainedModels:
     """Train each named model (popularity always, it is the floor and the fallback) and fit the fusion."""
     names = ["popularity", *[n for n in names if n != "popularity"]]
@@ -97,7 +98,7 @@ def train_models(
         log.info("validated model=%s %s", name, " ".join(f"{k}={v:.4f}" for k, v in result.validation[name].items()))
     if ensemble and len(result.models) > 1 and data.validation is not None:
         started = time.perf_counter()
-        spec = fit_fusion(result.models, data.validation)
+        spec = fit_fusion(result.models, data.validation, steps=fusion_steps)
         result.ensemble = Ensemble(result.models, spec)
         result.train_seconds["ensemble"] = time.perf_counter() - started + sum(result.train_seconds.values())
         result.validation["ensemble"] = {"ndcg@10": spec.validation_ndcg}

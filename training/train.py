@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a model setting (repeatable)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap epochs for every model")
     parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--fusion-steps", type=int, default=10,
+                        help="ensemble weight grid resolution (fewer: faster on large catalogues)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="checkpoints and local MLflow")
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = train_models(data, parse_models(args.models), parse_overrides(args.set), seed=args.seed,
                           device=str(device), max_epochs=args.max_epochs,
                           progress=not args.no_progress and sys.stderr.isatty(),
-                          checkpoint_dir=args.state_dir / "checkpoints")
+                          checkpoint_dir=args.state_dir / "checkpoints", fusion_steps=args.fusion_steps)
     summary: dict[str, Any] = {"data": str(data_dir), "split": split.name, "validation": result.validation,
                                "train_seconds": result.train_seconds}
     if not args.no_track:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +88,15 @@ def validation_split(train: pd.DataFrame, fraction: float = 0.1, seed: int = 0) 
 
 
 def make_split(dataset: MovieLens, spec: str, seed: int = 0) -> Split:
-    """Parse a split spec: ``u1``..``ub``, ``holdout[:FRACTION]`` or ``temporal[:N]``."""
+    """Parse a split spec: ``u1``..``ub``, ``holdout[:FRACTION]`` or ``temporal[:N]``.
+
+    A split's own ``name`` (``holdout-0.2-seed0``, ``temporal-last1``) is accepted too: it is what
+    the registry records, and export rebuilds the split from it.
+    """
+    if named := re.fullmatch(r"holdout-([0-9.e-]+)-seed(\d+)", spec):
+        return holdout_split(dataset.ratings, fraction=float(named.group(1)), seed=int(named.group(2)))
+    if named := re.fullmatch(r"temporal-last(\d+)", spec):
+        return temporal_split(dataset.ratings, n=int(named.group(1)))
     kind, _, arg = spec.partition(":")
     if kind in OFFICIAL_SPLITS:
         return official_split(dataset, kind)

@@ -1,1 +1,0 @@
-"""Python client SDK for the recommendation server (issue #4)."""

@@ -1,1 +1,0 @@
-"""Export of registered models to TorchScript/ONNX and a Triton model repository (issue #3)."""

@@ -1,1 +1,0 @@
-"""Generated gRPC contract packages (see protos/recsys/v1/recommender.proto; `make protos`)."""

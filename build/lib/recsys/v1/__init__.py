@@ -1,1 +1,0 @@
-"""recsys.v1: generated from recommender.proto by `make protos`; do not edit."""

@@ -1,1 +1,0 @@
-"""The asyncio gRPC recommendation server in front of Triton (issue #4)."""

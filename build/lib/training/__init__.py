@@ -1,1 +1,0 @@
-"""MovieLens data pipeline, models (SAE, RBM, two-tower, popularity), evaluation and MLflow tracking."""

@@ -1,1 +1,0 @@
-"""Accuracy and beyond-accuracy metrics, and full-catalogue ranking evaluation."""

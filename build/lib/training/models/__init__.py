@@ -1,1 +1,0 @@
-"""Recommendation models. Each module: a typed config, ``train()``, and a :class:`Scorer`."""
