@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,30 @@ class Bundle:
 
     def __post_init__(self) -> None:
         self.item_index = {int(raw): i for i, raw in enumerate(self.item_ids)}
+
+    # Derived once, not per request: per-request work must not sort or rescan the catalogue.
+    @cached_property
+    def popularity_order(self) -> np.ndarray:
+        return np.argsort(-self.popularity, kind="stable")
+
+    @cached_property
+    def genre_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(items x genres) float32 and each row's norm."""
+        vectors = self.genres.astype(np.float32)
+        return vectors, np.linalg.norm(vectors, axis=1)
+
+    @cached_property
+    def popularity_prior(self) -> np.ndarray:
+        """sqrt of popularity scaled to 0..1: the content score's tie-breaker."""
+        return np.sqrt(np.clip(self.popularity / (self.popularity.max() or 1.0), 0, None))
+
+    @cached_property
+    def unit_embeddings(self) -> np.ndarray | None:
+        """Two-tower item vectors without the bias column, scaled to length 1 (for cosine)."""
+        if self.item_embeddings is None:
+            return None
+        body = self.item_embeddings[:, :-1]
+        return body / np.maximum(np.linalg.norm(body, axis=1, keepdims=True), 1e-12)
 
     @property
     def version(self) -> str:

@@ -44,21 +44,22 @@ class Popularity:
         self.min_segment_users = min_segment_users
         self.segment = lru_cache(maxsize=256)(self._segment)
 
-    def scores(self, codes: np.ndarray | None) -> tuple[np.ndarray, str]:
-        """Scores per item and a description of the segment they came from."""
+    def scores(self, codes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """Scores per item, the items best first, and a description of the segment they came from."""
         demographics = self.bundle.demographics
+        overall = self.bundle.popularity, self.bundle.popularity_order, "all users"
         if codes is None or demographics is None or not codes.any():
-            return self.bundle.popularity, "all users"
+            return overall
         # Relax the segment (occupation first, then gender) until it has enough users.
         for used in ((0, 1, 2), (0, 1), (0,), (1,)):
             key = tuple(int(codes[c]) if c in used and codes[c] > 0 else 0 for c in range(3))
             if any(key):
-                scores, size = self.segment(key)
+                scores, order, size = self.segment(key)
                 if size >= self.min_segment_users:
-                    return scores, f"users like you ({size})"
-        return self.bundle.popularity, "all users"
+                    return scores, order, f"users like you ({size})"
+        return overall
 
-    def _segment(self, key: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    def _segment(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, int]:
         demographics = self.bundle.demographics
         assert demographics is not None
         match = np.ones(len(demographics), dtype=bool)
@@ -72,7 +73,8 @@ class Popularity:
         # towards the segment's mean by the mean count per rated item, times the count.
         mean = rows.data.mean() if rows.nnz else sum(self.bundle.scale) / 2
         prior = counts[counts > 0].mean() if (counts > 0).any() else 1.0
-        return (prior * mean + sums) / (prior + counts) * counts, int(match.sum())
+        scores = (prior * mean + sums) / (prior + counts) * counts
+        return scores, np.argsort(-scores, kind="stable"), int(match.sum())
 
 
 def content_scores(bundle: Bundle, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
@@ -82,10 +84,8 @@ def content_scores(bundle: Bundle, items: np.ndarray, ratings: np.ndarray) -> np
     (scaled to 0..1) breaks the many ties between items of the same genres.
     """
     low, high = bundle.scale
-    weights = ratings.astype(np.float64) - (low + high) / 2
-    profile = weights @ bundle.genres[items].astype(np.float64)
-    genres = bundle.genres.astype(np.float64)
-    norms = np.linalg.norm(genres, axis=1) * (np.linalg.norm(profile) or 1.0)
-    cosine = genres @ profile / np.where(norms > 0, norms, 1.0)
-    popularity = bundle.popularity / (bundle.popularity.max() or 1.0)
-    return (cosine + 1.0) * np.sqrt(np.clip(popularity, 0, None))
+    vectors, norms = bundle.genre_vectors
+    profile = (ratings.astype(np.float32) - (low + high) / 2) @ vectors[items]
+    scale = norms * (np.linalg.norm(profile) or 1.0)
+    cosine = vectors @ profile / np.where(scale > 0, scale, 1.0)
+    return (cosine + 1.0) * bundle.popularity_prior

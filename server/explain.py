@@ -8,12 +8,6 @@ from server.bundle import Bundle
 from server.fusion import RankedList
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    body = vectors[:, :-1]  # the last column is the item bias, not taste
-    norms = np.linalg.norm(body, axis=1, keepdims=True)
-    return body / np.where(norms > 0, norms, 1.0)
-
-
 def reasons(bundle: Bundle, picked: np.ndarray, liked: np.ndarray, lists: dict[str, RankedList],
             popular_with: str) -> dict[int, list[str]]:
     """Reasons per picked catalogue index.
@@ -22,8 +16,9 @@ def reasons(bundle: Bundle, picked: np.ndarray, liked: np.ndarray, lists: dict[s
     ``popular_with``: the popularity segment, for items no model or liked item explains.
     """
     out: dict[int, list[str]] = {int(i): [] for i in picked}
-    if len(liked) and bundle.item_embeddings is not None:
-        similarity = _unit(bundle.item_embeddings[picked]) @ _unit(bundle.item_embeddings[liked]).T
+    units = bundle.unit_embeddings  # taste only: the bias column is left out
+    if len(liked) and units is not None:
+        similarity = units[picked] @ units[liked].T
         best = similarity.argmax(axis=1)
         for row, idx in enumerate(picked):
             out[int(idx)].append(f"because you liked {bundle.titles[liked[best[row]]]}")

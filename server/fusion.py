@@ -22,12 +22,25 @@ class RankedList:
     scores: np.ndarray  # aligned, descending
 
 
-def ranked(items: np.ndarray, scores: np.ndarray) -> RankedList:
-    """Order (items, scores) best first, dropping non-finite scores (blocked items)."""
+def ranked(items: np.ndarray, scores: np.ndarray, limit: int | None = None) -> RankedList:
+    """Order (items, scores) best first, dropping non-finite scores (blocked items).
+
+    ``limit`` keeps only the best that many (a partial sort: a catalogue-wide list per request
+    would cost a full sort, and ranks that deep add almost nothing to a fusion).
+    """
     keep = np.isfinite(scores)
     items, scores = np.asarray(items)[keep], np.asarray(scores, dtype=np.float64)[keep]
+    if limit is not None and len(scores) > limit:
+        best = np.argpartition(-scores, limit - 1)[:limit]
+        items, scores = items[best], scores[best]
     order = np.argsort(-scores, kind="stable")
     return RankedList(items[order].astype(np.int64), scores[order])
+
+
+def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray) -> RankedList:
+    """The items of a precomputed best-first ``order`` that ``keep`` allows: no sort per request."""
+    items = order[keep[order]]
+    return RankedList(items, scores[items])
 
 
 def merge(top: RankedList, candidates: np.ndarray, candidate_scores: np.ndarray) -> RankedList:

@@ -15,10 +15,10 @@ import numpy as np
 
 from server.budget import Budget, Plan, choose_plan, effective_budget_ms
 from server.bundle import Bundle
-from server.coldstart import CONTENT, FULL, POPULARITY, Popularity, content_scores, rung_for
+from server.coldstart import CONTENT, POPULARITY, Popularity, content_scores, rung_for
 from server.errors import BudgetExhausted
 from server.explain import reasons
-from server.fusion import RankedList, fuse, merge, mmr, ranked
+from server.fusion import RankedList, fuse, in_order, merge, mmr, ranked
 from server.profiles import Profile, Profiles
 from server.settings import Settings
 from server.triton_models import ModelCallError, ModelPool
@@ -26,6 +26,7 @@ from server.validation import Filters, RecommendQuery
 
 SINGLE = "single"
 MODEL_STRATEGIES = ("sae", "rbm", "two_tower")
+CONTENT_DEPTH = 1000  # genre-profile ranks kept per request; deeper ones barely move a fusion
 
 
 @dataclass
@@ -79,11 +80,10 @@ class Recommender:
         eligible = query.filters.mask(self.bundle)
         eligible[profile.item_idx] = False
         eligible[query.exclude] = False
-        popularity, segment = self.popularity.scores(query.demographics)
-        local = {"popularity": ranked(np.flatnonzero(eligible), popularity[eligible])}
-        if rung in (CONTENT, FULL) and len(profile):
-            content = content_scores(self.bundle, profile.item_idx, profile.ratings)
-            local["content"] = ranked(np.flatnonzero(eligible), content[eligible])
+        popularity, order, segment = self.popularity.scores(query.demographics)
+        local = {"popularity": in_order(order, popularity, eligible)}
+        if rung == CONTENT:
+            local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
         plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates)
         seed = local["content" if rung == CONTENT else "popularity"]
@@ -102,6 +102,7 @@ class Recommender:
         weights, method = self._weights(rung, strategy, lists)
         if not lists and rung != POPULARITY:
             # No model answered: the local scores carry the answer (the content rung's local part).
+            local.setdefault("content", self._content(profile, eligible))
             weights = {n: w for n, w in self.settings.content_weights.items() if n in local}
         fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k, self.bundle.n_items)
         fused[~eligible] = -np.inf
@@ -114,6 +115,10 @@ class Recommender:
             answer.reasons = reasons(self.bundle, picked, liked, lists, segment)
         answer.timings["total"] = budget.elapsed_ms()
         return answer
+
+    def _content(self, profile: Profile, eligible: np.ndarray) -> RankedList:
+        content = content_scores(self.bundle, profile.item_idx, profile.ratings)
+        return ranked(np.flatnonzero(eligible), content[eligible], limit=CONTENT_DEPTH)
 
     async def warm_up(self, rounds: int = 6) -> None:
         """A few calls to every ready model through the real path: first-call costs are paid before

@@ -15,7 +15,7 @@ from server.budget import choose_plan, effective_budget_ms
 from server.bundle import BundleError, load_bundle
 from server.coldstart import CONTENT, FULL, POPULARITY, Popularity, content_scores, encode_demographics, rung_for
 from server.feedback import Event, FeedbackStore
-from server.fusion import RankedList, fuse, merge, mmr, ranked
+from server.fusion import RankedList, fuse, in_order, merge, mmr, ranked
 from server.latency import LatencyBook, LatencyWindow
 from server.logs import JsonFormatter, request_id
 from server.profiles import Profiles
@@ -51,6 +51,9 @@ def test_partial_lists_rank_unlisted_items_after_the_list() -> None:
 def test_ranked_drops_blocked_items_and_merge_keeps_one_order() -> None:
     top = ranked(np.array([4, 2, 7]), np.array([0.5, 0.9, -np.inf]))
     assert top.items.tolist() == [2, 4]
+    assert ranked(np.arange(6), np.array([1.0, 6, 2, 5, 3, 4]), limit=3).items.tolist() == [1, 3, 5]
+    keep = np.array([True, False, True, True])
+    assert in_order(np.array([3, 1, 0, 2]), np.array([0.1, 0.9, 0.2, 1.0]), keep).items.tolist() == [3, 0, 2]
     merged = merge(top, np.array([4, 9, 8]), np.array([0.5, 0.7, 0.1]))
     assert merged.items.tolist() == [2, 9, 4, 8]
 
@@ -168,11 +171,13 @@ def test_cold_start_parts(serving_artifacts: Artifacts) -> None:
     codes = encode_demographics(bundle, 30, bundle.vocab["genders"][0], "no-such-job")
     assert codes[0] > 0 and codes[1] == 1 and codes[2] == 0
     popularity = Popularity(bundle, min_segment_users=1)
-    overall, segment = popularity.scores(None)
+    overall, order, segment = popularity.scores(None)
     assert segment == "all users" and np.array_equal(overall, bundle.popularity)
-    scores, segment = popularity.scores(codes)
+    assert np.all(np.diff(overall[order]) <= 0)
+    scores, order, segment = popularity.scores(codes)
     assert segment.startswith("users like you") and not np.array_equal(scores, overall)
-    assert Popularity(bundle, min_segment_users=10**6).scores(codes)[1] == "all users"
+    assert np.all(np.diff(scores[order]) <= 0)
+    assert Popularity(bundle, min_segment_users=10**6).scores(codes)[2] == "all users"
     genre = int(np.argmax(bundle.genres.sum(axis=0)))
     fans = np.flatnonzero(bundle.genres[:, genre])[:3]
     content = content_scores(bundle, fans, np.full(3, bundle.scale[1], dtype=np.float32))
