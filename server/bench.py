@@ -49,7 +49,7 @@ def _tensor(name: str, array: np.ndarray) -> InferInput:
 
 def direct_request(bundle: Bundle, row: int, variant: str, candidates: int
                    ) -> Callable[[tritonaio.InferenceServerClient], Awaitable[None]]:
-    """The Triton calls the server makes for this user's full-ensemble Recommend."""
+    """The Triton calls the server makes for this user's full-ensemble Recommend (models with a fusion weight)."""
     history = bundle.histories[row]
     items = history.indices.astype(np.int64)[None]
     ratings = history.data.astype(np.float32)[None]
@@ -72,8 +72,14 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int
         await client.infer(f"two_tower_items_{variant}", [_tensor("USER_EMBEDDING__0", embedding),
                                                           _tensor("EXCLUDE_IDX__1", items)])
 
+    # The models the server's full rung calls: those the bundle's fusion gives a weight.
+    weights = bundle.fusion.weights
+
     async def run(client: tritonaio.InferenceServerClient) -> None:
-        await asyncio.gather(catalog(client, "sae"), catalog(client, "rbm"), two_tower(client))
+        calls = [catalog(client, role) for role in ("sae", "rbm") if weights.get(role, 0) > 0]
+        if weights.get("two_tower", 0) > 0:
+            calls.append(two_tower(client))
+        await asyncio.gather(*calls)
 
     return run
 
@@ -197,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["meta"] = {"dataset": bundle.manifest.get("dataset"), "catalog_size": bundle.n_items,
                       "bundle_version": bundle.version, "variant": settings.default_variant,
                       "duration_s": args.duration, "users": len(users), "cpus": os.cpu_count(),
-                      "request": "Recommend(user_id, k=10): full ensemble (sae, rbm, two-tower + popularity)"}
+                      "request": "Recommend(user_id, k=10): the full rung",
+                      "models": sorted(m for m, w in bundle.fusion.weights.items() if w > 0)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
