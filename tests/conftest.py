@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from export.triton import EmbeddedTriton
 from tests.stack import Artifacts, build_artifacts
 from training.data import MovieLens, load_movielens
 from training.data.splits import make_split
@@ -42,3 +44,10 @@ def ml100k() -> MovieLens:
 def serving_artifacts(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     """Tiny trained models exported (fp32 + int8 TorchScript) with their serving bundle."""
     return build_artifacts(tiny_data, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def serving_triton(serving_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
+    """The embedded Triton over those artifacts, no model preloaded: servers load what they need."""
+    with EmbeddedTriton(serving_artifacts.repository, startup_timeout=120) as server:
+        yield server

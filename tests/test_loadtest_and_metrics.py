@@ -36,23 +36,17 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def triton(serving_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
-    with EmbeddedTriton(serving_artifacts.repository, startup_timeout=120) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def stack(serving_artifacts: Artifacts, triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory,
+def stack(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory,
           ) -> Iterator[ServerThread]:
-    with ServerThread(settings_for(serving_artifacts, triton.grpc_url, tmp_path_factory.mktemp("state"))) as s:
+    with ServerThread(settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path_factory.mktemp("state"))) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def before(stack: ServerThread, triton: EmbeddedTriton) -> dict[str, dict[str, float]]:
+def before(stack: ServerThread, serving_triton: EmbeddedTriton) -> dict[str, dict[str, float]]:
     assert stack.server is not None
     return {"ours": scrape(f"http://127.0.0.1:{stack.server.metrics_port}/metrics"),
-            "triton": scrape(triton.metrics_url)}
+            "triton": scrape(serving_triton.metrics_url)}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +73,8 @@ def test_reports_written(summary: dict) -> None:
         assert (out / name).is_file(), name
 
 
-def test_triton_metrics_move_for_the_models_used(summary: dict, before: dict, triton: EmbeddedTriton) -> None:
-    after = scrape(triton.metrics_url)
+def test_triton_metrics_move_for_the_models_used(summary: dict, before: dict, serving_triton: EmbeddedTriton) -> None:
+    after = scrape(serving_triton.metrics_url)
     for model in ("sae_torchscript_fp32", "rbm_torchscript_fp32", "two_tower_user_torchscript_fp32",
                   "two_tower_items_torchscript_fp32"):
         for metric in ("nv_inference_request_success", "nv_inference_queue_duration_us",
@@ -126,10 +120,10 @@ def queried_metrics() -> set[str]:
 
 
 def test_dashboard_and_alert_metrics_exist_in_real_output(summary: dict, stack: ServerThread,
-                                                          triton: EmbeddedTriton) -> None:
+                                                          serving_triton: EmbeddedTriton) -> None:
     assert stack.server is not None
     names = {key.split("{")[0] for key in scrape(f"http://127.0.0.1:{stack.server.metrics_port}/metrics")}
-    names |= {key.split("{")[0] for key in scrape(triton.metrics_url)}
+    names |= {key.split("{")[0] for key in scrape(serving_triton.metrics_url)}
     used = queried_metrics()
     assert len(used) >= 10
     missing = used - names

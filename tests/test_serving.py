@@ -25,21 +25,15 @@ from tests.stack import Artifacts, ServerThread, settings_for
 
 
 @pytest.fixture(scope="module")
-def triton(serving_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
-    # No models preloaded: the server asks Triton for what it needs (explicit model control).
-    with EmbeddedTriton(serving_artifacts.repository, startup_timeout=120) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("state")
 
 
 @pytest.fixture(scope="module")
-def stack(serving_artifacts: Artifacts, triton: EmbeddedTriton, state: Path) -> Iterator[ServerThread]:
-    with ServerThread(settings_for(serving_artifacts, triton.grpc_url, state, max_message_bytes=256 * 1024)) as s:
-        yield s
+def stack(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, state: Path) -> Iterator[ServerThread]:
+    settings = settings_for(serving_artifacts, serving_triton.grpc_url, state, max_message_bytes=256 * 1024)
+    with ServerThread(settings) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +189,10 @@ def test_unknown_user_without_ratings_is_not_an_error(client: RecommenderClient)
     assert client.recommend("never-seen-before", k=3).rung == "popularity"
 
 
-def test_feedback_is_durable_and_shapes_the_next_answer(serving_artifacts: Artifacts, triton: EmbeddedTriton,
+def test_feedback_is_durable_and_shapes_the_next_answer(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton,
                                                         tmp_path: Path, bundle: Bundle) -> None:
     ids = [int(i) for i in bundle.item_ids[np.argsort(-bundle.popularity, kind="stable")[:12]]]
-    settings = settings_for(serving_artifacts, triton.grpc_url, tmp_path)
+    settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path)
     with ServerThread(settings) as first, RecommenderClient(first.target, retry=NO_RETRY) as client:
         before = client.recommend("new-user", k=5)
         receipt = client.record_feedback("new-user", ratings={ids[0]: 5, ids[1]: 4}, clicks=[ids[2]])
