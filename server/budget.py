@@ -50,34 +50,23 @@ class Plan:
     branches: dict[str, tuple[str, ...]]  # branch -> Triton model names, called in order
     candidates: int
     cost_ms: float
-    exact_precision: bool = True  # every model is the precision asked for
-
-    @property
-    def models(self) -> list[str]:
-        return [m for names in self.branches.values() for m in names]
 
 
-def _branch(pool: ModelPool, branch: str, precision: str) -> tuple[tuple[str, ...], bool] | None:
-    names, exact = [], True
+def _branch(pool: ModelPool, branch: str, precision: str) -> tuple[str, ...] | None:
+    """The branch's models at ``precision``, or None when one of them is not ready."""
+    names = []
     for role in BRANCHES[branch]:
-        name, matched = pool.resolve(role, precision)
+        name = pool.resolve(role, precision)
         if name is None or name not in pool.ready:
             return None
         names.append(name)
-        exact = exact and matched
-    return tuple(names), exact
+    return tuple(names)
 
 
 def _plan(pool: ModelPool, name: str, branches: list[str], precision: str, candidates: int) -> Plan:
-    chosen: dict[str, tuple[str, ...]] = {}
-    exact = True
-    for branch in branches:
-        resolved = _branch(pool, branch, precision)
-        if resolved is not None:
-            chosen[branch], matched = resolved
-            exact = exact and matched
+    chosen = {b: names for b in branches if (names := _branch(pool, b, precision)) is not None}
     cost = max((sum(pool.p95(m) for m in names) for names in chosen.values()), default=0.0)
-    return Plan(name, chosen, candidates, cost, exact)
+    return Plan(name, chosen, candidates, cost)
 
 
 def choose_plan(pool: ModelPool, branches: list[str], precision: str, available_ms: float,

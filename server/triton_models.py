@@ -78,20 +78,14 @@ class ModelPool:
             await self.client.close()
             self.client = None
 
-    def resolve(self, role: str, precision: str) -> tuple[str | None, bool]:
-        """(model to use for ``role`` at ``precision``, whether it is the precision asked for).
-
-        "auto" means the default variant; a precision not loaded for this role falls back to it.
-        """
-        wanted = PRECISIONS.get(precision, (self.default_variant,))
-        for variant in wanted:
+    def resolve(self, role: str, precision: str) -> str | None:
+        """The model for ``role`` at ``precision``: "auto", or a precision not loaded for this role,
+        means the default variant (the answer's model calls say which ran)."""
+        for variant in (*PRECISIONS.get(precision, ()), self.default_variant):
             if model_name(role, variant) in self.by_role[role]:
-                return model_name(role, variant), True
-        fallback = model_name(role, self.default_variant)
-        if fallback in self.by_role[role]:
-            return fallback, precision == "auto"
+                return model_name(role, variant)
         named = self.by_role[role]
-        return (named[0] if named else None), False
+        return named[0] if named else None
 
     def p95(self, model: str) -> float:
         return self.latency.p95(model)
