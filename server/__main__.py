@@ -11,6 +11,8 @@ import logging
 import signal
 import sys
 
+from threadpoolctl import threadpool_limits
+
 from export.triton import EmbeddedTriton, TritonNotFound, TritonStartError
 from server.app import create_server
 from server.bundle import BundleError
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as err:
         raise SystemExit(f"server: {err}") from None
     configure(settings.log_json, settings.log_level)
+    # A whole-process setting, so it is made here and not in create_server (tests host servers in
+    # their own process). Numpy's BLAS threads only spin on this server's small per-request
+    # vectors, taking cores from Triton: at 60k items they cost 0.8 core and starved it.
+    threadpool_limits(settings.blas_threads, user_api="blas")
     try:
         asyncio.run(serve(settings))
     except (BundleError, SettingsError, OSError, TritonNotFound, TritonStartError) as err:

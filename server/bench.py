@@ -4,11 +4,12 @@
 
 One embedded Triton serves both paths; our server runs as its own process (as deployed), so the
 load generator does not share its interpreter. A request is one known user's top-10 from the
-full ensemble. (a) makes the calls the server makes for it -- SAE and RBM with the user's
-ratings, exclusions and candidates, concurrently with the two-tower user tower then item
-scorer -- with tritonclient's asyncio client; (b) calls ``Recommend`` through the SDK, which adds
-the profile lookup, planning, fusion, filters and gRPC hop. Both paths run one after the other
-at each concurrency, in one run, so the ratio (b)/(a) is read off the same machine state.
+full ensemble. (a) makes the calls the server's two-stage plan makes for it -- the two-tower
+user tower then item scorer, then SAE and RBM concurrently with the user's ratings and the
+two-tower's top items as candidates -- with tritonclient's asyncio client; (b) calls
+``Recommend`` through the SDK, which adds the profile lookup, planning, fusion, filters and
+the gRPC hop. Both paths run one after the other at each concurrency, in one run, so the ratio
+(b)/(a) is read off the same machine state; ``plans`` says which plans the server chose.
 
 Writes ``reports/serving.json``: ``{"runs": [{"concurrency", "path", "p50_ms", "p99_ms", "rps"}],
 "overhead_p50": {concurrency: ratio}}`` plus ``quality`` (NDCG@10 of the served ensemble on the
@@ -24,6 +25,7 @@ import logging
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ def _tensor(name: str, array: np.ndarray) -> InferInput:
     return tensor
 
 
-def direct_request(bundle: Bundle, row: int, variant: str, candidates: int
+def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_stage: bool
                    ) -> Callable[[tritonaio.InferenceServerClient], Awaitable[None]]:
     """The Triton calls the server makes for this user's full-ensemble Recommend (models with a fusion weight)."""
     history = bundle.histories[row]
@@ -55,31 +57,40 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int
     ratings = history.data.astype(np.float32)[None]
     eligible = np.ones(bundle.n_items, dtype=bool)
     eligible[history.indices] = False
-    cands = np.flatnonzero(eligible)[np.argsort(-bundle.popularity[eligible], kind="stable")][:candidates][None]
+    popular = np.flatnonzero(eligible)[np.argsort(-bundle.popularity[eligible], kind="stable")][:candidates]
     none = np.full((1, 1), -1, dtype=np.int64)
     codes = (bundle.demographics[row] if bundle.demographics is not None else np.zeros(3)).astype(np.int64)[None]
 
-    async def catalog(client: tritonaio.InferenceServerClient, role: str) -> None:
+    async def catalog(client: tritonaio.InferenceServerClient, role: str, cands: np.ndarray) -> None:
         await client.infer(f"{role}_{variant}", [_tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings),
                                                  _tensor("EXCLUDE_IDX__2", none),
-                                                 _tensor("CANDIDATE_IDX__3", cands.astype(np.int64))])
+                                                 _tensor("CANDIDATE_IDX__3", cands[None])])
 
-    async def two_tower(client: tritonaio.InferenceServerClient) -> None:
+    async def two_tower(client: tritonaio.InferenceServerClient) -> np.ndarray:
         user = await client.infer(f"two_tower_user_{variant}", [_tensor("ITEM_IDX__0", items),
                                                                 _tensor("RATING__1", ratings),
                                                                 _tensor("DEMOGRAPHICS__2", codes)])
         embedding = user.as_numpy("USER_EMBEDDING__0").astype(np.float32)
-        await client.infer(f"two_tower_items_{variant}", [_tensor("USER_EMBEDDING__0", embedding),
-                                                          _tensor("EXCLUDE_IDX__1", items)])
+        top = await client.infer(f"two_tower_items_{variant}", [_tensor("USER_EMBEDDING__0", embedding),
+                                                                _tensor("EXCLUDE_IDX__1", items)])
+        return top.as_numpy("TOP_IDX__0")[0]
 
     # The models the server's full rung calls: those the bundle's fusion gives a weight.
     weights = bundle.fusion.weights
+    rankers = [role for role in ("sae", "rbm") if weights.get(role, 0) > 0]
 
     async def run(client: tritonaio.InferenceServerClient) -> None:
-        calls = [catalog(client, role) for role in ("sae", "rbm") if weights.get(role, 0) > 0]
-        if weights.get("two_tower", 0) > 0:
-            calls.append(two_tower(client))
-        await asyncio.gather(*calls)
+        if weights.get("two_tower", 0) <= 0:
+            await asyncio.gather(*(catalog(client, role, popular) for role in rankers))
+            return
+        if not two_stage:
+            await asyncio.gather(two_tower(client), *(catalog(client, role, popular) for role in rankers))
+            return
+        # Two stages, as the server's "full" plan: the two-tower's top items (then popular ones) are
+        # the candidates SAE and RBM rank.
+        generated = await two_tower(client)
+        cands = np.concatenate([generated, popular[~np.isin(popular, generated)]])[: len(popular)]
+        await asyncio.gather(*(catalog(client, role, cands) for role in rankers))
 
     return run
 
@@ -107,17 +118,18 @@ async def load(call: Callable[[int], Awaitable[Any]], n_requests: int, concurren
 
 
 async def compare(bundle: Bundle, triton_url: str, server_target: str, rows: list[int], users: list[str],
-                  concurrencies: list[int], duration: float, variant: str, candidates: int) -> dict[str, Any]:
-    runs, overhead, degraded = [], {}, {}
-    requests = [direct_request(bundle, row, variant, candidates) for row in rows]
+                  concurrencies: list[int], duration: float, settings: Settings) -> dict[str, Any]:
+    runs, overhead, degraded, plans = [], {}, {}, {}
+    requests = [direct_request(bundle, row, settings.default_variant, settings.candidates, settings.two_stage)
+                for row in rows]
     # One shared channel per path, as the server itself shares one channel to Triton.
     triton = tritonaio.InferenceServerClient(triton_url)
     sdk = AsyncRecommenderClient(server_target, timeout=30)
-    seen_degraded = []
+    seen: list[tuple[bool, str]] = []  # (degraded, plan) of each server answer
 
     async def via_server(i: int) -> None:
         result = await sdk.recommend(users[i], k=10, budget_ms=5000)
-        seen_degraded.append(result.degraded)
+        seen.append((result.degraded, result.plan))
 
     async def direct(i: int) -> None:
         await requests[i](triton)
@@ -125,18 +137,19 @@ async def compare(bundle: Bundle, triton_url: str, server_target: str, rows: lis
     for concurrency in concurrencies:
         for path, call in (("direct", direct), ("server", via_server)):
             await load(call, len(rows), concurrency, min(duration, 2.0))  # warm-up at this concurrency
-            seen_degraded.clear()
+            seen.clear()
             stats = await load(call, len(rows), concurrency, duration)
             runs.append({"concurrency": concurrency, "path": path, **stats})
             log.info("concurrency=%d path=%s %s", concurrency, path, stats)
             if path == "server":
-                degraded[str(concurrency)] = round(float(np.mean(seen_degraded)), 4)
+                degraded[str(concurrency)] = round(float(np.mean([d for d, _ in seen])), 4)
+                plans[str(concurrency)] = dict(Counter(plan for _, plan in seen))
         a, b = (next(r for r in runs if r["concurrency"] == concurrency and r["path"] == p)
                 for p in ("direct", "server"))
         overhead[str(concurrency)] = round(b["p50_ms"] / a["p50_ms"], 3)
     await triton.close()
     await sdk.close()
-    return {"runs": runs, "overhead_p50": overhead, "degraded_share": degraded}
+    return {"runs": runs, "overhead_p50": overhead, "degraded_share": degraded, "plans": plans}
 
 
 async def served_quality(server_target: str, data: Path, split_name: str, limit: int) -> dict[str, Any]:
@@ -195,13 +208,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                        "--bundle", str(settings.bundle), "--max-concurrent-rpcs", "1024")
         try:
             report = asyncio.run(compare(bundle, triton.grpc_url, target, rows, users, concurrencies, args.duration,
-                                         settings.default_variant, settings.candidates))
+                                         settings))
             if args.quality_users:
                 report["quality"] = asyncio.run(served_quality(target, args.data, args.split, args.quality_users))
         finally:
             stop_server(process)
     report["meta"] = {"dataset": bundle.manifest.get("dataset"), "catalog_size": bundle.n_items,
                       "bundle_version": bundle.version, "variant": settings.default_variant,
+                      "two_stage": settings.two_stage,
                       "duration_s": args.duration, "users": len(users), "cpus": os.cpu_count(),
                       "request": "Recommend(user_id, k=10): the full rung",
                       "models": sorted(m for m, w in bundle.fusion.weights.items() if w > 0)}

@@ -6,23 +6,33 @@ budget minus a reserve kept for fusion and the reply; that is the hard limit aft
 server answers with what it has, marked degraded.
 
 Plans are tried from best to cheapest, and the first whose predicted cost fits is used:
-the precision asked for with every model, then (precision "auto" only) the int8 variants,
-then fewer candidates, then only the models that fit on their own, down to the local
-popularity/content answer that needs no model at all. A branch's predicted cost is the sum
-of its models' sliding-window p95 (the two-tower branch is two calls in a row); branches run
-concurrently, so a plan costs its slowest branch, and dropping exactly the branches that do
-not fit keeps every model that can still answer in time.
+
+1. ``full``: two stages. The two-tower model generates candidates (its top-N), then SAE and
+   RBM rank them (plus their own top-N over the catalogue), concurrently with each other.
+2. ``one_stage``: every model at once; SAE and RBM rank the local candidates (popularity or
+   genre-profile order) instead of waiting for the two-tower's, which saves a round.
+3. (precision "auto" only) ``int8``: the int8 variants, in one stage.
+4. fewer candidates, then only the models that fit on their own, down to ``local``, the
+   popularity/content answer that needs no model at all.
+
+A branch's predicted cost is the sum of its models' sliding-window p95 (the two-tower branch
+is two calls in a row). Branches in one stage run concurrently, so a stage costs its slowest
+branch; two stages cost the two-tower branch plus the slowest ranker. Dropping exactly the
+branches that do not fit keeps every model that can still answer in time. Plans with a single
+branch (the content rung, one-model strategies) have nothing to stage and start at one stage,
+named ``full``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from server.triton_models import ModelPool
 
 # Branch -> the roles it calls, in order.
 BRANCHES = {"sae": ("sae",), "rbm": ("rbm",), "two_tower": ("two_tower_user", "two_tower_items")}
+GENERATOR = "two_tower"  # the candidate generator of a two-stage plan; the other branches rank
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,11 @@ class Plan:
     branches: dict[str, tuple[str, ...]]  # branch -> Triton model names, called in order
     candidates: int
     cost_ms: float
+    staged: bool = False  # rankers wait for the generator's candidates
+
+    @property
+    def rankers(self) -> list[str]:
+        return [b for b in self.branches if b != GENERATOR]
 
 
 def _branch(pool: ModelPool, branch: str, precision: str) -> tuple[str, ...] | None:
@@ -63,14 +78,24 @@ def _branch(pool: ModelPool, branch: str, precision: str) -> tuple[str, ...] | N
     return tuple(names)
 
 
+def predicted_ms(pool: ModelPool, names: tuple[str, ...]) -> float:
+    """A branch's predicted cost: its calls in a row, each at its p95."""
+    return sum(pool.p95(m) for m in names)
+
+
 def _plan(pool: ModelPool, name: str, branches: list[str], precision: str, candidates: int) -> Plan:
     chosen = {b: names for b in branches if (names := _branch(pool, b, precision)) is not None}
-    cost = max((sum(pool.p95(m) for m in names) for names in chosen.values()), default=0.0)
-    return Plan(name, chosen, candidates, cost)
+    return Plan(name, chosen, candidates, max((predicted_ms(pool, names) for names in chosen.values()), default=0.0))
+
+
+def _staged(pool: ModelPool, plan: Plan) -> Plan:
+    """``plan`` in two stages: the generator's calls, then the slowest ranker."""
+    rankers = max(predicted_ms(pool, plan.branches[b]) for b in plan.rankers)
+    return replace(plan, cost_ms=predicted_ms(pool, plan.branches[GENERATOR]) + rankers, staged=True)
 
 
 def choose_plan(pool: ModelPool, branches: list[str], precision: str, available_ms: float,
-                candidates: int) -> tuple[Plan, list[Plan]]:
+                candidates: int, two_stage: bool = True) -> tuple[Plan, list[Plan]]:
     """The best plan predicted to fit ``available_ms``, and every plan considered (for logs and tests).
 
     Models that are not ready are left out of every plan, which is how a Triton that is down
@@ -79,14 +104,17 @@ def choose_plan(pool: ModelPool, branches: list[str], precision: str, available_
     if not branches:
         local = Plan("local", {}, candidates, 0.0)
         return local, [local]
-    options = [_plan(pool, "full", branches, precision, candidates)]
+    full = _plan(pool, "full", branches, precision, candidates)
+    options = [full]
+    if two_stage and GENERATOR in full.branches and full.rankers:
+        options = [_staged(pool, full), replace(full, name="one_stage")]
     cheap = "int8" if precision == "auto" else precision
     if precision == "auto":
         options.append(_plan(pool, "int8", branches, "int8", candidates))
     fewer = max(candidates // 4, 10)
     options.append(_plan(pool, f"{cheap}:candidates={fewer}", branches, cheap, fewer))
     reduced = options[-1]
-    fitting = [b for b in reduced.branches if sum(pool.p95(m) for m in reduced.branches[b]) <= available_ms]
+    fitting = [b for b in reduced.branches if predicted_ms(pool, reduced.branches[b]) <= available_ms]
     if fitting:
         dropped = [b for b in branches if b not in fitting]
         options.append(_plan(pool, f"{cheap}:drop={'+'.join(dropped)}", fitting, cheap, fewer))

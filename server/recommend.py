@@ -1,4 +1,4 @@
-"""One Recommend: profile -> rung -> plan within the budget -> concurrent Triton calls -> fusion -> filters.
+"""One Recommend: profile -> rung -> plan within the budget -> Triton calls -> fusion -> filters.
 
 Local scores (popularity, the genre profile) are always there, so an answer exists even when
 every model is down or late; what arrived by the hard limit is fused and the answer says what
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from server.budget import Budget, Plan, choose_plan, effective_budget_ms
+from server.budget import GENERATOR, Budget, Plan, choose_plan, effective_budget_ms, predicted_ms
 from server.bundle import Bundle
 from server.coldstart import CONTENT, POPULARITY, Popularity, content_scores, rung_for
 from server.errors import BudgetExhausted
@@ -85,13 +87,15 @@ class Recommender:
         if rung == CONTENT:
             local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
-        plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates)
+        plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates,
+                                    self.settings.two_stage)
         seed = local["content" if rung == CONTENT else "popularity"]
         candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
 
         mark = time.perf_counter()
-        lists, calls, problems = await self._call_models(plan, profile, query, candidates, budget, request_id)
+        lists, calls, problems = await self._call_models(plan, profile, query, candidates, eligible, budget,
+                                                          request_id)
         timings["models"] = _since(mark)
         missing = [b for b in branches if b not in lists]
         ready = options[0].branches  # the first option holds every branch whose models are ready
@@ -163,12 +167,36 @@ class Recommender:
         return top, fused[top]
 
     async def _call_models(self, plan: Plan, profile: Profile, query: RecommendQuery, candidates: np.ndarray,
-                           budget: Budget, request_id: str,
+                           eligible: np.ndarray, budget: Budget, request_id: str,
                            ) -> tuple[dict[str, RankedList], list[Call], dict[str, str]]:
+        """Each branch's ranked list by the hard limit, the calls made, and why branches are missing.
+
+        In a staged plan the rankers score the generator's eligible top items; if it fails or is
+        late they score the local ``candidates`` instead, so one model never takes the others down.
+        """
         calls: list[Call] = []
-        tasks = {branch: asyncio.create_task(self._branch(branch, models, profile, query, candidates, budget,
-                                                          request_id, calls))
-                 for branch, models in plan.branches.items()}
+
+        def call_branch(name: str, cands: np.ndarray) -> Coroutine[Any, Any, RankedList]:
+            return self._branch(name, plan.branches[name], profile, query, cands, budget, request_id, calls)
+
+        async def rank_generated(name: str, generator: asyncio.Task[RankedList]) -> RankedList:
+            # Wait no longer than leaves this ranker twice its p95 (a ranker started later would be cut
+            # off by any noise), and with asyncio.wait rather than `await generator`: a slow or
+            # cancelled generator must not take the rankers down with it.
+            own_ms = 2 * predicted_ms(self.pool, plan.branches[name])
+            await asyncio.wait({generator}, timeout=max(budget.left_ms() - self.settings.reserve_ms - own_ms, 0) / 1000)
+            cands = candidates
+            if generator.done() and not generator.cancelled() and generator.exception() is None:
+                generated = generator.result().items  # its top-N and its scores for the local candidates
+                cands = generated[eligible[generated]][: plan.candidates]
+            return await call_branch(name, cands)
+
+        if plan.staged:
+            generator = asyncio.create_task(call_branch(GENERATOR, candidates))
+            tasks = {GENERATOR: generator,
+                     **{b: asyncio.create_task(rank_generated(b, generator)) for b in plan.rankers}}
+        else:
+            tasks = {b: asyncio.create_task(call_branch(b, candidates)) for b in plan.branches}
         if not tasks:
             return {}, calls, {}
         wait_s = max(budget.left_ms() - self.settings.reserve_ms, 0.0) / 1000

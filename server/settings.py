@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_concurrent_rpcs: int = 256  # beyond this, RESOURCE_EXHAUSTED
     max_message_bytes: int = 4 * 1024 * 1024
     shutdown_grace_s: float = 5.0
+    blas_threads: int = Field(1, ge=1, description="numpy's BLAS threads in `python -m server`; more only "
+                              "compete with Triton for the cores")
     # Requests.
     max_k: int = 100
     max_ratings: int = 5000
@@ -52,7 +54,10 @@ class Settings(BaseSettings):
     latency_window: int = 256  # calls per model in the sliding p95
     latency_prior_ms: float = 10.0  # a model's estimate until it has answered
     latency_max_age_s: float = 60.0  # older calls leave the window, so a model seen slow gets tried again
-    candidates: int = 200  # popularity/content candidates each ranking model scores
+    candidates: int = 200  # candidates SAE and RBM score besides their own top-N
+    # SAE and RBM rank the two-tower's candidates (a second round) when the budget allows it;
+    # false: every model in one round, ranking popularity/genre-profile candidates.
+    two_stage: bool = True
     # Cold-start ladder.
     full_min_ratings: int = 10  # fewer ratings than this: the content rung
     content_weights: dict[str, float] = {"two_tower": 0.5, "content": 0.25, "popularity": 0.25}

@@ -49,17 +49,19 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
 
 
-def slow_repository(artifacts: Artifacts, target: Path, model: str, delay_file: Path) -> Path:
-    """A copy of the repository where ``model`` answers correctly, after the delay in ``delay_file`` (ms)."""
+def slow_repository(artifacts: Artifacts, target: Path, delays: dict[str, Path]) -> Path:
+    """A copy of the repository where each model in ``delays`` answers correctly, after the
+    delay (ms) its file says."""
     shutil.copytree(artifacts.repository, target)
-    folder = target / model
-    config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
-    config.backend = "python"
-    config.default_model_filename = "model.py"
-    config.parameters["delay_file"].string_value = str(delay_file)
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
-    for version in (p for p in folder.iterdir() if p.is_dir()):
-        shutil.copy(SLOW_MODEL, version / "model.py")
+    for model, delay_file in delays.items():
+        folder = target / model
+        config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+        config.backend = "python"
+        config.default_model_filename = "model.py"
+        config.parameters["delay_file"].string_value = str(delay_file)
+        (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+        for version in (p for p in folder.iterdir() if p.is_dir()):
+            shutil.copy(SLOW_MODEL, version / "model.py")
     return target
 
 

@@ -84,7 +84,13 @@ def test_plans_downgrade_step_by_step() -> None:
     _observe(book, sae_torchscript_fp32=30, sae_torchscript_int8=12, rbm_torchscript_fp32=8,
              two_tower_user_torchscript_fp32=4, two_tower_user_torchscript_int8=3, two_tower_items_torchscript_fp32=3)
     branches = ["sae", "two_tower", "rbm"]
-    assert choose_plan(pool, branches, "auto", 50, 200)[0].name == "full"
+    # Two stages cost the two-tower's calls (4 + 3) plus the slowest ranker (30).
+    full, _ = choose_plan(pool, branches, "auto", 50, 200)
+    assert (full.name, full.staged, full.cost_ms, sorted(full.rankers)) == ("full", True, 37, ["rbm", "sae"])
+    one_stage, _ = choose_plan(pool, branches, "auto", 35, 200)
+    assert (one_stage.name, one_stage.staged, one_stage.cost_ms) == ("one_stage", False, 30)
+    unstaged, _ = choose_plan(pool, branches, "auto", 50, 200, two_stage=False)  # the operator's choice
+    assert (unstaged.name, unstaged.staged, unstaged.cost_ms) == ("full", False, 30)
     int8, _ = choose_plan(pool, branches, "auto", 20, 200)
     assert int8.name == "int8" and int8.branches["sae"] == ("sae_torchscript_int8",)
     assert int8.branches["rbm"] == ("rbm_torchscript_fp32",)  # no int8 RBM: the default stands in
@@ -100,6 +106,14 @@ def test_plans_leave_out_models_that_are_not_ready() -> None:
     pool, _ = _pool([m for m in MODELS if not m.startswith("rbm")])
     plan, options = choose_plan(pool, ["sae", "two_tower", "rbm"], "auto", 100, 200)
     assert plan.name == "full" and set(plan.branches) == {"sae", "two_tower"} and "rbm" not in options[0].branches
+
+
+def test_only_a_generator_with_rankers_makes_two_stages() -> None:
+    pool, _ = _pool([m for m in MODELS if not m.startswith("two_tower_items")])
+    assert not choose_plan(pool, ["sae", "two_tower", "rbm"], "auto", 100, 200)[0].staged  # two-tower not ready
+    pool, _ = _pool()
+    assert not choose_plan(pool, ["two_tower"], "auto", 100, 200)[0].staged  # the content rung
+    assert not choose_plan(pool, ["sae"], "auto", 100, 200)[0].staged  # one model
 
 
 def test_budget_is_the_tightest_of_request_deadline_and_maximum() -> None:

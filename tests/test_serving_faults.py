@@ -1,7 +1,7 @@
 """Faults, end to end: a model that turns slow, too many calls, shutdown with calls in flight, Triton killed.
 
-The slow model is the only fake: the real SAE behind a test-only Python model that sleeps for
-as long as a file says (tests/fixtures/slow_model.py).
+The slow models are the only fake: the real SAE (and the two-tower item scorer) behind a
+test-only Python model that sleeps for as long as a file says (tests/fixtures/slow_model.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.stack import Artifacts, ServerThread, settings_for, slow_repository
 BUDGET_MS = 80
 MARGIN_MS = 25  # the stated margin: a reply leaves within its budget plus this (loopback, 2 busy cores)
 SLOW_MODEL = "sae_torchscript_fp32"
+SLOW_GENERATOR = "two_tower_items_torchscript_fp32"
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,17 @@ def delay(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slow_artifacts(serving_artifacts: Artifacts, delay: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    repository = slow_repository(serving_artifacts, tmp_path_factory.mktemp("slow") / "repo", SLOW_MODEL, delay)
+def generator_delay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("delay") / "generator_delay_ms"
+    path.write_text("0")
+    return path
+
+
+@pytest.fixture(scope="module")
+def slow_artifacts(serving_artifacts: Artifacts, delay: Path, generator_delay: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    repository = slow_repository(serving_artifacts, tmp_path_factory.mktemp("slow") / "repo",
+                                 {SLOW_MODEL: delay, SLOW_GENERATOR: generator_delay})
     return Artifacts(repository, serving_artifacts.bundle, serving_artifacts.models)
 
 
@@ -105,6 +115,30 @@ def test_a_model_turning_slow_never_makes_an_answer_late(stack: ServerThread, de
         delay.write_text("0")
         time.sleep(3.5)
         assert client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32").plan == "full"
+
+
+def test_a_slow_candidate_generator_does_not_take_the_rankers_down(stack: ServerThread, generator_delay: Path,
+                                                                    user: str) -> None:
+    budget_ms = 400
+    with RecommenderClient(stack.target, retry=NO_RETRY) as client:
+        generator_delay.write_text("0")
+        staged = client.recommend(user, k=5, budget_ms=budget_ms, variant="fp32")
+        assert (staged.plan, staged.degraded) == ("full", False)
+        # Two stages: the two-tower generates candidates before SAE and RBM rank them.
+        order = [c.model for c in staged.model_calls]
+        assert order[:2] == ["two_tower_user_torchscript_fp32", SLOW_GENERATOR]
+        assert set(order[2:]) == {SLOW_MODEL, "rbm_torchscript_fp32"}
+        generator_delay.write_text("2000")
+        try:
+            for _ in range(3):
+                result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=budget_ms, variant="fp32"))
+                assert wall_ms <= budget_ms + MARGIN_MS, f"answered after {wall_ms:.0f} ms"
+                # The rankers stopped waiting in time and ranked the local candidates instead.
+                assert {SLOW_MODEL, "rbm_torchscript_fp32"} <= {c.model for c in result.model_calls if c.ok}
+                assert result.degraded and all(r.startswith("two_tower:") for r in result.degraded_reasons)
+        finally:
+            generator_delay.write_text("0")
+            time.sleep(3.5)  # the slow samples age out before the next test plans
 
 
 def test_tiny_budget_answers_locally_at_once(stack: ServerThread, user: str) -> None:
