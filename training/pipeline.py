@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from training.data.matrices import to_csr
 from training.data.splits import Split, validation_split
 from training.evaluation.ranking import ranking_task
 from training.fusion import Ensemble, fit_fusion
+from training.gates import GateDecision, decide, gate_all, margin_from_settings
 from training.models import popularity, rbm, sae, two_tower
 from training.models.base import Scorer, TrainingData, read_meta, validation_metrics
 from training.models.fitting import FitHistory
@@ -41,6 +42,7 @@ class TrainedModels:
     validation: dict[str, dict[str, float]]  # validation metrics per model (and "ensemble")
     data: TrainingData
     ensemble: Ensemble | None = None
+    gates: dict[str, GateDecision] = field(default_factory=dict)  # baseline gate per model (and "ensemble")
 
 
 def prepare(dataset: MovieLens, split: Split, val_fraction: float = 0.1, seed: int = 0) -> TrainingData:
@@ -79,8 +81,14 @@ def train_models(
     checkpoint_dir: Path | None = None,
     ensemble: bool = True,
     fusion_steps: int = 10,
+    gate_margin: float | None = None,
 ) -> TrainedModels:
-    """Train each named model (popularity always, it is the floor and the fallback) and fit the fusion."""
+    """Train each named model (popularity always, it is the floor and the fallback) and fit the fusion.
+
+    Only models that pass the baseline gate (see ``training.gates``) enter the fusion; the others
+    are still returned, with the gate's reason, so they are registered but never promoted.
+    """
+    margin = margin_from_settings(gate_margin)
     names = ["popularity", *[n for n in names if n != "popularity"]]
     result = TrainedModels({}, {}, {}, {}, data)
     for name in names:
@@ -96,12 +104,19 @@ def train_models(
         result.models[name] = model
         result.validation[name] = validation_metrics(model, data)
         log.info("validated model=%s %s", name, " ".join(f"{k}={v:.4f}" for k, v in result.validation[name].items()))
+    result.gates = gate_all(result.validation, margin) if data.validation is not None else {}
     if ensemble and len(result.models) > 1 and data.validation is not None:
         started = time.perf_counter()
-        spec = fit_fusion(result.models, data.validation, steps=fusion_steps)
-        result.ensemble = Ensemble(result.models, spec)
+        members = {n: m for n, m in result.models.items() if result.gates[n].passed}
+        for name in sorted(set(result.models) - set(members)):
+            log.warning("fusion leaves out model=%s: %s", name, result.gates[name].reason)
+        # The simplex grid holds every single member at weight 1, so on validation the fitted
+        # fusion is never below its best member.
+        spec = fit_fusion(members, data.validation, steps=fusion_steps)
+        result.ensemble = Ensemble(members, spec)
         result.train_seconds["ensemble"] = time.perf_counter() - started + sum(result.train_seconds.values())
         result.validation["ensemble"] = {"ndcg@10": spec.validation_ndcg}
+        result.gates["ensemble"] = decide("ensemble", result.validation, margin)
     return result
 
 

@@ -3,8 +3,11 @@
 Each child run logs its config, per-epoch losses and validation metrics, final validation
 metrics, and artifacts (weights, config and id maps in ``model/``, a learning-curve PNG). Each
 model is registered as ``recsys-<name>``; the alias ``champion`` moves to the new version only
-when it beats the current champion's validation NDCG@10 measured on the same data and split.
-A champion trained on other data cannot be compared, so the new version replaces it (logged).
+when it passes the baseline gate (``training.gates``: it beats popularity on validation NDCG@10
+by the configured margin) and beats the current champion's validation NDCG@10 measured on the
+same data and split. A champion trained on other data cannot be compared, so a gated-in new
+version replaces it (logged). Every version carries a ``gate`` tag (``passed`` or ``failed``)
+and the gate's reason, which export checks before shipping an ensemble.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from training.gates import PASSED, GateDecision
 from training.models.fitting import FitHistory
 from training.pipeline import TrainedModels
 
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "recsys-training"
 CHAMPION = "champion"
 MONITOR_TAG = "validation_ndcg_at_10"
+GATE_TAG, GATE_REASON_TAG = "gate", "gate_reason"
 
 
 def metric_key(name: str) -> str:
@@ -90,26 +96,50 @@ def _champion_score(client: MlflowClient, name: str, tags: dict[str, str]) -> fl
 
 
 def register(client: MlflowClient, model: str, run_id: str, artifact_uri: str, score: float,
-             tags: dict[str, str]) -> dict[str, Any]:
-    """Register a model version and move ``champion`` to it if it beats the current one."""
+             tags: dict[str, str], gate: GateDecision | None = None) -> dict[str, Any]:
+    """Register a model version; move ``champion`` to it if it passed its gate and beats the current one."""
     name = registry_name(model)
     with contextlib.suppress(MlflowException):  # raised when it is already registered
         client.create_registered_model(name, description=f"{model} recommender trained on MovieLens")
     # The score is stored exactly: a rounded tag would let an equal score look better next time.
+    gated_in = gate is None or gate.passed
+    gate_tags = {GATE_TAG: PASSED if gated_in else "failed",
+                 GATE_REASON_TAG: gate.reason[:500] if gate is not None else "no gate applied"}
     version = client.create_model_version(name, source=artifact_uri, run_id=run_id,
-                                          tags={**tags, MONITOR_TAG: repr(float(score))})
-    previous = _champion_score(client, name, tags)
-    promoted = previous is None or score > previous
+                                          tags={**tags, **gate_tags, MONITOR_TAG: repr(float(score))})
+    previous = _champion_score(client, name, tags) if gated_in else None
+    promoted = gated_in and (previous is None or score > previous)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
-    log.info("registered model=%s version=%s validation_ndcg@10=%.4f champion_before=%s promoted=%s", name,
-             version.version, score, previous, promoted)
+    log.info("registered model=%s version=%s validation_ndcg@10=%.4f gate=%s champion_before=%s promoted=%s",
+             name, version.version, score, gate_tags[GATE_TAG], previous, promoted)
     return {"name": name, "version": int(version.version), "validation_ndcg@10": score,
-            "previous_champion_ndcg@10": previous, "champion": promoted}
+            "previous_champion_ndcg@10": previous, "champion": promoted, "gate": gate_tags[GATE_TAG],
+            "gate_reason": gate_tags[GATE_REASON_TAG]}
 
 
-def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[str, list[int]]) -> dict[str, Any]:
-    """Log a finished training call to MLflow; returns the registry outcome per model."""
+@contextlib.contextmanager
+def tuning_run(params: dict[str, Any]) -> Iterator[Callable[[str, int, dict[str, Any], float, float], None]]:
+    """A ``tune`` parent run; yields the callback that logs each trial as a nested run."""
+    with mlflow.start_run(run_name="tune"):
+        mlflow.log_params(params)
+        mlflow.set_tag("stage", "tune")
+
+        def on_trial(model: str, number: int, overrides: dict[str, Any], value: float, seconds: float) -> None:
+            with mlflow.start_run(run_name=f"{model}-trial-{number}", nested=True):
+                mlflow.log_params({f"{model}.{k}": v for k, v in overrides.items()})
+                mlflow.set_tags({"model": model, "trial": str(number), "stage": "tune"})
+                mlflow.log_metrics({"validation_ndcg_at_10": value, "seconds": seconds})
+
+        yield on_trial
+
+
+def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[str, list[int]],
+                 artifacts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Log a finished training call to MLflow; returns the registry outcome per model.
+
+    ``artifacts`` are JSON documents logged with the parent run (e.g. ``tuned_settings.json``).
+    """
     client = MlflowClient()
     tags = {k: str(params[k]) for k in ("data_fingerprint", "split", "validation_seed", "data")}
     outcome: dict[str, Any] = {}
@@ -119,6 +149,9 @@ def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[st
     with mlflow.start_run(run_name="train") as parent, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params)
         mlflow.set_tags(tags)
+        mlflow.log_dict({n: g.to_dict() for n, g in result.gates.items()}, "gates.json")
+        for file_name, document in (artifacts or {}).items():
+            mlflow.log_dict(document, file_name)
         outcome["run_id"] = parent.info.run_id
         for name, model in members.items():
             with mlflow.start_run(run_name=name, nested=True) as run:
@@ -126,7 +159,7 @@ def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[st
                 model.save(folder)
                 (folder / "id_maps.json").write_text(json.dumps(id_maps))
                 if name == "ensemble":  # pin the member versions this fusion was fitted on
-                    versions = {m: outcome[m]["version"] for m in result.models}
+                    versions = {m: outcome[m]["version"] for m in result.ensemble.members}
                     (folder / "members.json").write_text(json.dumps(versions))
                 mlflow.log_params({f"{name}.{k}": v for k, v in model.config_dict().items()})
                 mlflow.set_tags({**tags, "model": name})
@@ -142,7 +175,8 @@ def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[st
                 mlflow.log_metrics({**final, "train_seconds": result.train_seconds.get(name, 0.0)})
                 mlflow.log_artifacts(str(folder), artifact_path="model")
                 outcome[name] = register(client, name, run.info.run_id, mlflow.get_artifact_uri("model"),
-                                         result.validation[name].get("ndcg@10", 0.0), tags)
+                                         result.validation[name].get("ndcg@10", 0.0), tags,
+                                         result.gates.get(name))
     return outcome
 
 

@@ -2,10 +2,16 @@
 
     python -m training.train                                   # ml-100k, split u1, all models
     python -m training.train --data DIR --models sae,two_tower --set sae.hidden=[300]
+    python -m training.train --tune --budget-minutes 20        # search settings on validation first
 
 Defaults: the data set in ``$RECSYS_DATA`` or ``../shared/data/movielens/ml-100k``; split ``u1``
 for ml-100k and a 20% per-user holdout otherwise; MLflow at ``$MLFLOW_TRACKING_URI`` or a
 SQLite store under ``var/``.
+
+Every model is gated against popularity on validation NDCG@10 (``--gate-margin`` or
+``$RECSYS_GATE_MARGIN``): one that fails is registered but not promoted, and left out of the
+fusion. ``--tune`` searches each model's settings on the same validation slice (never the test
+part) before the final training; see ``training.tuning``.
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.data import load_movielens
 from training.data.readers import FORMATS
 from training.data.splits import make_split
+from training.models.base import TrainingData
 from training.pipeline import LEARNED, MODELS, prepare, train_models
 from training.runtime import pick_device
+
+if TYPE_CHECKING:
+    from training.tuning import TuningResult
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens" / "ml-100k"
@@ -69,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--fusion-steps", type=int, default=10,
                         help="ensemble weight grid resolution (fewer: faster on large catalogues)")
+    parser.add_argument("--gate-margin", type=float, default=None,
+                        help="relative margin over popularity's validation NDCG@10 a model must beat "
+                             "(default $RECSYS_GATE_MARGIN or 0.05)")
+    parser.add_argument("--tune", action="store_true", help="search settings on the validation slice first")
+    parser.add_argument("--budget-minutes", type=float, default=20.0, help="--tune time budget, all models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="checkpoints and local MLflow")
@@ -76,6 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+def configure_tracking(state_dir: Path) -> str:
+    from training import tracking  # MLflow is slow to import; only when tracking
+
+    return tracking.configure(state_dir)
+
+
+def run_tuning(data: TrainingData, names: list[str], overrides: dict[str, dict[str, Any]],
+               args: argparse.Namespace, params: dict[str, Any], *, track: bool) -> TuningResult:
+    """The validation-only search, each trial logged to MLflow when tracking."""
+    from training.tuning import tune
+
+    def search(on_trial: Any = None) -> TuningResult:
+        return tune(data, names, args.budget_minutes, seed=args.seed, device=str(pick_device(args.device)),
+                    max_epochs=args.max_epochs, fixed=overrides, on_trial=on_trial)
+
+    if not track:
+        return search()
+    import mlflow
+
+    from training import tracking
+
+    with tracking.tuning_run({**params, "budget_minutes": args.budget_minutes}) as on_trial:
+        tuned = search(on_trial)
+        mlflow.log_dict({"settings": tuned.settings, "validation_ndcg@10": tuned.best, "trials": tuned.trials},
+                        "tuned_settings.json")
+    return tuned
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -88,22 +131,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = pick_device(args.device)
     logging.getLogger(__name__).info("training data=%s split=%s device=%s", data_dir, split.name, device)
     data = prepare(dataset, split, args.val_fraction, args.seed)
-    result = train_models(data, parse_models(args.models), parse_overrides(args.set), seed=args.seed,
+    names, overrides = parse_models(args.models), parse_overrides(args.set)
+    params = {"data": str(data_dir), "dataset": dataset.name, "split": split.name, "seed": args.seed,
+              "validation_seed": args.seed, "val_fraction": args.val_fraction, "device": str(device),
+              "data_fingerprint": dataset.fingerprint(), "users": dataset.n_users, "items": dataset.n_items,
+              "ratings": len(dataset.ratings)}
+    tracking_uri = None if args.no_track else configure_tracking(args.state_dir)
+    artifacts: dict[str, Any] = {}
+    if args.tune:
+        tuned = run_tuning(data, names, overrides, args, params, track=tracking_uri is not None)
+        # Explicit --set values win over what the search chose.
+        overrides = {n: {**tuned.settings.get(n, {}), **overrides.get(n, {})} for n in {*tuned.settings, *overrides}}
+        artifacts["tuned_settings.json"] = {"settings": tuned.settings, "validation_ndcg@10": tuned.best,
+                                            "seconds": tuned.seconds}
+    result = train_models(data, names, overrides, seed=args.seed,
                           device=str(device), max_epochs=args.max_epochs,
                           progress=not args.no_progress and sys.stderr.isatty(),
-                          checkpoint_dir=args.state_dir / "checkpoints", fusion_steps=args.fusion_steps)
+                          checkpoint_dir=args.state_dir / "checkpoints", fusion_steps=args.fusion_steps,
+                          gate_margin=args.gate_margin)
     summary: dict[str, Any] = {"data": str(data_dir), "split": split.name, "validation": result.validation,
-                               "train_seconds": result.train_seconds}
-    if not args.no_track:
-        from training import tracking  # MLflow is slow to import; only when tracking
+                               "train_seconds": result.train_seconds,
+                               "gates": {n: g.to_dict() for n, g in result.gates.items()}, **artifacts}
+    if tracking_uri is not None:
+        from training import tracking
 
-        summary["tracking_uri"] = tracking.configure(args.state_dir)
-        params = {"data": str(data_dir), "dataset": dataset.name, "split": split.name, "seed": args.seed,
-                  "validation_seed": args.seed, "val_fraction": args.val_fraction, "device": str(device),
-                  "models": ",".join(result.models), "data_fingerprint": dataset.fingerprint(),
-                  "users": dataset.n_users, "items": dataset.n_items, "ratings": len(dataset.ratings)}
+        summary["tracking_uri"] = tracking_uri
         id_maps = {"users": dataset.user_ids.to_list(), "items": dataset.item_ids.to_list()}
-        summary["registry"] = tracking.log_training(result, params, id_maps)
+        summary["registry"] = tracking.log_training(result, {**params, "models": ",".join(result.models)}, id_maps,
+                                                    artifacts)
     print(json.dumps(summary, indent=1))
     return summary
 

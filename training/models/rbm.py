@@ -135,6 +135,30 @@ def _with_negatives(levels: torch.Tensor, ratio: float, generator: torch.Generat
     return torch.where(pick, torch.ones_like(levels), levels)
 
 
+def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float, reference: bool) -> torch.Tensor:
+    """Per-item log-frequencies of each level among observed units (rated plus expected negatives).
+
+    Starting the visible biases at the item marginals (Hinton's practical guide) means the RBM
+    ranks like popularity before its first update, and the hidden units only learn what a
+    user's taste adds; from zero biases a 10k-item catalogue spends its few updates per rare
+    item on the marginals and the early-stopped model never gets past them.
+    """
+    counts = np.stack([np.bincount(levels.indices[levels.data == k], minlength=levels.shape[1])
+                       for k in range(1, n_levels + 1)], axis=1).astype(np.float64)
+    rated = np.diff(levels.indptr).astype(np.float64)
+    unrated = levels.shape[1] - rated
+    chance = np.minimum(1.0, ratio * rated / np.maximum(unrated, 1.0)) if ratio > 0 else np.zeros_like(rated)
+    # Expected negatives per item: every user's chance of sampling it, unless they rated it.
+    rated_matrix = levels.copy()
+    rated_matrix.data = np.ones_like(rated_matrix.data)
+    negatives = chance.sum() - np.asarray(rated_matrix.T @ chance).ravel()
+    counts[:, 0] += negatives
+    logits = np.log(counts + 0.5)  # add-half smoothing: an item seen once is not certain
+    if reference:
+        logits = logits - logits[:, :1]  # the lowest level is the reference with logit 0
+    return torch.from_numpy(logits.astype(np.float32))
+
+
 def train(data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool = True,
           checkpoint: Path | None = None) -> tuple[RBM, FitHistory]:
     rng = seed_everything(config.seed)
@@ -143,6 +167,19 @@ def train(data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool
     model = RBM(data.dataset.item_ids, data.dataset.scale, config, net)
     levels_matrix = model.encode(data.train)
     n_levels = net.weight.shape[1]
+    binary = config.visible == "liked"
+    with torch.no_grad():
+        net.visible_bias.copy_(_initial_visible_bias(levels_matrix, n_levels, config.negatives, binary))
+        if binary:
+            net.weight[:, 0, :] = 0.0
+    # "liked" is a binary RBM written as a 2-level softmax whose "not liked" level has zero weight
+    # and bias: only liked items feed the hidden units, so their input grows with what a user
+    # liked, not with the catalogue. With free weights on "not liked", thousands of sampled
+    # negatives summed into every hidden unit and saturated it on a 10k-item catalogue.
+    masks = [torch.ones_like(p) for p in (net.weight, net.visible_bias, net.hidden_bias)]
+    if binary:
+        masks[0][:, 0, :] = 0.0
+        masks[1][:, 0] = 0.0
     generator = torch.Generator(device=device).manual_seed(config.seed)
     velocity = [torch.zeros_like(p) for p in (net.weight, net.visible_bias, net.hidden_bias)]
 
@@ -166,10 +203,10 @@ def train(data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool
                 (v0 - vk).sum(0) / size,
                 (h0 - hk).sum(0) / size,
             )
-            for param, vel, grad in zip((net.weight, net.visible_bias, net.hidden_bias), velocity, grads,
-                                        strict=True):
+            for param, vel, grad, mask in zip((net.weight, net.visible_bias, net.hidden_bias), velocity, grads,
+                                              masks, strict=True):
                 decay = config.weight_decay * param if param is net.weight else 0.0
-                vel.mul_(config.momentum).add_(config.lr * (grad - decay))
+                vel.mul_(config.momentum).add_(config.lr * (grad - decay) * mask)
                 param.add_(vel)
             error += float(((v0 - vk) ** 2).sum() / observed.sum().clamp(min=1))
             batches += 1

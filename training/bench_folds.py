@@ -1,0 +1,128 @@
+"""Quality across folds and data sets, with EASE computed on each fold as the reference row.
+
+    python -m training.bench_folds                           # ml-100k u1..u5 -> reports/quality-folds.json
+    python -m training.bench_folds --data DIR                # any MovieLens folder (CSV family too)
+    python -m training.bench_folds --synthetic-items 10000   # a generated 10k-item catalogue
+
+Every fold trains with the defaults (which were chosen on u1's validation slice only), so the
+other folds and data sets are held-back checks. ml-100k uses its official folds; any other
+folder gets ``--folds`` per-user 20% holdouts with seeds 0, 1, ... Reports the test metrics per
+fold, mean ± sd per model, the baseline-gate decisions, and whether the issue's bars hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from training.data import load_movielens
+from training.data.dataset import MovieLens
+from training.data.splits import make_split
+from training.data.synthetic import SyntheticSpec, write
+from training.evaluation.report import evaluate_models
+from training.models import ease
+from training.pipeline import LEARNED, full_history, prepare, train_models
+from training.train import ROOT, default_data
+
+METRICS = ("ndcg@10", "recall@10", "precision@10", "rmse")
+ORDER = ("popularity", "sae", "rbm", "two_tower", "ensemble", "ease")
+
+
+def split_names(dataset: MovieLens, folds: int) -> list[str]:
+    if dataset.name == "ml-100k" and dataset.source is not None and (dataset.source / "u1.base").is_file():
+        return [f"u{k}" for k in range(1, min(folds, 5) + 1)]
+    return [f"holdout-0.2-seed{k}" for k in range(folds)]
+
+
+def run_fold(dataset: MovieLens, split_name: str, seed: int, ease_l2: float) -> dict[str, Any]:
+    split = make_split(dataset, split_name, seed)
+    data = prepare(dataset, split, seed=seed)
+    trained = train_models(data, list(LEARNED), seed=seed, progress=False)
+    started = time.perf_counter()
+    # EASE learns from everything known at test time (train incl. the validation slice), as the others'
+    # histories do; it is only a reference row here, not an ensemble member.
+    reference = ease.train(prepare(dataset, split, seed=seed), ease.EASEConfig(ease_l2))
+    ease_seconds = time.perf_counter() - started
+    models = {**trained.models, "ensemble": trained.ensemble, "ease": reference}
+    details = evaluate_models(models, dataset, full_history(dataset, split.train), split.test)
+    rows = {n: {m: details[n].get(m) for m in METRICS} for n in ORDER}
+    for name in ORDER:
+        rows[name]["train_seconds"] = ease_seconds if name == "ease" else trained.train_seconds[name]
+    return {"models": rows, "gates": {n: g.to_dict() for n, g in trained.gates.items()},
+            "validation": trained.validation, "fusion": trained.ensemble.config_dict()}
+
+
+def summarise(per_fold: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in ORDER:
+        out[name] = {}
+        for metric in (*METRICS, "train_seconds"):
+            values = [f["models"][name][metric] for f in per_fold.values() if f["models"][name][metric] is not None]
+            if values:
+                out[name][metric] = {"mean": statistics.fmean(values),
+                                     "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return out
+
+
+def bars(per_fold: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, bool]:
+    folds = [f["models"] for f in per_fold.values()]
+    out = {f"{n}_beats_popularity_every_fold": all(f[n]["ndcg@10"] > f["popularity"]["ndcg@10"] for f in folds)
+           for n in LEARNED}
+    out["ensemble_at_least_best_single_every_fold"] = all(
+        f["ensemble"]["ndcg@10"] >= max(f[n]["ndcg@10"] for n in LEARNED) for f in folds)
+    out["ensemble_at_least_ease_mean"] = summary["ensemble"]["ndcg@10"]["mean"] >= summary["ease"]["ndcg@10"]["mean"]
+    return out
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = [f"{'model':<11}" + "".join(f"{m:>22}" for m in METRICS)]
+    for name, row in summary.items():
+        cells = "".join(f"{row[m]['mean']:>14.4f} ± {row[m]['sd']:.4f}" if m in row else f"{'-':>22}" for m in METRICS)
+        lines.append(f"{name:<11}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="MovieLens folder (default: ml-100k)")
+    parser.add_argument("--synthetic-items", type=int, default=None, help="generate a catalogue this large instead")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--ease-l2", type=float, default=250.0, help="EASE's λ (the issue's reference used 250)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "quality-folds.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.synthetic_items:
+            # Shaped like ml-latest-small (610 users, ~100k half-star ratings), with 10k items by default.
+            spec = SyntheticSpec(users=610, items=args.synthetic_items, mean_ratings=160, seed=1, format="csv")
+            dataset = load_movielens(write(Path(tmp) / f"synthetic-{args.synthetic_items}", spec))
+        else:
+            dataset = load_movielens(args.data or default_data())
+        splits = split_names(dataset, args.folds)
+        per_fold = {}
+        for name in splits:
+            per_fold[name] = run_fold(dataset, name, args.seed, args.ease_l2)
+            logging.getLogger(__name__).info("fold %s: %s", name, {n: round(r["ndcg@10"], 4)
+                                                                   for n, r in per_fold[name]["models"].items()})
+    summary = summarise(per_fold)
+    report = {"dataset": dataset.name, "items": dataset.n_items, "users": dataset.n_users,
+              "ratings": len(dataset.ratings), "splits": splits, "summary": summary, "bars": bars(per_fold, summary),
+              "folds": per_fold, "ease_l2": args.ease_l2, "seconds": time.perf_counter() - started}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(table(summary))
+    print(json.dumps(report["bars"], indent=1))
+    print(f"wrote {args.out} ({report['seconds']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()
