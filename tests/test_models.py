@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from training.evaluation.ranking import ndcg_at_10
-from training.models import popularity, rbm, sae, two_tower
+from training.models import ease, popularity, rbm, sae, two_tower
 from training.models.base import Scorer, TrainingData
 from training.pipeline import load_model, make_config
 
@@ -18,16 +18,18 @@ QUICK = {
     "sae": {"max_epochs": 40, "patience": 40},
     "rbm": {"max_epochs": 25, "patience": 25},
     "two_tower": {"max_epochs": 40, "patience": 40},
+    "ease": {},
 }
 TRAIN = {"popularity": popularity.train, "sae": sae.train, "rbm": rbm.train, "two_tower": two_tower.train}
+CLOSED_FORM = {"popularity": popularity.train, "ease": lambda data, config: ease.train(data, ease.EASEConfig(l2=20.0))}
 
 
 @pytest.fixture(scope="module", params=list(QUICK))
 def trained(request: pytest.FixtureRequest, tiny_data: TrainingData) -> Scorer:
     name = request.param
+    if name in CLOSED_FORM:
+        return CLOSED_FORM[name](tiny_data, make_config(name) if name == "popularity" else None)
     config = make_config(name, QUICK[name], device="cpu")
-    if name == "popularity":
-        return popularity.train(tiny_data, config)
     model, history = TRAIN[name](tiny_data, config, progress=False)
     assert history.epochs and all(np.isfinite(e["loss"]) for e in history.epochs)
     return model
@@ -68,7 +70,7 @@ class TestScorerConformance:
     def test_save_and_load_give_identical_scores(self, trained: Scorer, tiny_data: TrainingData,
                                                  tmp_path: Path) -> None:
         folder = trained.save(tmp_path / trained.name)
-        loaded = load_model(folder)
+        loaded = ease.EASE.load(folder) if trained.name == "ease" else load_model(folder)
         histories = tiny_data.train[:9]
         np.testing.assert_allclose(loaded.score(histories, np.arange(9)), trained.score(histories, np.arange(9)),
                                    rtol=1e-5, atol=1e-5)
@@ -99,5 +101,24 @@ def test_configs_reject_nonsense() -> None:
         sae.SAEConfig(activation="cosine")
     with pytest.raises(ValueError, match="visible must be"):
         rbm.RBMConfig(visible="stars")
+    with pytest.raises(ValueError, match="ranking_target"):
+        sae.SAEConfig(ranking_target="clicked")
+    with pytest.raises(ValueError, match="target"):
+        two_tower.TwoTowerConfig(target="clicked")
+    with pytest.raises(ValueError, match="negatives"):
+        rbm.RBMConfig(negatives=-1.0)
+    with pytest.raises(ValueError, match="l2"):
+        ease.EASEConfig(l2=0.0)
     with pytest.raises(ValueError, match="has no setting"):
         make_config("sae", {"hiden": [3]})
+
+
+def test_liked_rbm_is_binary_and_starts_from_the_item_marginals(tiny_data: TrainingData) -> None:
+    """The "not liked" level is the reference (zero weight): only liked items drive the hidden units,
+    so their input does not grow with the catalogue; biases start at each item's liked log-odds."""
+    levels = sp.csr_matrix(np.array([[2, 2, 1, 0], [2, 0, 0, 0], [2, 1, 0, 0]], dtype=np.float32))
+    bias = rbm._initial_visible_bias(levels, 2, None, reference=True).numpy()
+    assert (bias[:, 0] == 0).all()
+    assert bias[0, 1] > bias[1, 1] > bias[3, 1]  # liked by all three > liked by one > never rated
+    model, _ = rbm.train(tiny_data, make_config("rbm", {"max_epochs": 3}, device="cpu"), progress=False)
+    assert (model.net.weight[:, 0, :] == 0).all() and (model.net.visible_bias[:, 0] == 0).all()

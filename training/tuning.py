@@ -39,7 +39,7 @@ SPACES: dict[str, Space] = {
     "rbm": lambda t: {
         "hidden": t.suggest_categorical("hidden", [50, 100, 200, 400]),
         "lr": t.suggest_float("lr", 1e-3, 5e-2, log=True),
-        "negatives": t.suggest_float("negatives", 1.0, 30.0, log=True),
+        "negatives": t.suggest_categorical("negatives", [3.0, 10.0, 30.0, None]),
         "weight_decay": t.suggest_float("weight_decay", 1e-5, 1e-2, log=True),
     },
     "two_tower": lambda t: {

@@ -43,9 +43,19 @@ def corrupt(x: torch.Tensor, drop_rate: float) -> torch.Tensor:
     return x * (torch.rand_like(x) >= drop_rate).to(x.dtype)
 
 
-def multinomial_nll(logits: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Mean over users of -log p(rated item) under a softmax over the whole catalogue (Mult-DAE)."""
-    return (-(torch.log_softmax(logits, dim=1) * observed).sum(1) / observed.sum(1)).mean()
+def multinomial_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over users of -log p(target item) under a softmax over the whole catalogue (Mult-DAE).
+
+    Users without a target item in this batch (e.g. no liked item) contribute nothing.
+    """
+    counts = target.sum(1)
+    per_user = -(torch.log_softmax(logits, dim=1) * target).sum(1) / counts.clamp(min=1)
+    return per_user.sum() / (counts > 0).sum().clamp(min=1)
+
+
+def liked_targets(x: torch.Tensor, high: float, threshold: float) -> torch.Tensor:
+    """0/1 liked indicators from ratings normalised by the top of the scale (0 = unrated)."""
+    return (x * high >= threshold - 1e-6).to(x.dtype)
 
 
 def fit(

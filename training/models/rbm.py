@@ -40,7 +40,10 @@ class RBMConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-3
-    negatives: float = 3.0  # sampled unrated items per rated item, observed as the lowest level
+    # Sampled unrated items per rated item, observed as the lowest level; None: every unrated item.
+    # Sampling few (3) left a 10k-item catalogue's tail almost unobserved; all of them costs nothing
+    # extra (batches are dense rows anyway) and matched or beat 10 on ml-100k validation.
+    negatives: float | None = None
     batch_size: int = 32
     max_epochs: int = 200
     patience: int = 15
@@ -50,6 +53,8 @@ class RBMConfig:
     def __post_init__(self) -> None:
         if self.visible not in ("liked", "ratings"):
             raise ValueError(f"visible must be 'liked' or 'ratings', got {self.visible!r}")
+        if self.negatives is not None and self.negatives < 0:
+            raise ValueError(f"negatives must be >= 0 or None (every unrated item), got {self.negatives}")
         if self.cd_k < 1 or self.hidden < 1:
             raise ValueError("cd_k and hidden must be at least 1")
 
@@ -125,8 +130,10 @@ def _make_net(n_items: int, config: RBMConfig, scale: RatingScale) -> RBMNet:
     return RBMNet(n_items, len(values), config.hidden, values)
 
 
-def _with_negatives(levels: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
-    """Mark ~ratio x (rated count) random unrated items per user as observed at the lowest level."""
+def _with_negatives(levels: torch.Tensor, ratio: float | None, generator: torch.Generator) -> torch.Tensor:
+    """Mark ~ratio x (rated count) random unrated items per user (all if None) as observed at the lowest level."""
+    if ratio is None:
+        return torch.where(levels == 0, torch.ones_like(levels), levels)
     if ratio <= 0:
         return levels
     unrated = levels == 0
@@ -135,7 +142,8 @@ def _with_negatives(levels: torch.Tensor, ratio: float, generator: torch.Generat
     return torch.where(pick, torch.ones_like(levels), levels)
 
 
-def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float, reference: bool) -> torch.Tensor:
+def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float | None,
+                          reference: bool) -> torch.Tensor:
     """Per-item log-frequencies of each level among observed units (rated plus expected negatives).
 
     Starting the visible biases at the item marginals (Hinton's practical guide) means the RBM
@@ -147,7 +155,10 @@ def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float, re
                        for k in range(1, n_levels + 1)], axis=1).astype(np.float64)
     rated = np.diff(levels.indptr).astype(np.float64)
     unrated = levels.shape[1] - rated
-    chance = np.minimum(1.0, ratio * rated / np.maximum(unrated, 1.0)) if ratio > 0 else np.zeros_like(rated)
+    if ratio is None:
+        chance = np.ones_like(rated)
+    else:
+        chance = np.minimum(1.0, ratio * rated / np.maximum(unrated, 1.0)) if ratio > 0 else np.zeros_like(rated)
     # Expected negatives per item: every user's chance of sampling it, unless they rated it.
     rated_matrix = levels.copy()
     rated_matrix.data = np.ones_like(rated_matrix.data)

@@ -33,7 +33,7 @@ from torch import nn
 from training.data.dataset import IdMap, RatingScale
 from training.data.matrices import dense_rows, normalised
 from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
-from training.models.fitting import FitHistory, corrupt, fit, multinomial_nll, user_batches
+from training.models.fitting import FitHistory, corrupt, fit, liked_targets, multinomial_nll, user_batches
 from training.runtime import pick_device, seed_everything
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
@@ -48,6 +48,10 @@ class SAEConfig:
     ranking_hidden: tuple[int, ...] | None = (600,)  # None: same sizes as hidden
     ranking_lr: float | None = 1e-3  # None: same as lr
     ranking_activation: str = "tanh"
+    # Learn to rank the items a user likes (rating >= like_threshold), what top-N is judged on,
+    # rather than every item they rated: "rated" counts a 1-star film as a success.
+    ranking_target: str = "liked"  # "liked" or "rated"
+    like_threshold: float = 4.0
     activation: str = "sigmoid"
     dropout: float = 0.0  # between hidden layers
     input_dropout: float = 0.5  # share of observed ratings hidden from the input (denoising)
@@ -65,6 +69,8 @@ class SAEConfig:
         for activation in (self.activation, self.ranking_activation):
             if activation not in ACTIVATIONS:
                 raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if self.ranking_target not in ("liked", "rated"):
+            raise ValueError(f"ranking_target must be 'liked' or 'rated', got {self.ranking_target!r}")
         if self.rank_by not in ("likelihood", "rating"):
             raise ValueError(f"rank_by must be 'likelihood' or 'rating', got {self.rank_by!r}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
@@ -166,7 +172,9 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
                 observed = (x > 0).float()
                 predicted, logits = net(corrupt(x, config.input_dropout))
                 if ranking:
-                    loss = multinomial_nll(logits, observed)
+                    target = observed if config.ranking_target == "rated" else liked_targets(
+                        x, float(scale.high), config.like_threshold)
+                    loss = multinomial_nll(logits, target)
                 else:
                     target = dense_rows(ratings, users, device)
                     loss = ((predicted - target) ** 2 * observed).sum() / observed.sum()

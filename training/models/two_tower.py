@@ -26,7 +26,7 @@ from training.data.dataset import IdMap, MovieLens, RatingScale
 from training.data.features import N_YEAR_BUCKETS, Demographics, year_buckets
 from training.data.matrices import dense_rows, normalised
 from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
-from training.models.fitting import FitHistory, corrupt, fit, multinomial_nll, user_batches
+from training.models.fitting import FitHistory, corrupt, fit, liked_targets, multinomial_nll, user_batches
 from training.runtime import pick_device, seed_everything
 
 
@@ -37,12 +37,18 @@ class TwoTowerConfig:
     history_dropout: float = 0.5
     item_id_dropout: float = 0.1
     lr: float = 2e-3
+    target: str = "liked"  # the softmax's targets: "liked" (rating >= like_threshold) or "rated"
+    like_threshold: float = 4.0
     weight_decay: float = 0.0
     batch_size: int = 128
     max_epochs: int = 200
     patience: int = 15
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.target not in ("liked", "rated"):
+            raise ValueError(f"target must be 'liked' or 'rated', got {self.target!r}")
 
 
 class UserTower(nn.Module):
@@ -170,9 +176,10 @@ def train(data: TrainingData, config: TwoTowerConfig = TwoTowerConfig(), *, prog
         total, batches = 0.0, 0
         for users in user_batches(inputs, config.batch_size, rng):
             x = dense_rows(inputs, users, device)
-            observed = (x > 0).float()
+            target = (x > 0).float() if config.target == "rated" else liked_targets(
+                x, float(data.dataset.scale.high), config.like_threshold)
             logits = net(corrupt(x, config.history_dropout), model._codes(users, len(users)))
-            loss = multinomial_nll(logits, observed)
+            loss = multinomial_nll(logits, target)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

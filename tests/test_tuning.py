@@ -1,0 +1,50 @@
+"""The validation-only search: defaults first, every trial logged, chosen settings as an artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from training import train
+from training.models.base import TrainingData
+from training.pipeline import make_config
+from training.tuning import SPACES, _default_params, tune
+
+
+def test_every_space_names_real_settings_and_starts_from_the_defaults() -> None:
+    for name in SPACES:
+        params = _default_params(name)
+        config = make_config(name)
+        for key, value in params.items():
+            current = getattr(config, key)
+            assert (current[0] if isinstance(current, tuple) else current) == value, (name, key)
+
+
+def test_tune_keeps_the_best_validation_trial(tiny_data: TrainingData) -> None:
+    seen: list[tuple[str, int, float]] = []
+    result = tune(tiny_data, ["rbm"], budget_minutes=0.05, device="cpu", max_epochs=2,
+                  fixed={"rbm": {"cd_k": 1}}, on_trial=lambda m, n, o, v, s: seen.append((m, n, v)))
+    trials = result.trials["rbm"]
+    assert trials and seen[0][:2] == ("rbm", 0)
+    assert result.best["rbm"] == max(t["ndcg@10"] for t in trials)
+    assert result.settings["rbm"]["cd_k"] == 1  # a fixed setting is never searched
+    make_config("rbm", result.settings["rbm"])  # the chosen settings are a valid config
+
+
+def test_tune_cli_logs_trials_and_the_chosen_settings(synthetic_dirs: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    summary = train.main(["--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(tmp_path), "--tune",
+                          "--budget-minutes", "0.05", "--models", "rbm", "--max-epochs", "2", "--device", "cpu",
+                          "--no-progress", "--set", "rbm.hidden=8"])
+    chosen = summary["tuned_settings.json"]["settings"]["rbm"]
+    assert chosen["hidden"] == 8  # --set wins over the search
+    runs = mlflow.search_runs(experiment_names=["recsys-training"], output_format="list")
+    tune_run = next(r for r in runs if r.info.run_name == "tune")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == tune_run.info.run_id]
+    assert trials and all("validation_ndcg_at_10" in r.data.metrics for r in trials)
+    saved = Path(mlflow.artifacts.download_artifacts(run_id=tune_run.info.run_id, artifact_path="tuned_settings.json"))
+    assert json.loads(saved.read_text())["settings"]["rbm"] == chosen
