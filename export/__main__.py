@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     manifest = {"registry_versions": registry_versions, "alias": args.alias, "top_n": args.top_n,
                 "repository": {r["repository_model"]: r["version"] for r in rows}}
     bundle = write_bundle(args.bundle, dataset, models["popularity"], models.get("two_tower"), models.get("ensemble"),
-                          manifest)
+                          manifest, repository=args.out)
     print(json.dumps({"repository": str(args.out), "bundle": str(bundle), "models": rows}, indent=1))
     return rows
 

@@ -3,11 +3,14 @@
 ``<bundle>/<N>/`` holds the catalogue (ids, titles, years, genres), the popularity order, id
 maps, every known user's ratings as a CSR (compact: three arrays), demographic codes, two-tower
 item embeddings (for similar items), the ensemble's fusion spec and a manifest naming the model
-versions, repository models and data fingerprint.
+versions, repository models and data fingerprint, the bundle schema version and a digest of the
+id maps. Given the model repository it also writes golden requests (``export.golden``), which a
+rollout replays against Triton before moving traffic.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from export.golden import GOLDEN_FILE, write_golden
 from export.repository import versions
 from training.data.dataset import MovieLens
 from training.data.features import AGE_EDGES
@@ -24,9 +28,12 @@ from training.fusion import Ensemble
 from training.models.popularity import Popularity
 from training.models.two_tower import TwoTower
 
+# What the files in a bundle mean; the server refuses a schema it does not know (server/bundle.py).
+SCHEMA_VERSION = 1
+
 
 def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tower: TwoTower | None,
-                 ensemble: Ensemble | None, manifest: dict[str, Any]) -> Path:
+                 ensemble: Ensemble | None, manifest: dict[str, Any], repository: Path | None = None) -> Path:
     version = (versions(root) or [0])[-1] + 1
     folder = root / str(version)
     folder.mkdir(parents=True)
@@ -36,8 +43,8 @@ def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tow
                for raw, title, year, row in zip(dataset.item_ids.raw_ids, dataset.items["title"],
                                                 dataset.items["year"], dataset.genres, strict=True)]
     (folder / "catalog.json").write_text(json.dumps({"genres": genre_names, "items": catalog}))
-    (folder / "id_maps.json").write_text(json.dumps({"users": dataset.user_ids.to_list(),
-                                                     "items": dataset.item_ids.to_list()}))
+    id_maps = json.dumps({"users": dataset.user_ids.to_list(), "items": dataset.item_ids.to_list()})
+    (folder / "id_maps.json").write_text(id_maps)
     np.savez(folder / "popularity.npz", order=popularity.ranking(), score=popularity.item_scores,
              bayes_mean=popularity.bayes_mean, counts=popularity.counts)
     sp.save_npz(folder / "histories.npz", to_csr(dataset.ratings, dataset.n_users, dataset.n_items))
@@ -49,7 +56,13 @@ def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tow
         np.save(folder / "item_embeddings.npy", two_tower.item_embeddings().cpu().numpy())
     if ensemble is not None:
         (folder / "fusion.json").write_text(json.dumps(ensemble.config_dict()))
-    full = {**manifest, "bundle_version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    if repository is not None:
+        write_golden(folder, repository, manifest.get("repository", {}))
+    full = {**manifest, "schema_version": SCHEMA_VERSION, "bundle_version": version,
+            "catalog": {"items": dataset.n_items, "users": dataset.n_users,
+                        "id_maps_sha256": hashlib.sha256(id_maps.encode()).hexdigest()},
+            "golden": GOLDEN_FILE if repository is not None else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "dataset": dataset.name, "data_fingerprint": dataset.fingerprint(), "scale": dataset.scale.to_dict()}
     (folder / "manifest.json").write_text(json.dumps(full, indent=1))
     return folder

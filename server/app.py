@@ -5,7 +5,11 @@ server``) also starts the embedded Triton when asked. The health service reports
 ``recsys.v1.Recommender``) only while Triton is live and the default variant of every model
 the ensemble uses is ready, and for "liveness" while the process serves at all; a
 watcher re-checks every ``health_interval_s``, loads models a restarted Triton has lost, and
-so reconnects by itself.
+so reconnects by itself. Readiness means the live bundle's pinned model versions are loaded.
+
+Rollouts (``server.rollout``): the server starts on the last promoted bundle of the rollout
+pointer (or ``settings.bundle`` when there is none), serves the admin service on its own port,
+and a second watcher follows the pointer and applies the guardrails.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ from grpc_reflection.v1alpha import reflection
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
+from server.admin import admin_server
 from server.bundle import load_bundle
 from server.feedback import FeedbackStore
 from server.latency import LatencyBook
 from server.metrics import Metrics
-from server.profiles import Profiles
-from server.recommend import Recommender
+from server.rollout import RolloutManager
+from server.rollout_metrics import RolloutMetrics
+from server.rollout_state import promoted_bundle
+from server.router import Router
+from server.runtime import build_runtime
 from server.service import RecommenderService
 from server.settings import Settings
+from server.shadow import Shadow
 from server.triton_models import ROLES, ModelPool, model_name
 
 log = logging.getLogger(__name__)
@@ -44,17 +53,19 @@ class RecommendationServer:
         if not settings.triton_url:
             raise ValueError("settings.triton_url is required (serve() starts an embedded Triton and sets it)")
         self.settings = settings
-        self.bundle = load_bundle(settings.bundle)
+        self.bundle = load_bundle(promoted_bundle(settings.rollout_state_dir, settings.bundle))
         available = list(self.bundle.manifest.get("repository", {}))
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
                               LatencyBook(settings.latency_window, settings.latency_prior_ms,
-                                                          settings.latency_max_age_s))
-        self.profiles = Profiles(self.bundle)
+                                                          settings.latency_max_age_s), settings.model_repository)
         self.store = FeedbackStore(settings.feedback_db)
-        for event in self.store.replay():
-            self.profiles.apply(event)
+        live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
+        self.profiles, self.recommender = live.profiles, live.recommender
+        self.router = Router(live)
         self.metrics = Metrics()
-        self.recommender = Recommender(self.bundle, settings, self.pool, self.profiles)
+        self.rollouts = RolloutManager(settings, self.pool, self.store, self.router,
+                                       RolloutMetrics(self.metrics.registry))
+        self.shadow = Shadow(self.rollouts)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -62,15 +73,18 @@ class RecommendationServer:
                      ("grpc.max_send_message_length", settings.max_message_bytes),
                      ("grpc.so_reuseport", 0)])
         pb_grpc.add_RecommenderServicer_to_server(
-            RecommenderService(settings, self.bundle, self.pool, self.profiles, self.store, self.recommender,
-                               self.metrics), self.grpc)
+            RecommenderService(settings, self.bundle, live.pool, self.profiles, self.store, self.recommender,
+                               self.metrics, router=self.router, shadow=self.shadow), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
         self.metrics_port: int | None = None
+        self.admin, self.admin_port = (admin_server(settings, self.rollouts) if settings.admin_port is not None
+                                       else (None, None))
         self._watcher: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         # What must be ready for SERVING: the default variant of every role the bundle's models need.
         self.required = [m for m in (model_name(r, settings.default_variant) for r in ROLES) if m in self.pool.models]
 
@@ -82,9 +96,13 @@ class RecommendationServer:
         if self.settings.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.grpc.start()
+        if self.admin is not None:
+            await self.admin.start()
         self._watcher = asyncio.create_task(self._watch())
+        self._follower = asyncio.create_task(self._follow())
         log.info("serving", extra={"grpc": f"{self.settings.host}:{self.port}", "metrics_port": self.metrics_port,
-                                   "bundle": str(self.bundle.folder), "triton": self.settings.triton_url,
+                                   "bundle": str(self.bundle.folder),
+                                   "admin_port": self.admin_port, "triton": self.settings.triton_url,
                                    "models_ready": sorted(self.pool.ready)})
 
     async def _check_models(self) -> None:
@@ -93,7 +111,8 @@ class RecommendationServer:
         self.metrics.models_ready.set(len(self.pool.ready))
         for model in self.pool.models:
             self.metrics.model_ready.labels(model).set(1 if model in self.pool.ready else 0)
-        serving = live and all(m in self.pool.ready for m in self.required)
+        pinned = self.router.live.pool.ready  # the live bundle's own versions, not just any version
+        serving = live and all(m in pinned for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
@@ -106,14 +125,28 @@ class RecommendationServer:
             except Exception:  # the watcher must outlive any one failed check
                 log.exception("health check failed")
 
+    async def _follow(self) -> None:
+        # Apart from the health watcher: following the pointer may load and warm a bundle for seconds.
+        while True:
+            await asyncio.sleep(self.settings.health_interval_s)
+            try:
+                await self.rollouts.tick()
+            except Exception:
+                log.exception("rollout tick failed")
+
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first (load balancers stop sending), then drain in-flight calls, then close."""
         await self.health.enter_graceful_shutdown()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.admin is not None:
+            await self.admin.stop(0)
         await self.grpc.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        await self.shadow.close()
+        await self.rollouts.close()
         await self.pool.close()
         self.metrics.stop()
         self.store.close()

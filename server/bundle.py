@@ -7,6 +7,7 @@ indices the Triton models take and return.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,6 +16,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+# Bundle schema versions this server reads (export/bundle.py SCHEMA_VERSION); bundles written
+# before the field existed are version 1.
+SCHEMA_VERSIONS = (1,)
 
 
 class BundleError(RuntimeError):
@@ -113,8 +118,13 @@ def load_bundle(path: Path) -> Bundle:
     folder = resolve(Path(path))
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
+        schema = manifest.get("schema_version", 1)
+        if schema not in SCHEMA_VERSIONS:
+            raise BundleError(f"serving bundle {folder} has schema version {schema}; this server reads "
+                              f"{', '.join(map(str, SCHEMA_VERSIONS))}: upgrade the server or export with its version")
+        id_maps_text = (folder / "id_maps.json").read_text()
         catalog = json.loads((folder / "catalog.json").read_text())
-        id_maps = json.loads((folder / "id_maps.json").read_text())
+        id_maps = json.loads(id_maps_text)
         popularity = np.load(folder / "popularity.npz")
         histories = sp.load_npz(folder / "histories.npz").tocsr()
     except (OSError, ValueError, KeyError) as err:
@@ -131,7 +141,11 @@ def load_bundle(path: Path) -> Bundle:
     demographics = folder / "demographics.npy"
     vocab = folder / "demographics_vocab.json"
     scale = manifest["scale"]
-    return Bundle(
+    expected = manifest.get("catalog", {}).get("id_maps_sha256")
+    if expected and hashlib.sha256(id_maps_text.encode()).hexdigest() != expected:
+        raise BundleError(f"serving bundle {folder}: id_maps.json is not the one its manifest was written with "
+                          "(sha256 differs); the models' item indices would point at other items; re-export")
+    bundle = Bundle(
         folder=folder, manifest=manifest,
         item_ids=np.asarray(id_maps["items"], dtype=np.int64),
         titles=[item["title"] for item in items],
@@ -145,3 +159,24 @@ def load_bundle(path: Path) -> Bundle:
         demographics=np.load(demographics) if demographics.is_file() else None,
         vocab=json.loads(vocab.read_text()) if vocab.is_file() else {},
     )
+    check_consistency(bundle)
+    return bundle
+
+
+def check_consistency(bundle: Bundle) -> None:
+    """Every per-item and per-user table has the catalogue's and id maps' sizes (raises BundleError)."""
+    items, users = bundle.n_items, len(bundle.user_index)
+    sizes = {"catalog.json items": (len(bundle.titles), items), "popularity.npz": (len(bundle.popularity), items),
+             "histories.npz columns": (bundle.histories.shape[1], items),
+             "histories.npz rows": (bundle.histories.shape[0], users)}
+    if bundle.item_embeddings is not None:
+        sizes["item_embeddings.npy rows"] = (len(bundle.item_embeddings), items)
+    if bundle.demographics is not None:
+        sizes["demographics.npy rows"] = (len(bundle.demographics), users)
+    declared = bundle.manifest.get("catalog", {})
+    if "items" in declared:
+        sizes["manifest catalog.items"] = (int(declared["items"]), items)
+        sizes["manifest catalog.users"] = (int(declared["users"]), users)
+    wrong = [f"{name} has {got}, the id maps {want}" for name, (got, want) in sizes.items() if got != want]
+    if wrong:
+        raise BundleError(f"serving bundle {bundle.folder} does not fit together: {'; '.join(wrong)}; re-export it")

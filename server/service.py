@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,10 @@ from server.logs import request_id
 from server.metrics import Metrics
 from server.profiles import Profiles
 from server.recommend import Answer, Recommender
+from server.router import FanOutProfiles, Router
+from server.runtime import BundleRuntime, PinnedPool
 from server.settings import Settings
+from server.shadow import Shadow
 from server.triton_models import ROLES, ModelPool
 from server.validation import (
     STRATEGIES,
@@ -58,10 +62,28 @@ def scored_items(bundle: Bundle, items: list[int] | np.ndarray, scores: list[flo
 
 
 class RecommenderService(pb_grpc.RecommenderServicer):
-    def __init__(self, settings: Settings, bundle: Bundle, pool: ModelPool, profiles: Profiles,
-                 store: FeedbackStore, recommender: Recommender, metrics: Metrics) -> None:
-        self.settings, self.bundle, self.pool, self.profiles = settings, bundle, pool, profiles
-        self.store, self.recommender, self.metrics = store, recommender, metrics
+    def __init__(self, settings: Settings, bundle: Bundle, pool: ModelPool | PinnedPool, profiles: Profiles,
+                 store: FeedbackStore, recommender: Recommender, metrics: Metrics, router: Router | None = None,
+                 shadow: Shadow | None = None) -> None:
+        self.settings, self.store, self.metrics, self.shadow = settings, store, metrics, shadow
+        # The bundle, models, profiles and recommender are the router's live ones, which a rollout swaps.
+        self.router = router or Router(BundleRuntime(bundle, pool, profiles, recommender))  # type: ignore[arg-type]
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.router.live.bundle
+
+    @property
+    def pool(self) -> PinnedPool:
+        return self.router.live.pool
+
+    @property
+    def profiles(self) -> FanOutProfiles:
+        return self.router.profiles
+
+    @property
+    def recommender(self) -> Recommender:
+        return self.router.live.recommender
 
     async def _serve(self, rpc: str, context: grpc.aio.ServicerContext,
                      handler: Callable[[str], Awaitable[tuple[Any, str, str]]]) -> Any:
@@ -93,21 +115,30 @@ class RecommenderService(pb_grpc.RecommenderServicer):
 
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
         async def handle(rid: str) -> tuple[pb.RecommendResponse, str, str]:
-            query = recommend_query(request, self.bundle, self.settings)
-            answer = await self.recommender.recommend(query, context.time_remaining(), rid)
+            # One bundle answers the whole request: catalogue, model versions and titles (no mixing).
+            runtime = self.router.route(request.user_id)
+            bundle, answer, started = runtime.bundle, None, time.perf_counter()
+            with self.router.serving(runtime):
+                try:
+                    query = recommend_query(request, bundle, self.settings)
+                    answer = await runtime.recommender.recommend(query, context.time_remaining(), rid)
+                finally:
+                    if self.shadow is not None:
+                        self.shadow.observe(runtime, request, answer, (time.perf_counter() - started) * 1000,
+                                            sys.exc_info()[1])
             self._record(answer)
             log.info("recommend", extra={"user": query.user_id, "k": query.k, "rung": answer.rung,
-                                         "plan": answer.plan, "degraded": answer.degraded,
+                                         "plan": answer.plan, "degraded": answer.degraded, "bundle": bundle.version,
                                          "ms": round(answer.timings["total"], 2)})
             response = pb.RecommendResponse(
-                items=scored_items(self.bundle, answer.items, answer.scores, answer.reasons),
+                items=scored_items(bundle, answer.items, answer.scores, answer.reasons),
                 strategy_used=STRATEGY_ENUM[answer.strategy], rung=RUNGS[answer.rung],
                 model_calls=[pb.ModelCall(model=c.model, version=c.version, ms=c.ms, ok=c.ok, error=c.error)
                              for c in answer.calls],
                 degraded=answer.degraded, degraded_reasons=answer.degraded_reasons,
                 timings=[pb.StageTiming(stage=s, ms=ms) for s, ms in answer.timings.items()],
                 request_id=rid, unknown_item_ids=query.unknown_item_ids, budget_ms=int(answer.budget_ms),
-                plan=answer.plan, bundle_version=self.bundle.version, history_size=answer.history_size)
+                plan=answer.plan, bundle_version=bundle.version, history_size=answer.history_size)
             return response, answer.strategy, "degraded" if answer.degraded else "ok"
 
         return await self._serve("Recommend", context, handle)

@@ -6,6 +6,11 @@ is shared by every call. A call that fails or runs out of time raises ``ModelCal
 short reason; the caller degrades its answer, it never crashes. Readiness is refreshed by the
 health watcher, and a call failing with UNAVAILABLE marks its model not ready until then, so
 requests stop waiting on a Triton that is gone.
+
+Versions are pinned: each serving bundle names the exact version of every model it uses
+(``want``), calls carry that version, and loads name versions explicitly (a ``version_policy:
+specific`` config override), so a rollout can bring a candidate's versions up beside the live
+ones and retire the old ones later (``server.runtime``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from server.latency import LatencyBook
@@ -35,6 +43,10 @@ PRECISIONS = {
     "int8": ("torchscript_int8", "onnx_int8"),
     "fp16": ("onnx_fp16",),
 }
+
+
+class ModelLoadError(RuntimeError):
+    """Triton could not load the versions asked for; the message names the model and says why."""
 
 
 class ModelCallError(RuntimeError):
@@ -57,8 +69,9 @@ def model_name(role: str, variant: str) -> str:
 
 class ModelPool:
     def __init__(self, url: str, available: list[str], variants: list[str], default_variant: str,
-                 latency: LatencyBook) -> None:
-        """``available``: model names in the repository (the bundle manifest); ``variants``: those to use."""
+                 latency: LatencyBook, repository: Path | None = None) -> None:
+        """``available``: model names in the repository (the bundle manifest); ``variants``: those to use;
+        ``repository``: where the configs are read for version-pinned loads."""
         self.url = url
         self.latency = latency
         self.default_variant = default_variant
@@ -67,7 +80,10 @@ class ModelPool:
         self.ready: set[str] = set()
         self.live = False
         self._failed_at: dict[str, float] = {}
-        self.versions: dict[str, list[str]] = {}
+        self.versions: dict[str, list[str]] = {}  # model -> versions READY in Triton
+        self.repository = repository
+        # model -> owner (a bundle version) -> the model version it pins; loads keep the union loaded.
+        self._wanted: dict[str, dict[str, str]] = {}
         self.client: tritonaio.InferenceServerClient | None = None
 
     async def open(self) -> None:
@@ -101,37 +117,78 @@ class ModelPool:
         if not self.live:
             self.ready.clear()
             return False
-        states = {}
+        states: dict[str, list[str]] = {}
         for entry in index.get("models", []):
             if entry.get("state") == "READY":
                 states.setdefault(entry["name"], []).append(entry.get("version", ""))
+        self._set_states(states)
         now = time.monotonic()
         # A model that failed to load is retried after a pause, not on every health check.
-        missing = [m for m in self.models if m not in states and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S]
-        missing = missing if load else []
+        missing = [m for m in self.models if self.wanted(m) - set(states.get(m, ()))
+                   and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S] if load else []
         # Triton loads models in parallel; one failing is logged and stays not ready.
-        for model, loaded in zip(missing, await asyncio.gather(*(self._load(m) for m in missing)), strict=True):
-            if loaded:
-                states[model] = ["?"]
-        self.ready = {m for m in self.models if m in states}
-        self.versions = {m: sorted(states[m]) for m in self.ready}
+        results = await asyncio.gather(*(self._load(m) for m in missing))
+        if any(results):
+            return await self.refresh(load=False)
         return True
 
-    async def _load(self, model: str) -> bool:
+    def _set_states(self, states: dict[str, list[str]]) -> None:
+        self.ready = {m for m in self.models if m in states}
+        self.versions = {m: sorted(states[m], key=_numeric) for m in self.ready}
+
+    def want(self, owner: str, versions: dict[str, str]) -> None:
+        """``owner`` (a bundle) needs these model versions loaded; refresh loads them beside the others."""
+        for model, version in versions.items():
+            self._wanted.setdefault(model, {})[owner] = str(version)
+
+    def release(self, owner: str) -> None:
+        for owners in self._wanted.values():
+            owners.pop(owner, None)
+
+    def wanted(self, model: str) -> set[str]:
+        return set(self._wanted.get(model, {}).values())
+
+    def has(self, model: str, version: str) -> bool:
+        return version in self.versions.get(model, ())
+
+    async def load_versions(self, model: str, versions: set[str]) -> None:
+        """Load exactly ``versions`` of ``model``; Triton keeps unchanged versions loaded and the old
+        set serving if the load fails. Raises ModelLoadError with Triton's reason."""
         assert self.client is not None
+        config = self._config(model)
+        config.version_policy.Clear()
+        config.version_policy.specific.versions.extend(sorted(int(v) for v in versions))
         try:
-            await self.client.load_model(model, client_timeout=120.0)
+            await self.client.load_model(model, config=json_format.MessageToJson(
+                config, preserving_proto_field_name=True), client_timeout=120.0)
         except InferenceServerException as err:
-            log.warning("could not load model=%s reason=%s", model, err.message())
+            raise ModelLoadError(f"Triton could not load {model} versions {sorted(versions, key=_numeric)}: "
+                                 f"{err.message()}") from None
+        log.info("loaded model=%s versions=%s", model, ",".join(sorted(versions, key=_numeric)))
+
+    def _config(self, model: str) -> mc.ModelConfig:
+        path = self.repository / model / "config.pbtxt" if self.repository is not None else None
+        if path is None or not path.is_file():
+            raise ModelLoadError(f"no config for {model} at {path}; set model_repository to Triton's repository")
+        return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+    async def _load(self, model: str) -> bool:
+        # The versions already loaded stay: another bundle (a rollout, a replica) may be using them.
+        try:
+            await self.load_versions(model, self.wanted(model) | set(self.versions.get(model, ())))
+        except ModelLoadError as err:
+            log.warning("could not load model=%s reason=%s", model, err)
             self._failed_at[model] = time.monotonic()
             return False
-        log.info("loaded model=%s", model)
         return True
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...], timeout_s: float,
-                    request_id: str = "") -> CallResult:
-        if model not in self.ready or self.client is None:
-            raise ModelCallError(model, "not ready")
+                    request_id: str = "", version: str = "", latency: LatencyBook | None = None) -> CallResult:
+        """One call; ``version`` pins the model version ("" lets Triton pick), ``latency`` is the book
+        the time goes to (each bundle keeps its own, so a candidate's speed never steers the live plans)."""
+        if model not in self.ready or self.client is None or (version and not self.has(model, version)):
+            raise ModelCallError(model, f"version {version} not ready" if version else "not ready")
+        latency = latency or self.latency
         tensors = []
         for name, array in inputs.items():
             tensor = InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
@@ -141,20 +198,24 @@ class ModelPool:
         try:
             result = await asyncio.wait_for(
                 self.client.infer(model, tensors, outputs=[InferRequestedOutput(n) for n in outputs],
-                                  request_id=request_id),
+                                  request_id=request_id, model_version=version),
                 timeout_s)
         except TimeoutError:
             # The estimate must learn that this model is slow, or the planner keeps choosing it.
-            self.latency.observe(model, (time.perf_counter() - started) * 1000)
+            latency.observe(model, (time.perf_counter() - started) * 1000)
             raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
         except asyncio.CancelledError:  # cut off at the request's hard limit: at least this slow
-            self.latency.observe(model, (time.perf_counter() - started) * 1000)
+            latency.observe(model, (time.perf_counter() - started) * 1000)
             raise
         except InferenceServerException as err:
             if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
                 self.ready.discard(model)
             raise ModelCallError(model, err.message() or str(err.status())) from None
         ms = (time.perf_counter() - started) * 1000
-        self.latency.observe(model, ms)
+        latency.observe(model, ms)
         return CallResult(model, result.get_response().model_version, ms,
                           {n: result.as_numpy(n)[0] for n in outputs})
+
+
+def _numeric(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (1 << 62, version)

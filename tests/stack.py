@@ -45,7 +45,7 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
                 "repository": {r["repository_model"]: r["version"] for r in rows}}
     ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
     write_bundle(root / "serving_bundle", dataset, trained.models["popularity"], trained.models["two_tower"],
-                 ensemble, manifest)
+                 ensemble, manifest, repository=repository)
     return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
 
 
@@ -113,5 +113,6 @@ class ServerThread:
 def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides: object) -> Settings:
     values = {"model_repository": artifacts.repository, "bundle": artifacts.bundle, "triton_url": triton_url,
               "grpc_port": 0, "metrics_port": 0, "feedback_db": state / "feedback.sqlite", "log_json": False,
+              "admin_port": 0, "rollout_state_dir": state / "rollout",
               "health_interval_s": 0.2, "variants": list(VARIANTS), **overrides}
     return Settings(**values)

@@ -1,0 +1,1 @@
+"""recsys.admin: the operator-facing contracts (rollouts), served on a separate loopback port."""

@@ -1,0 +1,1 @@
+"""recsys.admin.v1: generated from admin.proto by `make protos`; do not edit."""

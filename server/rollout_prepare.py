@@ -1,0 +1,88 @@
+"""Bring a bundle up beside the live one, or refuse it with nothing changed.
+
+Checks, in order, each refusal saying what is wrong: the bundle loads and fits together (schema
+version, files, catalogue and id-map sizes, id-map digest), it is not the live bundle, it has a
+version of every model the live bundle serves and their files are in the repository, it has
+golden requests. Then Triton loads its versions beside the live ones (explicit model control,
+``version_policy: specific``), the recommender is warmed up through the real path, and the golden
+requests must give export's answers. On any failure the candidate's versions are unloaded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+
+from server.bundle import BundleError, load_bundle
+from server.errors import RecsysError
+from server.feedback import FeedbackStore
+from server.golden import load_golden, verify
+from server.runtime import BundleRuntime, build_runtime, pins_of
+from server.settings import Settings
+from server.triton_models import ModelLoadError, ModelPool
+
+log = logging.getLogger(__name__)
+
+
+class RolloutRefused(RecsysError):
+    """The rollout command cannot be done; nothing was changed. The message says why."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def owner(runtime: BundleRuntime) -> str:
+    return str(runtime.bundle.folder.resolve())
+
+
+async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: ModelPool,
+                  store: FeedbackStore) -> BundleRuntime:
+    try:
+        bundle = load_bundle(path)
+    except BundleError as err:
+        raise RolloutRefused(f"refused: {err}") from None
+    if bundle.version == live.version:
+        raise RolloutRefused(f"refused: bundle version {bundle.version} is the live bundle ({live.bundle.folder})")
+    pins = pins_of(bundle, pool)
+    lacking = [m for m in live.pool.models if m not in pins]
+    if lacking:
+        raise RolloutRefused(f"refused: bundle {bundle.version} has no version of {', '.join(lacking)}, "
+                             "which the live bundle serves")
+    absent = [f"{m}/{v}" for m, v in pins.items() if not (settings.model_repository / m / v).is_dir()]
+    if absent:
+        raise RolloutRefused(f"refused: model files missing in {settings.model_repository}: {', '.join(absent)}")
+    runtime = build_runtime(bundle, settings, pool, store)
+    try:
+        load_golden(runtime)
+        await asyncio.gather(*(pool.load_versions(m, pool.wanted(m) | set(pool.versions.get(m, ()))) for m in pins))
+        await pool.refresh(load=False)
+        not_ready = [m for m in pins if not pool.has(m, pins[m])]
+        if not_ready:
+            raise ModelLoadError(f"Triton reports {', '.join(not_ready)} not ready after loading")
+        await runtime.recommender.warm_up(rounds=2)
+        problems = await verify(runtime, settings.rollout_golden_min_overlap, settings.rollout_golden_tolerance)
+        if problems:
+            raise RolloutRefused(f"refused: golden requests fail on bundle {bundle.version}: {'; '.join(problems)}")
+    except (FileNotFoundError, ModelLoadError) as err:
+        await discard(runtime, pool)
+        raise RolloutRefused(f"refused: {err}; nothing changed, the live bundle serves on") from None
+    except BaseException:
+        await discard(runtime, pool)
+        raise
+    return runtime
+
+
+async def discard(runtime: BundleRuntime, pool: ModelPool) -> None:
+    """Unload the versions only ``runtime`` used (others stay: a bundle may share a version)."""
+    pool.release(owner(runtime))
+    for model, version in runtime.pool.pins.items():
+        keep = pool.wanted(model)
+        if version in keep or not keep:
+            continue
+        try:
+            await pool.load_versions(model, keep)
+        except ModelLoadError as err:  # the versions stay loaded: wasteful, not wrong
+            log.warning("could not unload model=%s version=%s: %s", model, version, err)
+    await pool.refresh(load=False)
