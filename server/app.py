@@ -21,13 +21,15 @@ from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 from server.bundle import load_bundle
-from server.feedback import FeedbackStore
+from server.cache import ResponseCache
+from server.drift import DriftMonitor, Reference
 from server.latency import LatencyBook
 from server.metrics import Metrics
 from server.profiles import Profiles
 from server.recommend import Recommender
 from server.service import RecommenderService
 from server.settings import Settings
+from server.store import open_store, sqlite_url
 from server.triton_models import ROLES, ModelPool, model_name
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,14 @@ class RecommendationServer:
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
                               LatencyBook(settings.latency_window, settings.latency_prior_ms,
                                                           settings.latency_max_age_s))
-        self.profiles = Profiles(self.bundle)
-        self.store = FeedbackStore(settings.feedback_db)
-        for event in self.store.replay():
-            self.profiles.apply(event)
+        # Profiles are read per user from the store when asked for, never replayed at start-up.
+        self.store = open_store(settings.store or sqlite_url(settings.feedback_db))
+        self.profiles = Profiles(self.bundle, self.store, settings.profile_cache_size)
         self.metrics = Metrics()
+        self.cache = ResponseCache(self.store, settings.cache_ttl_s)
+        reference = Reference.load(self.bundle.folder)  # bundles exported before drift references have none
+        self.drift = None if reference is None else DriftMonitor(
+            reference, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi, settings.drift_window)
         self.recommender = Recommender(self.bundle, settings, self.pool, self.profiles)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
@@ -63,7 +68,7 @@ class RecommendationServer:
                      ("grpc.so_reuseport", 0)])
         pb_grpc.add_RecommenderServicer_to_server(
             RecommenderService(settings, self.bundle, self.pool, self.profiles, self.store, self.recommender,
-                               self.metrics), self.grpc)
+                               self.metrics, self.cache, self.drift), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")

@@ -21,14 +21,16 @@ from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 from server.bundle import Bundle
+from server.cache import ResponseCache, cache_key
+from server.drift import DriftMonitor
 from server.errors import InvalidRequest, NoAnswer, status_of
-from server.feedback import Event, FeedbackStore
 from server.items import onboarding_items, similar_items
 from server.logs import request_id
 from server.metrics import Metrics
 from server.profiles import Profiles
 from server.recommend import Answer, Recommender
 from server.settings import Settings
+from server.store import Event, Store, StoreError
 from server.triton_models import ROLES, ModelPool
 from server.validation import (
     STRATEGIES,
@@ -45,6 +47,7 @@ log = logging.getLogger("server.rpc")
 RUNGS = {"popularity": pb.RUNG_POPULARITY, "content": pb.RUNG_CONTENT, "full": pb.RUNG_FULL,
          "single": pb.RUNG_SINGLE_MODEL}
 STRATEGY_ENUM = {name: value for value, name in STRATEGIES.items() if value != pb.STRATEGY_UNSPECIFIED}
+STRATEGY_NAME = {value: name for name, value in STRATEGY_ENUM.items()}
 FEEDBACK_KINDS = {pb.FEEDBACK_KIND_RATING: "rating", pb.FEEDBACK_KIND_CLICK: "click"}
 
 
@@ -59,9 +62,11 @@ def scored_items(bundle: Bundle, items: list[int] | np.ndarray, scores: list[flo
 
 class RecommenderService(pb_grpc.RecommenderServicer):
     def __init__(self, settings: Settings, bundle: Bundle, pool: ModelPool, profiles: Profiles,
-                 store: FeedbackStore, recommender: Recommender, metrics: Metrics) -> None:
+                 store: Store, recommender: Recommender, metrics: Metrics, cache: ResponseCache | None = None,
+                 drift: DriftMonitor | None = None) -> None:
         self.settings, self.bundle, self.pool, self.profiles = settings, bundle, pool, profiles
         self.store, self.recommender, self.metrics = store, recommender, metrics
+        self.cache, self.drift = cache, drift
 
     async def _serve(self, rpc: str, context: grpc.aio.ServicerContext,
                      handler: Callable[[str], Awaitable[tuple[Any, str, str]]]) -> Any:
@@ -94,6 +99,18 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
         async def handle(rid: str) -> tuple[pb.RecommendResponse, str, str]:
             query = recommend_query(request, self.bundle, self.settings)
+            started = time.perf_counter()
+            version = await self._profile_version(query.user_id)
+            key = None
+            if self.cache is not None and self.cache.enabled and version is not None:
+                key = cache_key(request, version, self.bundle.version)
+                hit = await self.cache.get(key)
+                if hit is not None:
+                    self.metrics.cache.labels("hit").inc()
+                    hit.request_id, hit.cached = rid, True
+                    del hit.timings[:]
+                    hit.timings.append(pb.StageTiming(stage="cache", ms=(time.perf_counter() - started) * 1000))
+                    return hit, STRATEGY_NAME.get(hit.strategy_used, ""), "ok"
             answer = await self.recommender.recommend(query, context.time_remaining(), rid)
             self._record(answer)
             log.info("recommend", extra={"user": query.user_id, "k": query.k, "rung": answer.rung,
@@ -107,10 +124,25 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 degraded=answer.degraded, degraded_reasons=answer.degraded_reasons,
                 timings=[pb.StageTiming(stage=s, ms=ms) for s, ms in answer.timings.items()],
                 request_id=rid, unknown_item_ids=query.unknown_item_ids, budget_ms=int(answer.budget_ms),
-                plan=answer.plan, bundle_version=self.bundle.version, history_size=answer.history_size)
+                plan=answer.plan, bundle_version=self.bundle.version, history_size=answer.history_size,
+                profile_version=version or 0)
+            if self.drift is not None:
+                self.drift.observe_answer(answer.history_size, answer.items)
+            if key is not None and self.cache is not None:
+                stored = await self.cache.put(key, response)
+                self.metrics.cache.labels("miss" if stored else "uncacheable").inc()
             return response, answer.strategy, "degraded" if answer.degraded else "ok"
 
         return await self._serve("Recommend", context, handle)
+
+    async def _profile_version(self, user_id: str) -> int | None:
+        """Bring the user's profile up to the store (another replica may have recorded feedback);
+        None when the store is unreachable: the answer then uses what this replica holds, uncached."""
+        try:
+            return await asyncio.to_thread(self.profiles.refresh, user_id)
+        except StoreError as err:
+            log.warning("profile refresh failed", extra={"user": user_id, "reason": str(err)})
+            return None
 
     def _record(self, answer: Answer) -> None:
         self.metrics.fallback.labels(answer.rung).inc()
@@ -152,15 +184,20 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             user = check_user_id(request.user_id, required=True)
             events = self._events(user, request)
             try:
-                await asyncio.to_thread(self.store.append, events, rid)
-            except sqlite3.Error as err:
-                raise NoAnswer(f"could not store the feedback ({err}); nothing was recorded, retry") from None
-            for event in events:
-                self.profiles.apply(event)
-                self.metrics.feedback.labels(event.kind).inc()
-            log.info("feedback", extra={"user": user, "events": len(events)})
-            return pb.RecordFeedbackResponse(accepted=len(events), profile_size=len(self.profiles.get(user)),
-                                             request_id=rid), "", "ok"
+                new = await asyncio.to_thread(self.store.append, events, rid)
+                await asyncio.to_thread(self.profiles.refresh, user)
+            except (StoreError, sqlite3.Error) as err:
+                raise NoAnswer(f"could not store the feedback ({err}); retry with the same event ids") from None
+            duplicates = len(events) - new
+            self.metrics.feedback_duplicates.inc(duplicates)
+            if new:  # a retry (every id known) is not new traffic for the counters or drift windows
+                for event in events:
+                    self.metrics.feedback.labels(event.kind).inc()
+                if self.drift is not None:
+                    self.drift.observe_feedback(events)
+            log.info("feedback", extra={"user": user, "events": len(events), "new": new})
+            return pb.RecordFeedbackResponse(accepted=len(events), new_events=new, duplicates=duplicates,
+                                             profile_size=len(self.profiles.get(user)), request_id=rid), "", "ok"
 
         return await self._serve("RecordFeedback", context, handle)
 
@@ -180,7 +217,10 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             known_item(event.item_id, self.bundle)
             kind = FEEDBACK_KINDS[event.kind]
             rating = check_rating(event.rating, self.bundle, where) if kind == "rating" else None
-            events.append(Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now))
+            if len(event.event_id) > 128:
+                raise InvalidRequest(f"{where}: event_id is {len(event.event_id)} characters; at most 128")
+            events.append(Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now,
+                                event.event_id).with_id())
         return events
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext,
