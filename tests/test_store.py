@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ def test_events_after_a_watermark_in_arrival_order(store: Store) -> None:
         store.append([ev(f"user{i % 3}", i, 3.0, 100 - i, f"id{i}")], "r")
     events = list(store.events_after(0))
     assert [e.item_id for e in events] == list(range(7))
-    assert all(a.seq < b.seq for a, b in zip(events, events[1:], strict=False))
+    assert all(a.seq < b.seq for a, b in itertools.pairwise(events))
     assert [e.item_id for e in store.events_after(events[3].seq)] == [4, 5, 6]
     assert [e.item_id for e in store.user_events("user1")] == [1, 4]
 
@@ -88,7 +89,8 @@ def test_sqlite_rows_from_before_event_ids_are_migrated(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, item_id INTEGER, "
                      "kind TEXT, rating REAL, timestamp_ms INTEGER, request_id TEXT);"
-                     "INSERT INTO feedback VALUES (1, 'u', 7, 'rating', 5.0, 1, 'r'), (2, 'u', 8, 'click', NULL, 2, 'r');")
+                     "INSERT INTO feedback VALUES (1, 'u', 7, 'rating', 5.0, 1, 'r'), "
+                     "(2, 'u', 8, 'click', NULL, 2, 'r');")
     db.close()
     store = open_store(sqlite_url(path))
     assert [(e.item_id, e.event_id) for e in store.user_events("u")] == [(7, "legacy-1"), (8, "legacy-2")]

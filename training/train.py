@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="checkpoints and local MLflow")
+    parser.add_argument("--feedback", default=None, metavar="STORE_URL",
+                        help="merge the feedback stored there into --data first (training.data.feedback)")
     parser.add_argument("--no-track", action="store_true", help="skip MLflow logging and registration")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -83,6 +85,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     data_dir = (args.data or default_data()).resolve()  # recorded with the models; export reads it back
+    lineage: dict[str, Any] = {}
+    if args.feedback:  # train on base + feedback: a merged folder whose fingerprint names the events it holds
+        from training.data.feedback import merge_feedback
+
+        merged = merge_feedback(data_dir, args.feedback, args.state_dir / "feedback_data")
+        data_dir, lineage = merged.folder.resolve(), merged.params()
     dataset = load_movielens(data_dir, args.format)
     split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
     device = pick_device(args.device)
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           progress=not args.no_progress and sys.stderr.isatty(),
                           checkpoint_dir=args.state_dir / "checkpoints", fusion_steps=args.fusion_steps)
     summary: dict[str, Any] = {"data": str(data_dir), "split": split.name, "validation": result.validation,
-                               "train_seconds": result.train_seconds}
+                               "train_seconds": result.train_seconds, **lineage}
     if not args.no_track:
         from training import tracking  # MLflow is slow to import; only when tracking
 
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         params = {"data": str(data_dir), "dataset": dataset.name, "split": split.name, "seed": args.seed,
                   "validation_seed": args.seed, "val_fraction": args.val_fraction, "device": str(device),
                   "models": ",".join(result.models), "data_fingerprint": dataset.fingerprint(),
-                  "users": dataset.n_users, "items": dataset.n_items, "ratings": len(dataset.ratings)}
+                  "users": dataset.n_users, "items": dataset.n_items, "ratings": len(dataset.ratings), **lineage}
         id_maps = {"users": dataset.user_ids.to_list(), "items": dataset.item_ids.to_list()}
         summary["registry"] = tracking.log_training(result, params, id_maps)
     print(json.dumps(summary, indent=1))
