@@ -127,7 +127,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 plan=answer.plan, bundle_version=self.bundle.version, history_size=answer.history_size,
                 profile_version=version or 0)
             if self.drift is not None:
-                self.drift.observe_answer(answer.history_size, answer.items)
+                self.drift.observe_answer(query.user_id, answer.history_size)
             if key is not None and self.cache is not None:
                 stored = await self.cache.put(key, response)
                 self.metrics.cache.labels("miss" if stored else "uncacheable").inc()

@@ -8,7 +8,7 @@ writes the same comparison as an offline report (PNG + HTML) from the store's ev
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 import numpy as np
@@ -47,6 +47,7 @@ class DriftMonitor:
         self._onehot = {k: np.eye(len(reference.expected[k])) for k in ("history_length", "rating",
                                                                            "popularity_decile")}
         self.windows = {k: Window(len(reference.expected[k]), window) for k in FEATURES}
+        self._recent: OrderedDict[str, None] = OrderedDict()  # users counted in the history-length window
 
     def observe_feedback(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -60,10 +61,18 @@ class DriftMonitor:
             self.windows["genre"].add(self._genre[idx])
         self._publish(("rating", "popularity_decile", "genre"))
 
-    def observe_answer(self, history_size: int, items: object = None) -> None:
-        """One computed Recommend answer: the size of the profile it ranked for."""
-        if history_size <= 0:  # an anonymous caller with no ratings says nothing about users' histories
+    def observe_answer(self, user_id: str, history_size: int) -> None:
+        """One computed Recommend answer: the size of the profile it ranked for. The reference counts
+        each user once, so a user already in the window is not counted again (a heavy requester
+        would otherwise look like a shift in users' histories)."""
+        if not user_id or history_size <= 0:
             return
+        if user_id in self._recent:
+            self._recent.move_to_end(user_id)
+            return
+        self._recent[user_id] = None
+        while len(self._recent) > self.windows["history_length"].size:
+            self._recent.popitem(last=False)
         b = int(length_bins(self.reference.length_edges, [history_size])[0])
         self.windows["history_length"].add(self._onehot["history_length"][b])
         self._publish(("history_length",))
