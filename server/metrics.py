@@ -43,6 +43,8 @@ class Metrics:
         self.feedback_duplicates = Counter("recsys_feedback_duplicates", "Feedback events already stored (retries)",
                                            registry=r)
         self.cache = Counter("recsys_cache_requests", "Recommend cache lookups", ["result"], registry=r)
+        for result in ("hit", "miss", "uncacheable"):  # exported at 0 from the start, so rates exist
+            self.cache.labels(result)
         self.drift_psi = Gauge("recsys_drift_psi", "Population-stability index, live vs reference", ["feature"],
                                registry=r)
 

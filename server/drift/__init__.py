@@ -48,6 +48,9 @@ class DriftMonitor:
                                                                            "popularity_decile")}
         self.windows = {k: Window(len(reference.expected[k]), window) for k in FEATURES}
         self._recent: OrderedDict[str, None] = OrderedDict()  # users counted in the history-length window
+        if gauge is not None:  # NaN until measured: "not yet known" (never > 0.25), not "no drift"
+            for feature in FEATURES:
+                gauge.labels(feature).set(float("nan"))
 
     def observe_feedback(self, events: Iterable[Event]) -> None:
         for event in events:
