@@ -12,6 +12,7 @@ from typing import Any
 from grpc_health.v1 import health_pb2
 from recsys.v1 import recommender_pb2 as pb
 
+from clients.feedback import Feedback, feedback_events
 from clients.results import FeedbackReceipt, Models, Onboarding, Recommendations, SimilarItems
 
 STRATEGIES = {"ensemble": pb.STRATEGY_ENSEMBLE, "sae": pb.STRATEGY_SAE, "rbm": pb.STRATEGY_RBM,
@@ -58,11 +59,11 @@ class RecommenderApi:
         return self._call("GetOnboardingItems", request, Onboarding.from_pb, timeout)
 
     def record_feedback(self, user_id: str | int, *, ratings: dict[int, float] | None = None,
-                        clicks: Iterable[int] = (), timeout: float | None = None) -> FeedbackReceipt:
-        events = [pb.FeedbackEvent(item_id=i, kind=pb.FEEDBACK_KIND_RATING, rating=r)
-                  for i, r in (ratings or {}).items()]
-        events += [pb.FeedbackEvent(item_id=i, kind=pb.FEEDBACK_KIND_CLICK) for i in clicks]
-        request = pb.RecordFeedbackRequest(user_id=str(user_id), events=events)
+                        clicks: Iterable[int] = (), events: Iterable[Feedback] = (),
+                        timeout: float | None = None) -> FeedbackReceipt:
+        """Ratings, clicks and ``Feedback`` events (with your own ids/times); the request, ids
+        included, is built once, so the retries of this call cannot store an event twice."""
+        request = pb.RecordFeedbackRequest(user_id=str(user_id), events=feedback_events(ratings, clicks, events))
         return self._call("RecordFeedback", request, FeedbackReceipt.from_pb, timeout)
 
     def list_models(self, *, timeout: float | None = None) -> Models:

@@ -45,6 +45,8 @@ class Recommendations:
     unknown_item_ids: list[int]
     bundle_version: str
     history_size: int
+    cached: bool = False  # answered from the server's response cache
+    profile_version: int = 0  # the user's stored feedback events when answered
 
     @classmethod
     def from_pb(cls, m: pb.RecommendResponse) -> Recommendations:
@@ -55,7 +57,8 @@ class Recommendations:
             degraded=m.degraded, degraded_reasons=list(m.degraded_reasons), plan=m.plan, budget_ms=m.budget_ms,
             model_calls=[ModelCall(c.model, c.version, c.ms, c.ok, c.error) for c in m.model_calls],
             timings_ms={t.stage: t.ms for t in m.timings}, request_id=m.request_id,
-            unknown_item_ids=list(m.unknown_item_ids), bundle_version=m.bundle_version, history_size=m.history_size)
+            unknown_item_ids=list(m.unknown_item_ids), bundle_version=m.bundle_version, history_size=m.history_size,
+            cached=m.cached, profile_version=m.profile_version)
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,15 @@ class Onboarding:
 
 @dataclass(frozen=True)
 class FeedbackReceipt:
-    accepted: int
+    accepted: int  # events in the call
     profile_size: int
     request_id: str
+    new_events: int = 0  # stored by this call
+    duplicates: int = 0  # already stored (an earlier attempt of a retried call got through): ignored
 
     @classmethod
     def from_pb(cls, m: pb.RecordFeedbackResponse) -> FeedbackReceipt:
-        return cls(m.accepted, m.profile_size, m.request_id)
+        return cls(m.accepted, m.profile_size, m.request_id, m.new_events, m.duplicates)
 
 
 @dataclass(frozen=True)

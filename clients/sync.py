@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -17,12 +17,18 @@ import grpc
 from clients.api import RecommenderApi
 from clients.channel import ClientCore, HeaderHook
 from clients.retry import DEFAULT_RETRY, RetryPolicy
+from clients.targets import channel_target
 
 
 class RecommenderClient(RecommenderApi):
-    def __init__(self, target: str, *, timeout: float | None = 5.0, retry: RetryPolicy = DEFAULT_RETRY,
+    def __init__(self, target: str | Sequence[str], *, timeout: float | None = 5.0, retry: RetryPolicy = DEFAULT_RETRY,
                  header_hook: HeaderHook | None = None, channel: grpc.Channel | None = None) -> None:
-        self.core = ClientCore(channel or grpc.insecure_channel(target), timeout, retry, header_hook)
+        """``target``: HOST:PORT, several (a list or comma-separated) or dns:///NAME:PORT; calls are
+        spread round-robin over every address (clients.targets)."""
+        if channel is None:
+            address, options = channel_target(target)
+            channel = grpc.insecure_channel(address, options=options)
+        self.core = ClientCore(channel, timeout, retry, header_hook)
 
     def _call(self, method: str, request: Any, parse: Callable[[Any], Any], timeout: float | None) -> Any:
         call, metadata = self.core.method(method), self.core.metadata()

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from export.bundle import write_bundle
+from export.bundle import write_bundle, write_drift_reference
 from export.formats import VARIANTS
 from export.graphs import DEFAULT_TOP_N
 from export.parity import ParityError
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "repository": {r["repository_model"]: r["version"] for r in rows}}
     bundle = write_bundle(args.bundle, dataset, models["popularity"], models.get("two_tower"), models.get("ensemble"),
                           manifest, repository=args.out)
+    write_drift_reference(bundle, dataset, split.train)
     print(json.dumps({"repository": str(args.out), "bundle": str(bundle), "models": rows}, indent=1))
     return rows
 

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from export.golden import GOLDEN_FILE, write_golden
 from export.repository import versions
+from server.drift.reference import Reference
 from training.data.dataset import MovieLens
 from training.data.features import AGE_EDGES
 from training.data.matrices import to_csr
@@ -66,3 +68,14 @@ def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tow
             "dataset": dataset.name, "data_fingerprint": dataset.fingerprint(), "scale": dataset.scale.to_dict()}
     (folder / "manifest.json").write_text(json.dumps(full, indent=1))
     return folder
+
+
+def write_drift_reference(folder: Path, dataset: MovieLens, train: pd.DataFrame) -> Path:
+    """The reference distributions live traffic is compared with (``server.drift``): history lengths
+    of the users the bundle serves, and the rating, popularity-decile and genre mix of ``train``."""
+    items = train["item"].to_numpy()
+    reference = Reference.from_ratings(
+        np.bincount(dataset.ratings["user"].to_numpy(), minlength=dataset.n_users), items,
+        train["rating"].to_numpy(), np.bincount(items, minlength=dataset.n_items), dataset.genres,
+        dataset.genre_names, dataset.scale.levels)
+    return reference.save(folder)

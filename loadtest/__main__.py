@@ -71,7 +71,9 @@ def run_locust(target: str, known_users: str, users: int, spawn_rate: float, dur
                "--csv", str(out / "locust"), "--html", str(out / "report.html"),
                "--degraded-out", str(out / "degraded.json"), "--known-users", known_users,
                "--loglevel", "WARNING", "--stop-timeout", "5"]
-    return subprocess.run(command, cwd=ROOT, check=False).returncode
+    # locust imports this checkout's SDK and generated stubs, whatever else is installed.
+    path = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "protos"), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.run(command, cwd=ROOT, check=False, env={**os.environ, "PYTHONPATH": path}).returncode
 
 
 def cpu_seconds(root: int) -> float:
@@ -168,7 +170,8 @@ def summarise(out: Path) -> dict[str, Any]:
     per_type = {r["Name"]: _row(r, answers.get(r["Name"], 0), degraded.get(r["Name"], 0))
                 for r in rows if r["Name"] != "Aggregated"}
     total = next(r for r in rows if r["Name"] == "Aggregated")
-    return {**_row(total, sum(answers.values()), sum(degraded.values())), "per_type": per_type}
+    return {**_row(total, sum(answers.values()), sum(degraded.values())), "per_type": per_type,
+            "cache": counts.get("cache", {})}
 
 
 def print_summary(summary: dict[str, Any]) -> None:

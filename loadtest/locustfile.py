@@ -6,11 +6,16 @@ Each SDK call is reported to locust's stats under its scenario name, with its ti
 SDK error, the failure. Degraded answers are not failures (the server answered in time, with
 less); they are counted per scenario and written beside locust's CSVs as ``degraded.json``
 (``--degraded-out``) for the summary. Item ids come from the server itself (one onboarding
-call: 100 popular items over many genres); known user ids from ``--known-users``.
+call: 100 popular items over many genres); known user ids from ``--known-users``, drawn from a
+Zipf law (``--zipf-s``; the rank order is a fixed shuffle of the ids), as real traffic has a few
+very active users. One scenario asks for the same user twice in a row (a page reload), so the
+response cache is exercised as in production; cache hits and misses and their latencies are
+written beside the degraded counts (``cache`` in the same JSON).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import time
@@ -34,19 +39,33 @@ TIGHT_BUDGET_MS = 15
 catalog: list[int] = []  # item ids learnt from the server by the first user to start
 answers: Counter[str] = Counter()
 degraded: Counter[str] = Counter()
+cache_ms: dict[str, list[float]] = {"hit": [], "miss": []}  # Recommend latencies by cache outcome
+zipf: dict[str, Any] = {}  # the shuffled known ids and their cumulative Zipf weights, made once
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument("--degraded-out", default="", help="write per-scenario degraded counts here (JSON)")
     parser.add_argument("--known-users", default="1-900", help="known user ids, as FIRST-LAST")
+    parser.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of known users' activity")
 
 
 @events.quitting.add_listener
 def _write_degraded(environment: Environment, **_: Any) -> None:
     out = environment.parsed_options.degraded_out if environment.parsed_options else ""
     if out:
-        Path(out).write_text(json.dumps({"answers": dict(answers), "degraded": dict(degraded)}))
+        Path(out).write_text(json.dumps({"answers": dict(answers), "degraded": dict(degraded),
+                                         "cache": cache_summary()}))
+
+
+def _p50(values: list[float]) -> float | None:
+    return round(sorted(values)[len(values) // 2], 3) if values else None
+
+
+def cache_summary() -> dict[str, Any]:
+    hits, misses = len(cache_ms["hit"]), len(cache_ms["miss"])
+    return {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+            "p50_ms_hit": _p50(cache_ms["hit"]), "p50_ms_miss": _p50(cache_ms["miss"])}
 
 
 class RecommenderUser(User):
@@ -60,6 +79,11 @@ class RecommenderUser(User):
         self.known = (int(first), int(last or first))
         if not catalog:
             catalog.extend(sorted({i.item_id for i in self.client.onboarding_items(k=100).items}))
+        if not zipf:
+            ids = list(range(self.known[0], self.known[1] + 1))
+            random.Random(0).shuffle(ids)
+            weights = [1 / rank ** self.environment.parsed_options.zipf_s for rank in range(1, len(ids) + 1)]
+            zipf.update(ids=ids, cum=list(itertools.accumulate(weights)))
 
     def on_stop(self) -> None:
         self.client.close()
@@ -78,13 +102,21 @@ class RecommenderUser(User):
         if result is not None:
             answers[name] += 1
             degraded[name] += int(getattr(result, "degraded", False))
+            if name.startswith("Recommend/") and not result.degraded:
+                cache_ms["hit" if result.cached else "miss"].append(elapsed_ms)
 
     def _known_user(self) -> str:
-        return str(random.randint(*self.known))
+        return str(random.choices(zipf["ids"], cum_weights=zipf["cum"])[0])
 
     @task(5)
     def known_user(self) -> None:
         self._call("Recommend/known", lambda: self.client.recommend(self._known_user(), k=10))
+
+    @task(2)
+    def asks_twice(self) -> None:
+        user = self._known_user()
+        self._call("Recommend/known", lambda: self.client.recommend(user, k=10))
+        self._call("Recommend/repeat", lambda: self.client.recommend(user, k=10))
 
     @task(2)
     def new_user_with_ratings(self) -> None:

@@ -26,7 +26,8 @@ from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 from server.admin import admin_server
 from server.bundle import load_bundle
-from server.feedback import FeedbackStore
+from server.cache import ResponseCache
+from server.drift import DriftMonitor, Reference
 from server.latency import LatencyBook
 from server.metrics import Metrics
 from server.rollout import RolloutManager
@@ -37,6 +38,7 @@ from server.runtime import build_runtime
 from server.service import RecommenderService
 from server.settings import Settings
 from server.shadow import Shadow
+from server.store import open_store, sqlite_url
 from server.triton_models import ROLES, ModelPool, model_name
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ class RecommendationServer:
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
                               LatencyBook(settings.latency_window, settings.latency_prior_ms,
                                                           settings.latency_max_age_s), settings.model_repository)
-        self.store = FeedbackStore(settings.feedback_db)
+        # Profiles are read per user from the store when asked for, never replayed at start-up.
+        self.store = open_store(settings.store or sqlite_url(settings.feedback_db))
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
         self.profiles, self.recommender = live.profiles, live.recommender
         self.router = Router(live)
@@ -66,6 +69,10 @@ class RecommendationServer:
         self.rollouts = RolloutManager(settings, self.pool, self.store, self.router,
                                        RolloutMetrics(self.metrics.registry))
         self.shadow = Shadow(self.rollouts)
+        self.cache = ResponseCache(self.store, settings.cache_ttl_s)
+        reference = Reference.load(self.bundle.folder)  # bundles exported before drift references have none
+        self.drift = None if reference is None else DriftMonitor(
+            reference, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi, settings.drift_window)
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
@@ -74,7 +81,8 @@ class RecommendationServer:
                      ("grpc.so_reuseport", 0)])
         pb_grpc.add_RecommenderServicer_to_server(
             RecommenderService(settings, self.bundle, live.pool, self.profiles, self.store, self.recommender,
-                               self.metrics, router=self.router, shadow=self.shadow), self.grpc)
+                               self.metrics, router=self.router, shadow=self.shadow, cache=self.cache,
+                               drift=self.drift), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")

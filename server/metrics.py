@@ -9,6 +9,9 @@ Names (all prefixed ``recsys_``):
 - ``model_latency_seconds{model}`` and ``model_errors_total{model}``: each Triton call
 - ``inflight_requests``, ``triton_ready`` (1/0), ``models_ready``, ``model_ready{model}`` (1/0),
   ``feedback_events_total{kind}``
+- ``feedback_duplicates_total``: retried events the store already had (ignored)
+- ``cache_requests_total{result}``: Recommend answers from the cache (``hit``), computed (``miss``)
+- ``drift_psi{feature}``: population-stability index of live traffic against the bundle's reference
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class Metrics:
         self.models_ready = Gauge("recsys_models_ready", "Models the server uses that are ready", registry=r)
         self.model_ready = Gauge("recsys_model_ready", "1 when this Triton model is ready", ["model"], registry=r)
         self.feedback = Counter("recsys_feedback_events", "Feedback events stored", ["kind"], registry=r)
+        self.feedback_duplicates = Counter("recsys_feedback_duplicates", "Feedback events already stored (retries)",
+                                           registry=r)
+        self.cache = Counter("recsys_cache_requests", "Recommend cache lookups", ["result"], registry=r)
+        for result in ("hit", "miss", "uncacheable"):  # exported at 0 from the start, so rates exist
+            self.cache.labels(result)
+        self.drift_psi = Gauge("recsys_drift_psi", "Population-stability index, live vs reference", ["feature"],
+                               registry=r)
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (0 picks a free one)."""

@@ -19,7 +19,10 @@ def start_server(triton_url: str, state: Path, *extra: str, timeout: float = 180
     port = free_port()
     command = [sys.executable, "-m", "server", "--triton-url", triton_url, "--grpc-port", str(port),
                "--feedback-db", str(state / "feedback.sqlite"), "--log-level", "WARNING", *extra]
-    process = subprocess.Popen(command, env=dict(os.environ))
+    # The child imports this checkout's code and generated stubs, whatever else is installed.
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(p for p in (str(root), str(root / "protos"), os.environ.get("PYTHONPATH", "")) if p)
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path}, cwd=root)
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     with RecommenderClient(target, timeout=2) as client:

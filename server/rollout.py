@@ -15,7 +15,6 @@ import logging
 import time
 from pathlib import Path
 
-from server.feedback import FeedbackStore
 from server.guardrails import Guardrails
 from server.rollout_metrics import RolloutMetrics
 from server.rollout_prepare import RolloutRefused, discard, owner, prepare
@@ -23,6 +22,7 @@ from server.rollout_state import PointerFile, RolloutState
 from server.router import CANARY, FULL, IDLE, SHADOW, Router
 from server.runtime import BundleRuntime
 from server.settings import Settings
+from server.store import Store
 from server.triton_models import ModelPool
 
 log = logging.getLogger("server.rollout")
@@ -31,7 +31,7 @@ ORDER = (SHADOW, CANARY, FULL, "retire")
 
 
 class RolloutManager:
-    def __init__(self, settings: Settings, pool: ModelPool, store: FeedbackStore, router: Router,
+    def __init__(self, settings: Settings, pool: ModelPool, store: Store, router: Router,
                  metrics: RolloutMetrics) -> None:
         self.settings, self.pool, self.store, self.router, self.metrics = settings, pool, store, router, metrics
         self.pointer = PointerFile(settings.rollout_state_dir)

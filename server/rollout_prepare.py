@@ -18,10 +18,10 @@ import grpc
 
 from server.bundle import BundleError, load_bundle
 from server.errors import RecsysError
-from server.feedback import FeedbackStore
 from server.golden import load_golden, verify
 from server.runtime import BundleRuntime, build_runtime, pins_of
 from server.settings import Settings
+from server.store import Store
 from server.triton_models import ModelLoadError, ModelPool
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def owner(runtime: BundleRuntime) -> str:
 
 
 async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: ModelPool,
-                  store: FeedbackStore) -> BundleRuntime:
+                  store: Store) -> BundleRuntime:
     try:
         bundle = load_bundle(path)
     except BundleError as err:

@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from server.feedback import Event
 from server.profiles import Profile
 from server.runtime import BundleRuntime
 
@@ -66,14 +65,16 @@ class Router:
 
 
 class FanOutProfiles:
-    """Feedback goes to every loaded bundle's profiles (a candidate must see it too); reads use the live one."""
+    """Profiles as the service sees them while a rollout has two bundles: feedback refreshes every
+    loaded bundle's profiles (a candidate must see it too); reads use the live one."""
 
     def __init__(self, router: Router) -> None:
         self.router = router
 
-    def apply(self, event: Event) -> None:
-        for runtime in self.router.runtimes:
-            runtime.profiles.apply(event)
+    def refresh(self, user_id: str) -> int:
+        """Blocking store reads: call it off the event loop. Returns the user's store version."""
+        versions = [runtime.profiles.refresh(user_id) for runtime in self.router.runtimes]
+        return versions[0]
 
     def get(self, user_id: str, inline: dict[int, float] | None = None) -> Profile:
         return self.router.live.profiles.get(user_id, inline)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from server.bundle import Bundle
-from server.feedback import FeedbackStore
 from server.latency import LatencyBook
 from server.profiles import Profiles
 from server.recommend import Recommender
 from server.settings import Settings
+from server.store import Store
 from server.triton_models import CallResult, ModelPool
 
 
@@ -71,14 +71,13 @@ def pins_of(bundle: Bundle, pool: ModelPool) -> dict[str, str]:
     return {m: str(repository[m]) for m in pool.models if m in repository}
 
 
-def build_runtime(bundle: Bundle, settings: Settings, pool: ModelPool, store: FeedbackStore,
+def build_runtime(bundle: Bundle, settings: Settings, pool: ModelPool, store: Store,
                   latency: LatencyBook | None = None) -> BundleRuntime:
     """A runtime whose models are registered with the pool (the next load brings them up)."""
     pins = pins_of(bundle, pool)
     pool.want(str(bundle.folder.resolve()), pins)  # the folder: two bundle roots may both hold a "1"
     book = latency or LatencyBook(settings.latency_window, settings.latency_prior_ms, settings.latency_max_age_s)
     pinned = PinnedPool(pool, pins, book)
-    profiles = Profiles(bundle)
-    for event in store.replay():  # recorded feedback, mapped onto this bundle's catalogue
-        profiles.apply(event)
+    # Feedback is read from the store per user when asked for (both bundles see the same events).
+    profiles = Profiles(bundle, store, settings.profile_cache_size)
     return BundleRuntime(bundle, pinned, profiles, Recommender(bundle, settings, pinned, profiles))  # type: ignore[arg-type]

@@ -22,8 +22,9 @@ from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 from server.bundle import Bundle
+from server.cache import ResponseCache, cache_key
+from server.drift import DriftMonitor
 from server.errors import InvalidRequest, NoAnswer, status_of
-from server.feedback import Event, FeedbackStore
 from server.items import onboarding_items, similar_items
 from server.logs import request_id
 from server.metrics import Metrics
@@ -33,6 +34,7 @@ from server.router import FanOutProfiles, Router
 from server.runtime import BundleRuntime, PinnedPool
 from server.settings import Settings
 from server.shadow import Shadow
+from server.store import Event, Store, StoreError
 from server.triton_models import ROLES, ModelPool
 from server.validation import (
     STRATEGIES,
@@ -49,6 +51,7 @@ log = logging.getLogger("server.rpc")
 RUNGS = {"popularity": pb.RUNG_POPULARITY, "content": pb.RUNG_CONTENT, "full": pb.RUNG_FULL,
          "single": pb.RUNG_SINGLE_MODEL}
 STRATEGY_ENUM = {name: value for value, name in STRATEGIES.items() if value != pb.STRATEGY_UNSPECIFIED}
+STRATEGY_NAME = {value: name for name, value in STRATEGY_ENUM.items()}
 FEEDBACK_KINDS = {pb.FEEDBACK_KIND_RATING: "rating", pb.FEEDBACK_KIND_CLICK: "click"}
 
 
@@ -63,9 +66,11 @@ def scored_items(bundle: Bundle, items: list[int] | np.ndarray, scores: list[flo
 
 class RecommenderService(pb_grpc.RecommenderServicer):
     def __init__(self, settings: Settings, bundle: Bundle, pool: ModelPool | PinnedPool, profiles: Profiles,
-                 store: FeedbackStore, recommender: Recommender, metrics: Metrics, router: Router | None = None,
-                 shadow: Shadow | None = None) -> None:
+                 store: Store, recommender: Recommender, metrics: Metrics, router: Router | None = None,
+                 shadow: Shadow | None = None, cache: ResponseCache | None = None,
+                 drift: DriftMonitor | None = None) -> None:
         self.settings, self.store, self.metrics, self.shadow = settings, store, metrics, shadow
+        self.cache, self.drift = cache, drift
         # The bundle, models, profiles and recommender are the router's live ones, which a rollout swaps.
         self.router = router or Router(BundleRuntime(bundle, pool, profiles, recommender))  # type: ignore[arg-type]
 
@@ -119,8 +124,20 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             runtime = self.router.route(request.user_id)
             bundle, answer, started = runtime.bundle, None, time.perf_counter()
             with self.router.serving(runtime):
+                query = recommend_query(request, bundle, self.settings)
+                version = await self._profile_version(runtime, query.user_id)
+                key = None
+                if self.cache is not None and self.cache.enabled and version is not None:
+                    # The bundle version is part of the key: a rollout never serves another bundle's answer.
+                    key = cache_key(request, version, bundle.version)
+                    hit = await self.cache.get(key)
+                    if hit is not None:
+                        self.metrics.cache.labels("hit").inc()
+                        hit.request_id, hit.cached = rid, True
+                        del hit.timings[:]
+                        hit.timings.append(pb.StageTiming(stage="cache", ms=(time.perf_counter() - started) * 1000))
+                        return hit, STRATEGY_NAME.get(hit.strategy_used, ""), "ok"
                 try:
-                    query = recommend_query(request, bundle, self.settings)
                     answer = await runtime.recommender.recommend(query, context.time_remaining(), rid)
                 finally:
                     if self.shadow is not None:
@@ -138,10 +155,25 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 degraded=answer.degraded, degraded_reasons=answer.degraded_reasons,
                 timings=[pb.StageTiming(stage=s, ms=ms) for s, ms in answer.timings.items()],
                 request_id=rid, unknown_item_ids=query.unknown_item_ids, budget_ms=int(answer.budget_ms),
-                plan=answer.plan, bundle_version=bundle.version, history_size=answer.history_size)
+                plan=answer.plan, bundle_version=bundle.version, history_size=answer.history_size,
+                profile_version=version or 0)
+            if self.drift is not None:
+                self.drift.observe_answer(query.user_id, answer.history_size)
+            if key is not None and self.cache is not None:
+                stored = await self.cache.put(key, response)
+                self.metrics.cache.labels("miss" if stored else "uncacheable").inc()
             return response, answer.strategy, "degraded" if answer.degraded else "ok"
 
         return await self._serve("Recommend", context, handle)
+
+    async def _profile_version(self, runtime: BundleRuntime, user_id: str) -> int | None:
+        """Bring the user's profile up to the store (another replica may have recorded feedback);
+        None when the store is unreachable: the answer then uses what this replica holds, uncached."""
+        try:
+            return await asyncio.to_thread(runtime.profiles.refresh, user_id)
+        except StoreError as err:
+            log.warning("profile refresh failed", extra={"user": user_id, "reason": str(err)})
+            return None
 
     def _record(self, answer: Answer) -> None:
         self.metrics.fallback.labels(answer.rung).inc()
@@ -183,15 +215,20 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             user = check_user_id(request.user_id, required=True)
             events = self._events(user, request)
             try:
-                await asyncio.to_thread(self.store.append, events, rid)
-            except sqlite3.Error as err:
-                raise NoAnswer(f"could not store the feedback ({err}); nothing was recorded, retry") from None
-            for event in events:
-                self.profiles.apply(event)
-                self.metrics.feedback.labels(event.kind).inc()
-            log.info("feedback", extra={"user": user, "events": len(events)})
-            return pb.RecordFeedbackResponse(accepted=len(events), profile_size=len(self.profiles.get(user)),
-                                             request_id=rid), "", "ok"
+                new = await asyncio.to_thread(self.store.append, events, rid)
+                await asyncio.to_thread(self.profiles.refresh, user)
+            except (StoreError, sqlite3.Error) as err:
+                raise NoAnswer(f"could not store the feedback ({err}); retry with the same event ids") from None
+            duplicates = len(events) - new
+            self.metrics.feedback_duplicates.inc(duplicates)
+            if new:  # a retry (every id known) is not new traffic for the counters or drift windows
+                for event in events:
+                    self.metrics.feedback.labels(event.kind).inc()
+                if self.drift is not None:
+                    self.drift.observe_feedback(events)
+            log.info("feedback", extra={"user": user, "events": len(events), "new": new})
+            return pb.RecordFeedbackResponse(accepted=len(events), new_events=new, duplicates=duplicates,
+                                             profile_size=len(self.profiles.get(user)), request_id=rid), "", "ok"
 
         return await self._serve("RecordFeedback", context, handle)
 
@@ -211,7 +248,10 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             known_item(event.item_id, self.bundle)
             kind = FEEDBACK_KINDS[event.kind]
             rating = check_rating(event.rating, self.bundle, where) if kind == "rating" else None
-            events.append(Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now))
+            if len(event.event_id) > 128:
+                raise InvalidRequest(f"{where}: event_id is {len(event.event_id)} characters; at most 128")
+            events.append(Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now,
+                                event.event_id).with_id())
         return events
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext,

@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     content_weights: dict[str, float] = {"two_tower": 0.5, "content": 0.25, "popularity": 0.25}
     min_segment_users: int = 20  # smallest demographic segment popularity is conditioned on
     # State.
-    feedback_db: Path = ROOT / "var" / "feedback.sqlite"
+    feedback_db: Path = ROOT / "var" / "feedback.sqlite"  # the store when `store` is not set
+    store: str | None = Field(None, description="feedback store and response cache: sqlite:///PATH (one node) "
+                              "or redis://HOST:PORT/DB (shared by replicas); default: sqlite at feedback_db")
+    profile_cache_size: int = Field(10_000, ge=1, description="user profiles kept in memory (LRU)")
+    cache_ttl_s: float = Field(30.0, ge=0, description="Recommend response cache TTL; 0 = off")
+    drift_window: int = Field(10_000, ge=10, description="observations per drift feature's rolling window")
     health_interval_s: float = 1.0
     log_json: bool = True
     log_level: str = "INFO"

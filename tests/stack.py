@@ -12,7 +12,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.bundle import write_bundle
+from export.bundle import write_bundle, write_drift_reference
 from export.pipeline import export_models
 from server.app import RecommendationServer, create_server
 from server.settings import Settings
@@ -44,8 +44,9 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     manifest = {"registry_versions": {}, "alias": "test", "top_n": 20,
                 "repository": {r["repository_model"]: r["version"] for r in rows}}
     ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
-    write_bundle(root / "serving_bundle", dataset, trained.models["popularity"], trained.models["two_tower"],
-                 ensemble, manifest, repository=repository)
+    folder = write_bundle(root / "serving_bundle", dataset, trained.models["popularity"], trained.models["two_tower"],
+                          ensemble, manifest, repository=repository)
+    write_drift_reference(folder, dataset, split.train)
     return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
 
 
@@ -114,5 +115,8 @@ def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides
     values = {"model_repository": artifacts.repository, "bundle": artifacts.bundle, "triton_url": triton_url,
               "grpc_port": 0, "metrics_port": 0, "feedback_db": state / "feedback.sqlite", "log_json": False,
               "admin_port": 0, "rollout_state_dir": state / "rollout",
-              "health_interval_s": 0.2, "variants": list(VARIANTS), **overrides}
+              "health_interval_s": 0.2, "variants": list(VARIANTS),
+              # Off unless a test turns it on: most tests observe how an answer is computed, and a
+              # repeated request would be answered from the cache instead.
+              "cache_ttl_s": 0, **overrides}
     return Settings(**values)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clients.targets import channel_target
 from server.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -122,11 +123,47 @@ def test_volume_paths_agree() -> None:
     server = by_kind("StatefulSet", "recsys")
     mounts = {m["mountPath"]: m for m in container(server)["volumeMounts"]}
     assert mounts[k8s_env(server)["RECSYS_BUNDLE"]]["subPath"] == "serving_bundle"
-    assert str(Path(k8s_env(server)["RECSYS_FEEDBACK_DB"]).parent) in mounts
     claims = {v["persistentVolumeClaim"]["claimName"] for pod in (triton_pod, server)
               for v in pod["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {by_kind("PersistentVolumeClaim", "model-store")["metadata"]["name"]}
-    assert server["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "feedback"
+    # Feedback lives in the shared Valkey, not on a replica's own volume.
+    assert "volumeClaimTemplates" not in server["spec"]
+
+
+def test_replicas_share_a_durable_store_and_are_reached_round_robin() -> None:
+    server = by_kind("StatefulSet", "recsys")
+    store = k8s_env(server)["RECSYS_STORE"]
+    assert Settings(store=store).store == store
+    host, port = store.removeprefix("redis://").split("/")[0].split(":")
+    valkey, valkey_service = by_kind("StatefulSet", "valkey"), by_kind("Service", host)
+    assert valkey_service["spec"]["selector"] == valkey["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in valkey_service["spec"]["ports"]] == [int(port)]
+    args = container(valkey)["args"]
+    settings = dict(zip(args[::2], args[1::2], strict=True))
+    assert settings["--appendonly"] == "yes" and settings["--appendfsync"] == "always"  # the server demands it
+    assert settings["--dir"] in {m["mountPath"] for m in container(valkey)["volumeMounts"]}
+    # The headless Service: DNS lists every pod, and the SDK balances per call over them.
+    headless = by_kind("Service", server["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == server["spec"]["selector"]["matchLabels"]
+    grpc_port = next(p["containerPort"] for p in container(server)["ports"] if p["name"] == "grpc")
+    assert [p["port"] for p in headless["spec"]["ports"]] == [grpc_port]
+    target = f"dns:///{headless['metadata']['name']}.recsys.svc.cluster.local:{grpc_port}"
+    assert channel_target(target) == (target, [("grpc.lb_policy_name", "round_robin")])
+
+
+def test_retrain_cronjob_reads_the_store_and_writes_what_servers_read() -> None:
+    job = by_kind("CronJob", "recsys-retrain")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    retrain = pod["containers"][0]
+    assert retrain["command"][-1] == "training.retrain"
+    args = dict(a.removeprefix("--").split("=", 1) for a in retrain["args"])
+    assert args["feedback"] == k8s_env(by_kind("StatefulSet", "recsys"))["RECSYS_STORE"]
+    mount = retrain["volumeMounts"][0]
+    claim = next(v for v in pod["volumes"] if v["name"] == mount["name"])["persistentVolumeClaim"]["claimName"]
+    assert claim == "model-store"
+    root = mount["mountPath"]
+    assert (args["out"], args["bundle"]) == (f"{root}/model_repository", f"{root}/serving_bundle")
 
 
 def test_monitoring_wiring_agrees() -> None:

@@ -16,8 +16,8 @@ from export.triton import EmbeddedTriton
 from server.bundle import load_bundle
 from tests.stack import Artifacts, ServerThread, settings_for
 
-SCENARIOS = {"Recommend/known", "Recommend/inline", "Recommend/cold", "Recommend/tight", "SimilarItems",
-             "RecordFeedback"}
+SCENARIOS = {"Recommend/known", "Recommend/repeat", "Recommend/inline", "Recommend/cold", "Recommend/tight",
+             "SimilarItems", "RecordFeedback"}
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -38,7 +38,10 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def stack(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory,
           ) -> Iterator[ServerThread]:
-    with ServerThread(settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path_factory.mktemp("state"))) as s:
+    # The response cache on, as deployed: the scenario mix asks for some users twice in a row.
+    settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path_factory.mktemp("state"),
+                            cache_ttl_s=30)
+    with ServerThread(settings) as s:
         yield s
 
 
@@ -65,6 +68,8 @@ def test_short_locust_run_has_no_failures(summary: dict) -> None:
         assert row["requests"] > 0 and row["failures"] == 0 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     assert summary["per_type"]["Recommend/known"]["degraded_share"] < 0.5
     assert 0 <= summary["degraded_share"] <= 1 and summary["meta"]["locust_exit_code"] == 0
+    cache = summary["cache"]  # asked twice in a row (and Zipf-popular users): some answers come from the cache
+    assert cache["hits"] > 0 and cache["misses"] > 0 and 0 < cache["hit_rate"] < 1
 
 
 def test_reports_written(summary: dict) -> None:

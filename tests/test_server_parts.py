@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from pathlib import Path
 
@@ -14,11 +13,9 @@ import pytest
 from server.budget import choose_plan, effective_budget_ms
 from server.bundle import BundleError, load_bundle
 from server.coldstart import CONTENT, FULL, POPULARITY, Popularity, content_scores, encode_demographics, rung_for
-from server.feedback import Event, FeedbackStore
 from server.fusion import RankedList, fuse, in_order, merge, mmr, ranked
 from server.latency import LatencyBook, LatencyWindow
 from server.logs import JsonFormatter, request_id
-from server.profiles import Profiles
 from server.settings import SettingsError, load_settings
 from server.triton_models import ModelPool
 from tests.stack import Artifacts
@@ -149,34 +146,6 @@ def test_settings_layers_defaults_file_env_flags(tmp_path: Path, monkeypatch: py
         load_settings(["--max-k", "lots"])
     with pytest.raises(SettingsError, match="no such file"):
         load_settings(["--config", str(tmp_path / "missing.toml")])
-
-
-def test_feedback_store_is_atomic_and_survives_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "fb.sqlite"
-    store = FeedbackStore(path)
-    store.append([Event("u", 1, "rating", 4.0, 1), Event("u", 2, "click", None, 2)], "r1")
-    with pytest.raises(sqlite3.IntegrityError):  # one bad event: none of the batch is stored
-        store.append([Event("u", 3, "rating", 5.0, 3), Event("u", 4, "like", None, 4)], "r2")
-    store.close()
-    reopened = FeedbackStore(path)
-    assert [(e.item_id, e.kind) for e in reopened.replay()] == [(1, "rating"), (2, "click")]
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    reopened.close()
-
-
-def test_profiles_overlay_history_feedback_and_inline(serving_artifacts: Artifacts) -> None:
-    bundle = load_bundle(serving_artifacts.bundle)
-    profiles = Profiles(bundle)
-    user = next(iter(bundle.user_index))
-    base = profiles.get(user)
-    rated, unrated = int(base.item_idx[0]), int(np.setdiff1d(np.arange(bundle.n_items), base.item_idx)[0])
-    profiles.apply(Event(user, int(bundle.item_ids[unrated]), "click", None, 0))
-    profiles.apply(Event(user, int(bundle.item_ids[rated]), "rating", 1.0, 0))
-    profiles.apply(Event(user, int(bundle.item_ids[rated]), "click", None, 0))  # explicit beats implicit
-    live = dict(zip(profiles.get(user).item_idx.tolist(), profiles.get(user).ratings.tolist(), strict=True))
-    assert live[rated] == 1.0 and live[unrated] == bundle.liked_threshold and len(live) == len(base) + 1
-    assert profiles.get(user, {rated: 5.0}).ratings[profiles.get(user).item_idx.tolist().index(rated)] == 5.0
-    assert not profiles.get("stranger").known and profiles.get(user).known
 
 
 def test_cold_start_parts(serving_artifacts: Artifacts) -> None:

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="checkpoints and local MLflow")
+    parser.add_argument("--feedback", default=None, metavar="STORE_URL",
+                        help="merge the feedback stored there into --data first (training.data.feedback)")
     parser.add_argument("--no-track", action="store_true", help="skip MLflow logging and registration")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -126,6 +128,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     data_dir = (args.data or default_data()).resolve()  # recorded with the models; export reads it back
+    lineage: dict[str, Any] = {}
+    if args.feedback:  # train on base + feedback: a merged folder whose fingerprint names the events it holds
+        from training.data.feedback import merge_feedback
+
+        merged = merge_feedback(data_dir, args.feedback, args.state_dir / "feedback_data")
+        data_dir, lineage = merged.folder.resolve(), merged.params()
     dataset = load_movielens(data_dir, args.format)
     split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
     device = pick_device(args.device)
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     params = {"data": str(data_dir), "dataset": dataset.name, "split": split.name, "seed": args.seed,
               "validation_seed": args.seed, "val_fraction": args.val_fraction, "device": str(device),
               "data_fingerprint": dataset.fingerprint(), "users": dataset.n_users, "items": dataset.n_items,
-              "ratings": len(dataset.ratings)}
+              "ratings": len(dataset.ratings), **lineage}
     tracking_uri = None if args.no_track else configure_tracking(args.state_dir)
     artifacts: dict[str, Any] = {}
     if args.tune:
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           gate_margin=args.gate_margin)
     summary: dict[str, Any] = {"data": str(data_dir), "split": split.name, "validation": result.validation,
                                "train_seconds": result.train_seconds,
-                               "gates": {n: g.to_dict() for n, g in result.gates.items()}, **artifacts}
+                               "gates": {n: g.to_dict() for n, g in result.gates.items()}, **artifacts, **lineage}
     if tracking_uri is not None:
         from training import tracking
 

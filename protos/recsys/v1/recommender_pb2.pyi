@@ -142,7 +142,7 @@ class ModelCall(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., ms: _Optional[float] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "strategy_used", "rung", "model_calls", "degraded", "degraded_reasons", "timings", "request_id", "unknown_item_ids", "budget_ms", "plan", "bundle_version", "history_size")
+    __slots__ = ("items", "strategy_used", "rung", "model_calls", "degraded", "degraded_reasons", "timings", "request_id", "unknown_item_ids", "budget_ms", "plan", "bundle_version", "history_size", "cached", "profile_version")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_USED_FIELD_NUMBER: _ClassVar[int]
     RUNG_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,8 @@ class RecommendResponse(_message.Message):
     PLAN_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     HISTORY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_VERSION_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     strategy_used: Strategy
     rung: Rung
@@ -169,7 +171,9 @@ class RecommendResponse(_message.Message):
     plan: str
     bundle_version: str
     history_size: int
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy_used: _Optional[_Union[Strategy, str]] = ..., rung: _Optional[_Union[Rung, str]] = ..., model_calls: _Optional[_Iterable[_Union[ModelCall, _Mapping]]] = ..., degraded: _Optional[bool] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., budget_ms: _Optional[int] = ..., plan: _Optional[str] = ..., bundle_version: _Optional[str] = ..., history_size: _Optional[int] = ...) -> None: ...
+    cached: bool
+    profile_version: int
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., strategy_used: _Optional[_Union[Strategy, str]] = ..., rung: _Optional[_Union[Rung, str]] = ..., model_calls: _Optional[_Iterable[_Union[ModelCall, _Mapping]]] = ..., degraded: _Optional[bool] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., budget_ms: _Optional[int] = ..., plan: _Optional[str] = ..., bundle_version: _Optional[str] = ..., history_size: _Optional[int] = ..., cached: _Optional[bool] = ..., profile_version: _Optional[int] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_id", "k", "genres", "min_year", "max_year")
@@ -214,16 +218,18 @@ class OnboardingResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
-    __slots__ = ("item_id", "kind", "rating", "timestamp_ms")
+    __slots__ = ("item_id", "kind", "rating", "timestamp_ms", "event_id")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     kind: FeedbackKind
     rating: float
     timestamp_ms: int
-    def __init__(self, item_id: _Optional[int] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., rating: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    event_id: str
+    def __init__(self, item_id: _Optional[int] = ..., kind: _Optional[_Union[FeedbackKind, str]] = ..., rating: _Optional[float] = ..., timestamp_ms: _Optional[int] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class RecordFeedbackRequest(_message.Message):
     __slots__ = ("user_id", "events")
@@ -234,14 +240,18 @@ class RecordFeedbackRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[FeedbackEvent, _Mapping]]] = ...) -> None: ...
 
 class RecordFeedbackResponse(_message.Message):
-    __slots__ = ("accepted", "profile_size", "request_id")
+    __slots__ = ("accepted", "new_events", "duplicates", "profile_size", "request_id")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    NEW_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     PROFILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     accepted: int
+    new_events: int
+    duplicates: int
     profile_size: int
     request_id: str
-    def __init__(self, accepted: _Optional[int] = ..., profile_size: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, accepted: _Optional[int] = ..., new_events: _Optional[int] = ..., duplicates: _Optional[int] = ..., profile_size: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
