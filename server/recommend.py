@@ -29,6 +29,9 @@ from server.validation import Filters, RecommendQuery
 SINGLE = "single"
 MODEL_STRATEGIES = ("sae", "rbm", "two_tower")
 CONTENT_DEPTH = 1000  # genre-profile ranks kept per request; deeper ones barely move a fusion
+# Popularity ranks kept per request: a fusion scores only the union of its lists, so the local
+# list must not be catalogue-long; below this depth every item gets popularity's floor.
+POPULARITY_DEPTH = 1000
 
 
 @dataclass
@@ -83,7 +86,7 @@ class Recommender:
         eligible[profile.item_idx] = False
         eligible[query.exclude] = False
         popularity, order, segment = self.popularity.scores(query.demographics)
-        local = {"popularity": in_order(order, popularity, eligible)}
+        local = {"popularity": in_order(order, popularity, eligible, limit=POPULARITY_DEPTH)}
         if rung == CONTENT:
             local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
@@ -108,9 +111,8 @@ class Recommender:
             # No model answered: the local scores carry the answer (the content rung's local part).
             local.setdefault("content", self._content(profile, eligible))
             weights = {n: w for n, w in self.settings.content_weights.items() if n in local}
-        fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k, self.bundle.n_items)
-        fused[~eligible] = -np.inf
-        picked, scores = self._pick(fused, query)
+        fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k)
+        picked, scores = self._pick(fused, eligible, query)
         timings["fusion"] = _since(mark)
         answer = Answer(picked.tolist(), scores.tolist(), strategy, rung, plan.name, budget_ms, len(profile),
                         calls, degraded, timings)
@@ -156,15 +158,15 @@ class Recommender:
             return dict(self.settings.content_weights), rrf
         return dict(self.bundle.fusion.weights), self.bundle.fusion.method
 
-    def _pick(self, fused: np.ndarray, query: RecommendQuery) -> tuple[np.ndarray, np.ndarray]:
-        finite = np.flatnonzero(np.isfinite(fused))
-        depth = min(len(finite), query.k * 5 if query.diversity > 0 else query.k)
-        top = finite[np.argpartition(-fused[finite], depth - 1)[:depth]] if depth else finite[:0]
-        top = top[np.argsort(-fused[top], kind="stable")]
+    def _pick(self, fused: RankedList, eligible: np.ndarray, query: RecommendQuery) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of the fused ranking that the filters allow (model lists ignore filters)."""
+        keep = eligible[fused.items]
+        items, scores = fused.items[keep], fused.scores[keep]
         if query.diversity > 0:
-            top = mmr(top, fused[top], self.bundle.genres, query.k, query.diversity)
-        top = top[: query.k]
-        return top, fused[top]
+            pool, relevance = items[: query.k * 5], scores[: query.k * 5]
+            picked = mmr(pool, relevance, self.bundle.genres, query.k, query.diversity)
+            return picked, relevance[[int(np.flatnonzero(pool == item)[0]) for item in picked]]
+        return items[: query.k], scores[: query.k]
 
     async def _call_models(self, plan: Plan, profile: Profile, query: RecommendQuery, candidates: np.ndarray,
                            eligible: np.ndarray, budget: Budget, request_id: str,
