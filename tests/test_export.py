@@ -187,3 +187,56 @@ def test_a_parity_failure_leaves_the_repository_untouched(exported: dict, tmp_pa
         export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
                       variants=["onnx_fp32", "torchscript_fp32"])
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
+def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(exported: dict,
+                                                                             triton: EmbeddedTriton) -> None:
+    """Single-user requests of different lengths, sent together, are executed in batches (one
+    forward pass each) and get exactly what each gets alone; an out-of-range index fails only
+    its own request."""
+    import asyncio
+
+    import tritonclient.grpc.aio as tritonaio
+
+    from server.triton_metrics import batching_between, scrape
+
+    feeds = _feeds(exported, "sae")
+    users = [{n: v[i:i + 1] for n, v in feeds.items()} for i in range(len(next(iter(feeds.values()))))]
+    for user in users:  # cut each to its own history length (feeds pad every row to the longest)
+        length = max(int((user["ITEM_IDX__0"] >= 0).sum()), 1)
+        user["ITEM_IDX__0"], user["RATING__1"] = user["ITEM_IDX__0"][:, :length], user["RATING__1"][:, :length]
+        user["CANDIDATE_IDX__3"] = np.arange(length % 5 + 1, dtype=np.int64)[None]
+    bad = {**users[0], "ITEM_IDX__0": np.full((1, 3), 10**9, dtype=np.int64),
+           "RATING__1": np.full((1, 3), 4.0, dtype=np.float32)}
+    names = [r["repository_model"] for r in exported["rows"] if r["model"] == "sae"
+             and r["variant"] in ("torchscript_fp32", "onnx_fp32")]
+
+    def inputs(user: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+        out = []
+        for tname, tensor in user.items():
+            kind = "INT64" if tensor.dtype == np.int64 else "FP32"
+            infer_input = grpcclient.InferInput(tname, list(tensor.shape), kind)
+            infer_input.set_data_from_numpy(tensor)
+            out.append(infer_input)
+        return out
+
+    async def burst(name: str) -> list:
+        async with tritonaio.InferenceServerClient(triton.grpc_url) as client:
+            calls = [client.infer(name, inputs(u)) for u in [*users, bad, *users]]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    for name in names:
+        alone = [triton.client.infer(name, inputs(u)) for u in users]
+        before = scrape(triton.metrics_url)
+        together = asyncio.run(burst(name))
+        counts = batching_between(before, scrape(triton.metrics_url))[name]
+        assert counts["requests"] >= 2 * len(users)  # the Python backend counts an error response too
+        assert counts["avg_batch"] > 1.5, counts  # batches formed across different lengths
+        failed = together[len(users)]
+        assert isinstance(failed, Exception) and "bounds" in str(failed).lower(), failed
+        for got, want in zip(together[: len(users)] + together[len(users) + 1:], alone + alone, strict=True):
+            assert not isinstance(got, Exception), got
+            for tname in ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"):
+                assert got.as_numpy(tname).shape == want.as_numpy(tname).shape, (name, tname)
+                np.testing.assert_allclose(got.as_numpy(tname), want.as_numpy(tname), rtol=1e-5, atol=1e-5,
+                                           err_msg=f"{name} {tname}")
