@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from server.admission import Admission
 from server.budget import GENERATOR, Budget, Plan, choose_plan, effective_budget_ms, predicted_ms
 from server.bundle import Bundle
 from server.coldstart import CONTENT, POPULARITY, Popularity, content_scores, rung_for
@@ -66,6 +67,7 @@ class Recommender:
     def __init__(self, bundle: Bundle, settings: Settings, pool: ModelPool, profiles: Profiles) -> None:
         self.bundle, self.settings, self.pool, self.profiles = bundle, settings, pool, profiles
         self.popularity = Popularity(bundle, settings.min_segment_users)
+        self.admission = Admission(settings.admission_target_ms, settings.admission_floor)
         weights = bundle.fusion.weights
         # The full rung's models (those with a fusion weight), most valuable first.
         self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0),
@@ -92,6 +94,7 @@ class Recommender:
         hard_ms = budget.left_ms() - self.settings.reserve_ms
         plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates,
                                     self.settings.two_stage)
+        plan, at_capacity = self._admit(plan)
         seed = local["content" if rung == CONTENT else "popularity"]
         candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
@@ -99,6 +102,7 @@ class Recommender:
         mark = time.perf_counter()
         lists, calls, problems = await self._call_models(plan, profile, query, candidates, eligible, budget,
                                                           request_id)
+        problems.update(at_capacity)
         timings["models"] = _since(mark)
         missing = [b for b in branches if b not in lists]
         ready = options[0].branches  # the first option holds every branch whose models are ready
@@ -121,6 +125,16 @@ class Recommender:
             answer.reasons = reasons(self.bundle, picked, liked, lists, segment)
         answer.timings["total"] = budget.elapsed_ms()
         return answer
+
+    def _admit(self, plan: Plan) -> tuple[Plan, dict[str, str]]:
+        """``plan`` without the branches whose models are at their in-flight limit, and why each went."""
+        shed = {b: why for b, models in plan.branches.items() if (why := self.admission.full(models))}
+        if not shed:
+            return plan, {}
+        branches = {b: m for b, m in plan.branches.items() if b not in shed}
+        # Without its generator a staged plan's rankers score the local candidates, in one stage.
+        return replace(plan, name=f"{plan.name}:at_capacity={'+'.join(shed)}", branches=branches,
+                       staged=plan.staged and GENERATOR in branches), shed
 
     def _content(self, profile: Profile, eligible: np.ndarray) -> RankedList:
         content = content_scores(self.bundle, profile.item_idx, profile.ratings)
@@ -228,12 +242,17 @@ class Recommender:
         async def call(model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
             record = Call(model)
             calls.append(record)
+            self.admission.started(model)
+            ok = False
             try:
                 timeout = max(budget.left_ms() - self.settings.reserve_ms, 1.0) / 1000
                 result = await self.pool.infer(model, inputs, outputs, timeout, request_id)
+                ok = True
             except ModelCallError as err:
                 record.error = err.reason
                 raise
+            finally:  # a cancelled or failed call frees its slot but says nothing of capacity
+                self.admission.finished(model, ok)
             record.version, record.ms, record.ok = result.version, result.ms, True
             return result.outputs
 
