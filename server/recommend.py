@@ -67,7 +67,7 @@ class Recommender:
     def __init__(self, bundle: Bundle, settings: Settings, pool: ModelPool, profiles: Profiles) -> None:
         self.bundle, self.settings, self.pool, self.profiles = bundle, settings, pool, profiles
         self.popularity = Popularity(bundle, settings.min_segment_users)
-        self.admission = Admission(settings.admission_target_ms, settings.admission_floor)
+        self.admission = Admission(settings.admission_floor, settings.admission)
         weights = bundle.fusion.weights
         # The full rung's models (those with a fusion weight), most valuable first.
         self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0),
@@ -94,7 +94,7 @@ class Recommender:
         hard_ms = budget.left_ms() - self.settings.reserve_ms
         plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates,
                                     self.settings.two_stage)
-        plan, at_capacity = self._admit(plan)
+        plan, at_capacity = self._admit(plan, hard_ms)
         seed = local["content" if rung == CONTENT else "popularity"]
         candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
@@ -126,9 +126,13 @@ class Recommender:
         answer.timings["total"] = budget.elapsed_ms()
         return answer
 
-    def _admit(self, plan: Plan) -> tuple[Plan, dict[str, str]]:
-        """``plan`` without the branches whose models are at their in-flight limit, and why each went."""
-        shed = {b: why for b, models in plan.branches.items() if (why := self.admission.full(models))}
+    def _admit(self, plan: Plan, hard_ms: float) -> tuple[Plan, dict[str, str]]:
+        """``plan`` without the branches whose models are at their in-flight limit, and why each went.
+
+        Each call gets an equal share of the time left: the plan's longest chain of calls in a row
+        (two-tower user tower, item scorer, then a ranker in a staged plan)."""
+        chain = max((len(m) for m in plan.branches.values()), default=1) + (1 if plan.staged and plan.rankers else 0)
+        shed = {b: why for b, models in plan.branches.items() if (why := self.admission.full(models, hard_ms / chain))}
         if not shed:
             return plan, {}
         branches = {b: m for b, m in plan.branches.items() if b not in shed}
