@@ -75,3 +75,17 @@ def write_model(repository: Path, config: mc.ModelConfig, artifact: Path, keep_v
 
 def read_config(folder: Path) -> mc.ModelConfig:
     return text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def copy_with_batching(repository: Path, target: Path, queue_delay_us: int | None) -> Path:
+    """A copy of ``repository`` whose models batch with ``queue_delay_us`` of queueing, or, with
+    None, not at all (no dynamic batcher: Triton runs one request per execution)."""
+    shutil.copytree(repository, target, symlinks=True)
+    for config_file in target.glob("*/config.pbtxt"):
+        config = read_config(config_file.parent)
+        if queue_delay_us is None:
+            config.ClearField("dynamic_batching")
+        else:
+            config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+        config_file.write_text(text_format.MessageToString(config))
+    return target

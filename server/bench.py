@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -35,11 +34,10 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
-from google.protobuf import text_format
 from tritonclient.grpc import InferInput
 
 from clients.aio import AsyncRecommenderClient
-from export.repository import read_config
+from export.repository import copy_with_batching, read_config
 from export.triton import EmbeddedTriton
 from server.bundle import Bundle, load_bundle
 from server.catalogs import CATALOGS, catalog
@@ -67,6 +65,7 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_
     popular = np.flatnonzero(eligible)[np.argsort(-bundle.popularity[eligible], kind="stable")][:candidates]
     none = np.full((1, 1), -1, dtype=np.int64)
     codes = (bundle.demographics[row] if bundle.demographics is not None else np.zeros(3)).astype(np.int64)[None]
+    fused = f"two_tower_{variant}" in bundle.manifest.get("repository", {})
 
     async def catalog(client: tritonaio.InferenceServerClient, role: str, cands: np.ndarray) -> None:
         await client.infer(f"{role}_{variant}", [_tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings),
@@ -74,6 +73,11 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_
                                                  _tensor("CANDIDATE_IDX__3", cands[None])])
 
     async def two_tower(client: tritonaio.InferenceServerClient) -> np.ndarray:
+        if fused:  # one call, as the server makes when the one-graph model is exported
+            top = await client.infer(f"two_tower_{variant}", [
+                _tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings), _tensor("DEMOGRAPHICS__2", codes),
+                _tensor("EXCLUDE_IDX__3", none)])
+            return top.as_numpy("TOP_IDX__0")[0]
         user = await client.infer(f"two_tower_user_{variant}", [_tensor("ITEM_IDX__0", items),
                                                                 _tensor("RATING__1", ratings),
                                                                 _tensor("DEMOGRAPHICS__2", codes)])
@@ -247,25 +251,6 @@ async def served_quality(server_target: str, data: Path, split_name: str, limit:
     return {"split": split_name, "users": len(users), "ndcg@10": round(ndcg10_of(np.asarray(lists), task), 4)}
 
 
-def unbatched_copy(repository: Path, target: Path) -> Path:
-    """The same models with Triton's dynamic batching off: one request per execution."""
-    shutil.copytree(repository, target, symlinks=True)
-    for config_file in target.glob("*/config.pbtxt"):
-        config = read_config(config_file.parent)
-        config.ClearField("dynamic_batching")
-        config_file.write_text(text_format.MessageToString(config))
-    return target
-
-
-def with_queue_delay(repository: Path, target: Path, delay_us: int) -> Path:
-    shutil.copytree(repository, target, symlinks=True)
-    for config_file in target.glob("*/config.pbtxt"):
-        config = read_config(config_file.parent)
-        config.dynamic_batching.max_queue_delay_microseconds = delay_us
-        config_file.write_text(text_format.MessageToString(config))
-    return target
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from training.train import default_data
 
@@ -299,10 +284,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as state, ExitStack() as running:
         repositories = {"batched": chosen.repository}
         if args.queue_delay_us is not None:
-            repositories["batched"] = with_queue_delay(chosen.repository, Path(state) / "batched",
-                                                       args.queue_delay_us)
+            repositories["batched"] = copy_with_batching(chosen.repository, Path(state) / "batched",
+                                                         args.queue_delay_us)
         if not args.no_unbatched:
-            repositories["unbatched"] = unbatched_copy(chosen.repository, Path(state) / "unbatched")
+            repositories["unbatched"] = copy_with_batching(chosen.repository, Path(state) / "unbatched", None)
         stacks = []
         for label, repository in repositories.items():
             triton = running.enter_context(EmbeddedTriton(repository))

@@ -267,13 +267,19 @@ class Recommender:
             return merge(ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"]), candidates,
                          out["CANDIDATE_SCORE__2"][: len(candidates)])
         codes = self._demographics(profile, query)
-        user = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None]},
-                          ("USER_EMBEDDING__0",))
-        embedding = user["USER_EMBEDDING__0"].astype(np.float32)
-        # The item scorer knows nothing of the history: rated items go in its exclusion list.
-        blocked = _row(np.concatenate([profile.item_idx, query.exclude]), np.int64, -1)
-        out = await call(models[1], {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
-                         ("TOP_IDX__0", "TOP_SCORE__1"))
+        if len(models) == 1:  # the one-graph two-tower model: rated items are masked inside it
+            out = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None],
+                                         "EXCLUDE_IDX__3": exclude},
+                             ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2"))
+            embedding = out["USER_EMBEDDING__2"].astype(np.float32)
+        else:
+            user = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings,
+                                          "DEMOGRAPHICS__2": codes[None]}, ("USER_EMBEDDING__0",))
+            embedding = user["USER_EMBEDDING__0"].astype(np.float32)
+            # The item scorer knows nothing of the history: rated items go in its exclusion list.
+            blocked = _row(np.concatenate([profile.item_idx, query.exclude]), np.int64, -1)
+            out = await call(models[1], {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
+                             ("TOP_IDX__0", "TOP_SCORE__1"))
         top = ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"])
         if self.bundle.item_embeddings is None or not len(candidates):
             return top

@@ -34,9 +34,9 @@ def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) 
     trained = train_models(tiny_data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu",
                            ensemble=False)
     repository = tmp_path_factory.mktemp("model_repository")
-    rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20)
+    rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20, fused_two_tower=True)
     graphs = {g: graph for n in ("sae", "rbm", "two_tower")
-              for g, graph in graphs_for(n, trained.models[n], 20).items()}
+              for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()}
     task = parity_users(dataset, split.train, split.test, 12)
     return {"rows": rows, "repository": repository, "graphs": graphs, "models": trained.models, "task": task,
             "dataset": dataset, "split": split}
@@ -58,9 +58,10 @@ def _feeds(exported: dict, graph_name: str) -> dict[str, np.ndarray]:
 def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
     rows = exported["rows"]
     kinds = {(r["model"], r["variant"]) for r in rows}
-    for graph in ("sae", "two_tower_user"):  # graphs with Linear layers get every variant
-        assert {v for g, v in kinds if g == graph} == set(VARIANTS)
-    assert {v for g, v in kinds if g == "rbm"} == {"onnx_fp32", "onnx_fp16", "torchscript_fp32"}
+    # Every graph holds its weights in Linear layers (the RBM and the item scorer too), so every
+    # variant, int8 included, applies to each.
+    for graph in ("sae", "rbm", "two_tower_user", "two_tower_items", "two_tower"):
+        assert {v for g, v in kinds if g == graph} == set(VARIANTS), graph
     for row in rows:
         config = read_config(exported["repository"] / row["repository_model"])
         assert config.name == row["repository_model"]
@@ -240,3 +241,30 @@ def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(expo
                 assert got.as_numpy(tname).shape == want.as_numpy(tname).shape, (name, tname)
                 np.testing.assert_allclose(got.as_numpy(tname), want.as_numpy(tname), rtol=1e-5, atol=1e-5,
                                            err_msg=f"{name} {tname}")
+
+
+def test_the_one_graph_two_tower_equals_its_two_halves(exported: dict) -> None:
+    """One call (user tower + item scorer in one graph) answers what the two calls in a row answer."""
+    graphs, task = exported["graphs"], exported["task"]
+    histories = task.history[task.users]
+    fused = torch_runner(graphs["two_tower"])(_feeds(exported, "two_tower"))
+    embedding = torch_runner(graphs["two_tower_user"])(_feeds(exported, "two_tower_user"))[0]
+    items = _feeds(exported, "two_tower_items")
+    top_idx, top_score = torch_runner(graphs["two_tower_items"])(items)
+    np.testing.assert_allclose(fused[2], embedding, rtol=1e-6)
+    np.testing.assert_allclose(fused[1], top_score, rtol=1e-5)
+    assert (fused[0] == top_idx).all()
+    assert histories.shape[0] == len(top_idx)
+
+
+def test_the_rbm_graph_written_as_linear_layers_scores_as_the_trained_rbm(exported: dict) -> None:
+    """The RBM graph holds its weights as two nn.Linear layers (so int8 applies); it must score
+    exactly as the trained model's own einsum pass."""
+    task, model = exported["task"], exported["models"]["rbm"]
+    feeds = _feeds(exported, "rbm")
+    served = torch_runner(exported["graphs"]["rbm"])(feeds)[2]
+    offline = model.score(task.history[task.users], task.users)
+    expected = np.take_along_axis(offline, feeds["CANDIDATE_IDX__3"], axis=1)
+    finite = np.isfinite(expected)
+    assert finite.mean() > 0.5
+    np.testing.assert_allclose(served[finite], expected[finite], rtol=1e-4, atol=1e-5)
