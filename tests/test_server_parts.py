@@ -260,3 +260,17 @@ def test_json_logs_carry_the_request_id_and_extra_fields() -> None:
         request_id.reset(token)
     assert entry["request_id"] == "abc123" and entry["rung"] == "full" and entry["msg"] == "recommend"
     assert entry["level"] == "INFO" and entry["ts"].endswith("Z")
+
+
+def test_the_one_graph_two_tower_is_one_call_and_its_halves_the_fallback() -> None:
+    fused = "two_tower_torchscript_fp32"
+    book = LatencyBook(prior_ms=10.0)
+    pool = ModelPool("unused:1", [*MODELS, fused], ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32", book)
+    pool.ready = {*MODELS, fused}
+    _observe(book, two_tower_torchscript_fp32=5, two_tower_user_torchscript_fp32=4, two_tower_items_torchscript_fp32=3,
+             sae_torchscript_fp32=6, rbm_torchscript_fp32=6)
+    plan, _ = choose_plan(pool, ["sae", "two_tower", "rbm"], "fp32", 50, 200)
+    assert plan.branches["two_tower"] == (fused,) and plan.cost_ms == 11  # one call, then the rankers
+    pool.ready.discard(fused)  # not loaded, or failed: the two calls in a row
+    plan, _ = choose_plan(pool, ["sae", "two_tower", "rbm"], "fp32", 50, 200)
+    assert plan.branches["two_tower"] == ("two_tower_user_torchscript_fp32", "two_tower_items_torchscript_fp32")
