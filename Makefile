@@ -14,7 +14,7 @@ SWEEP ?= 1,8,32,64
 TARGET ?=
 KNOWN_USERS ?= 1-943
 
-.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving loadtest loadtest-sweep clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep clean
 
 setup: $(VENV)/.installed
 
@@ -69,8 +69,13 @@ bench-quality: setup
 bench-export: setup var/mlflow.db
 	$(PY) -m export.bench
 
+# BENCH_ARGS="--catalog synthetic-60k" for the 60k-item catalogue (built once under var/catalogs/).
 bench-serving: setup serving_bundle
 	$(PY) -m server.bench $(BENCH_ARGS)
+
+# Per-model throughput/latency through Triton, batching on and off (a tritonclient stand-in for perf_analyzer).
+bench-triton: setup serving_bundle
+	$(PY) -m export.triton.perf $(BENCH_ARGS)
 
 LOADTEST_TARGET = $(if $(TARGET),--target $(TARGET) --known-users $(KNOWN_USERS))
 

@@ -57,7 +57,7 @@ def has_linear(graph: nn.Module) -> bool:
 
 
 def applicable(graph: nn.Module, variant: Variant) -> bool:
-    """Dynamic int8 quantises Linear/MatMul weights; a graph without them (RBM, item scorer) gains nothing."""
+    """Dynamic int8 quantises Linear/MatMul weights; a graph without them gains nothing."""
     return not (variant.name.endswith("int8") and not has_linear(graph))
 
 

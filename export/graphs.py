@@ -30,6 +30,8 @@ USER_TOWER_INPUTS = ("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2")
 USER_TOWER_OUTPUTS = ("USER_EMBEDDING__0",)
 ITEM_SCORER_INPUTS = ("USER_EMBEDDING__0", "EXCLUDE_IDX__1")
 ITEM_SCORER_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1")
+TWO_TOWER_INPUTS = ("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2", "EXCLUDE_IDX__3")
+TWO_TOWER_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2")
 DEFAULT_TOP_N = 100
 
 
@@ -65,9 +67,25 @@ class _SAEScores(nn.Module):
 
 
 class _RBMScores(nn.Module):
+    """The RBM's mean-field pass with its weight tensor (items x levels x hidden) as two
+    ``nn.Linear`` layers, so dynamic int8 quantisation applies to the matrix that grows with the
+    catalogue (the training net's einsum has no Linear to quantise). Each layer holds a copy of
+    the weights: fp32 doubles in size, int8 halves it."""
+
     def __init__(self, model: RBM) -> None:
         super().__init__()
-        self.net = model.net
+        weight = model.net.weight.detach()
+        n_items, self.n_levels, hidden = weight.shape
+        flat = weight.reshape(n_items * self.n_levels, hidden)
+        self.to_hidden = nn.Linear(n_items * self.n_levels, hidden)
+        self.to_visible = nn.Linear(hidden, n_items * self.n_levels)
+        with torch.no_grad():
+            self.to_hidden.weight.copy_(flat.T)
+            self.to_hidden.bias.copy_(model.net.hidden_bias.detach())
+            self.to_visible.weight.copy_(flat)
+            self.to_visible.bias.copy_(model.net.visible_bias.detach().reshape(-1))
+        self.register_buffer("level_values", model.net.level_values.detach().clone())
+        self.n_items = n_items
         self.liked = model.config.visible == "liked"
         self.threshold = float(model.config.like_threshold)
         self.low, self.step = float(model.scale.low), float(model.scale.step)
@@ -78,8 +96,10 @@ class _RBMScores(nn.Module):
             levels = (1.0 + (dense >= self.threshold).to(dense.dtype)) * observed  # 2 liked, 1 disliked
         else:
             levels = (torch.round((dense - self.low) / self.step) + 1.0) * observed
-        probs = self.net.visible_probs(self.net.hidden_probs(one_hot(levels, self.net.weight.shape[1])))
-        return probs[..., 1] if self.liked else probs @ self.net.level_values
+        visible = one_hot(levels, self.n_levels).reshape(-1, self.n_items * self.n_levels)
+        hidden = torch.sigmoid(self.to_hidden(visible))
+        probs = torch.softmax(self.to_visible(hidden).reshape(-1, self.n_items, self.n_levels), dim=2)
+        return probs[..., 1] if self.liked else probs @ self.level_values
 
 
 class CatalogScorer(nn.Module):
@@ -108,25 +128,53 @@ class UserTowerGraph(nn.Module):
 
 
 class ItemScorerGraph(nn.Module):
-    """Holds the item embedding matrix; returns the top-N items for a user embedding."""
+    """Holds the item embedding matrix; returns the top-N items for a user embedding.
+
+    The matrix is an ``nn.Linear`` (items x dim, no bias) so that dynamic int8 applies to it."""
 
     def __init__(self, model: TwoTower, top_n: int = DEFAULT_TOP_N) -> None:
         super().__init__()
-        self.register_buffer("items", model.item_embeddings().detach().clone())
-        self.top_n = min(top_n, self.items.shape[0])
+        items = model.item_embeddings().detach()
+        self.scores = nn.Linear(items.shape[1], items.shape[0], bias=False)
+        with torch.no_grad():
+            self.scores.weight.copy_(items)
+        self.top_n = min(top_n, items.shape[0])
 
     def forward(self, user_embedding: torch.Tensor, exclude_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return masked_top(user_embedding @ self.items.T, [exclude_idx], self.top_n)
+        return masked_top(self.scores(user_embedding), [exclude_idx], self.top_n)
 
 
-def graphs_for(name: str, model: Scorer, top_n: int = DEFAULT_TOP_N) -> dict[str, nn.Module]:
-    """The exported graphs of one trained model, keyed by their model-repository name stem."""
+class TwoTowerGraph(nn.Module):
+    """The user tower and the item scorer in one graph: one Triton call instead of two in a row.
+
+    Rated items are masked inside (they are the ratings input), so EXCLUDE_IDX holds only the
+    request's own exclusions. The user embedding comes back too, for scoring extra candidates.
+    """
+
+    def __init__(self, user: UserTowerGraph, items: ItemScorerGraph) -> None:
+        super().__init__()
+        self.user, self.items = user, items
+
+    def forward(self, item_idx: torch.Tensor, rating: torch.Tensor, demographics: torch.Tensor,
+                exclude_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        embedding = self.user(item_idx, rating, demographics)
+        top_idx, top_score = masked_top(self.items.scores(embedding), [item_idx, exclude_idx], self.items.top_n)
+        return top_idx, top_score, embedding
+
+
+def graphs_for(name: str, model: Scorer, top_n: int = DEFAULT_TOP_N, fused: bool = False) -> dict[str, nn.Module]:
+    """The exported graphs of one trained model, keyed by their model-repository name stem.
+
+    ``fused``: the two-tower model also as one graph (``<name>``); its two halves stay exported,
+    as the server's fallback when the fused model is not ready."""
     if isinstance(model, SAE):
         return {name: CatalogScorer(_SAEScores(model), len(model.item_ids), top_n).eval()}
     if isinstance(model, RBM):
         return {name: CatalogScorer(_RBMScores(model), len(model.item_ids), top_n).eval()}
     if isinstance(model, TwoTower):
-        return {f"{name}_user": UserTowerGraph(model).eval(), f"{name}_items": ItemScorerGraph(model, top_n).eval()}
+        user, items = UserTowerGraph(model).eval(), ItemScorerGraph(model, top_n).eval()
+        return {f"{name}_user": user, f"{name}_items": items, **({name: TwoTowerGraph(user, items).eval()} if fused
+                                                                 else {})}
     raise ValueError(f"{name}: no exported graph for a {type(model).__name__}")
 
 
@@ -143,7 +191,12 @@ def signature(graph: nn.Module) -> tuple[list[tuple[str, str, list[int]]], list[
         return ([(USER_TOWER_INPUTS[0], "INT64", [-1]), (USER_TOWER_INPUTS[1], "FP32", [-1]),
                  (USER_TOWER_INPUTS[2], "INT64", [3])], [(USER_TOWER_OUTPUTS[0], "FP32", [dim])])
     if isinstance(graph, ItemScorerGraph):
-        n, dim = graph.top_n, graph.items.shape[1]
+        n, dim = graph.top_n, graph.scores.in_features
         return ([(ITEM_SCORER_INPUTS[0], "FP32", [dim]), (ITEM_SCORER_INPUTS[1], "INT64", [-1])],
                 [(ITEM_SCORER_OUTPUTS[0], "INT64", [n]), (ITEM_SCORER_OUTPUTS[1], "FP32", [n])])
+    if isinstance(graph, TwoTowerGraph):
+        user_inputs, user_outputs = signature(graph.user)
+        top_outputs = signature(graph.items)[1]
+        return ([*user_inputs, (TWO_TOWER_INPUTS[3], "INT64", [-1])],
+                [*top_outputs, (TWO_TOWER_OUTPUTS[2], "FP32", user_outputs[0][2])])
     raise ValueError(f"unknown graph {type(graph).__name__}")

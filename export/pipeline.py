@@ -43,8 +43,11 @@ def top_items(graph: nn.Module, outputs: list[np.ndarray], item_scorer: nn.Modul
 
 def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.DataFrame, test: pd.DataFrame,
                   repository: Path, *, variants: Sequence[str] = tuple(VARIANTS), top_n: int = DEFAULT_TOP_N,
-                  keep_versions: int = 2, parity_limit: int = 300) -> list[dict[str, Any]]:
+                  keep_versions: int = 2, parity_limit: int = 300, fused_two_tower: bool = False
+                  ) -> list[dict[str, Any]]:
     """Write every applicable variant of each learned model; one row per (graph, variant).
+
+    ``fused_two_tower``: also the two-tower model as one graph (one call instead of two).
 
     Every variant is staged and checked first; the repository changes only if all pass the
     parity gate, so a failed export never leaves some models on a new version and some not.
@@ -56,7 +59,7 @@ def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.Da
         staged = []
         for name in (n for n in LEARNED if n in models):
             model = models[name]
-            graphs = graphs_for(name, model, top_n)
+            graphs = graphs_for(name, model, top_n, fused=fused_two_tower)
             item_scorer = graphs.get(f"{name}_items")
             codes = model.user_codes if isinstance(model, TwoTower) else None
             embeddings: np.ndarray | None = None  # the item scorer is checked on the PyTorch user embeddings

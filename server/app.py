@@ -39,7 +39,7 @@ from server.service import RecommenderService
 from server.settings import Settings
 from server.shadow import Shadow
 from server.store import open_store, sqlite_url
-from server.triton_models import ROLES, ModelPool, model_name
+from server.triton_models import OPTIONAL_ROLES, ROLES, ModelPool, model_name
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -94,7 +94,8 @@ class RecommendationServer:
         self._watcher: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         # What must be ready for SERVING: the default variant of every role the bundle's models need.
-        self.required = [m for m in (model_name(r, settings.default_variant) for r in ROLES) if m in self.pool.models]
+        self.required = [m for m in (model_name(r, settings.default_variant) for r in ROLES if r not in OPTIONAL_ROLES)
+                         if m in self.pool.models]
 
     async def start(self) -> None:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)

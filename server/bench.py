@@ -27,6 +27,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,13 @@ import tritonclient.grpc.aio as tritonaio
 from tritonclient.grpc import InferInput
 
 from clients.aio import AsyncRecommenderClient
+from export.repository import copy_with_batching, read_config
 from export.triton import EmbeddedTriton
 from server.bundle import Bundle, load_bundle
+from server.catalogs import CATALOGS, catalog
 from server.process import start_server, stop_server
 from server.settings import ROOT, Settings
+from server.triton_metrics import batching_between, scrape
 
 log = logging.getLogger("server.bench")
 
@@ -60,6 +65,7 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_
     popular = np.flatnonzero(eligible)[np.argsort(-bundle.popularity[eligible], kind="stable")][:candidates]
     none = np.full((1, 1), -1, dtype=np.int64)
     codes = (bundle.demographics[row] if bundle.demographics is not None else np.zeros(3)).astype(np.int64)[None]
+    fused = f"two_tower_{variant}" in bundle.manifest.get("repository", {})
 
     async def catalog(client: tritonaio.InferenceServerClient, role: str, cands: np.ndarray) -> None:
         await client.infer(f"{role}_{variant}", [_tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings),
@@ -67,6 +73,11 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_
                                                  _tensor("CANDIDATE_IDX__3", cands[None])])
 
     async def two_tower(client: tritonaio.InferenceServerClient) -> np.ndarray:
+        if fused:  # one call, as the server makes when the one-graph model is exported
+            top = await client.infer(f"two_tower_{variant}", [
+                _tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings), _tensor("DEMOGRAPHICS__2", codes),
+                _tensor("EXCLUDE_IDX__3", none)])
+            return top.as_numpy("TOP_IDX__0")[0]
         user = await client.infer(f"two_tower_user_{variant}", [_tensor("ITEM_IDX__0", items),
                                                                 _tensor("RATING__1", ratings),
                                                                 _tensor("DEMOGRAPHICS__2", codes)])
@@ -117,14 +128,23 @@ async def load(call: Callable[[int], Awaitable[Any]], n_requests: int, concurren
             "rps": round(len(latencies) / elapsed, 1), "requests": len(latencies)}
 
 
-async def compare(bundle: Bundle, triton_url: str, server_target: str, rows: list[int], users: list[str],
-                  concurrencies: list[int], duration: float, settings: Settings) -> dict[str, Any]:
-    runs, overhead, degraded, plans = [], {}, {}, {}
+@dataclass
+class Stack:
+    """One Triton and one server over a repository; ``label`` says how Triton batches."""
+
+    label: str
+    triton: EmbeddedTriton
+    target: str
+
+
+async def measure(stack: Stack, bundle: Bundle, rows: list[int], users: list[str], concurrencies: list[int],
+                  duration: float, settings: Settings) -> dict[str, Any]:
+    runs, overhead, degraded, plans, batches = [], {}, {}, {}, {}
     requests = [direct_request(bundle, row, settings.default_variant, settings.candidates, settings.two_stage)
                 for row in rows]
     # One shared channel per path, as the server itself shares one channel to Triton.
-    triton = tritonaio.InferenceServerClient(triton_url)
-    sdk = AsyncRecommenderClient(server_target, timeout=30)
+    triton = tritonaio.InferenceServerClient(stack.triton.grpc_url)
+    sdk = AsyncRecommenderClient(stack.target, timeout=30)
     seen: list[tuple[bool, str]] = []  # (degraded, plan) of each server answer
 
     async def via_server(i: int) -> None:
@@ -138,18 +158,67 @@ async def compare(bundle: Bundle, triton_url: str, server_target: str, rows: lis
         for path, call in (("direct", direct), ("server", via_server)):
             await load(call, len(rows), concurrency, min(duration, 2.0))  # warm-up at this concurrency
             seen.clear()
+            before = scrape(stack.triton.metrics_url)
             stats = await load(call, len(rows), concurrency, duration)
-            runs.append({"concurrency": concurrency, "path": path, **stats})
-            log.info("concurrency=%d path=%s %s", concurrency, path, stats)
+            per_model = batching_between(before, scrape(stack.triton.metrics_url))
+            runs.append({"concurrency": concurrency, "path": path, **stats,
+                         "triton_avg_batch": {m: v["avg_batch"] for m, v in per_model.items()},
+                         "triton": per_model})
+            log.info("%s concurrency=%d path=%s %s batches=%s", stack.label, concurrency, path, stats,
+                     runs[-1]["triton_avg_batch"])
             if path == "server":
                 degraded[str(concurrency)] = round(float(np.mean([d for d, _ in seen])), 4)
                 plans[str(concurrency)] = dict(Counter(plan for _, plan in seen))
-        a, b = (next(r for r in runs if r["concurrency"] == concurrency and r["path"] == p)
-                for p in ("direct", "server"))
+                batches[str(concurrency)] = runs[-1]["triton_avg_batch"]
+        a, b = (_run(runs, concurrency, p) for p in ("direct", "server"))
         overhead[str(concurrency)] = round(b["p50_ms"] / a["p50_ms"], 3)
     await triton.close()
     await sdk.close()
-    return {"runs": runs, "overhead_p50": overhead, "degraded_share": degraded, "plans": plans}
+    return {"runs": runs, "overhead_p50": overhead, "degraded_share": degraded, "plans": plans,
+            "triton_avg_batch": batches}
+
+
+def _run(runs: list[dict[str, Any]], concurrency: int, path: str) -> dict[str, Any]:
+    return next(r for r in runs if r["concurrency"] == concurrency and r["path"] == path)
+
+
+async def compare(stacks: list[Stack], bundle: Bundle, rows: list[int], users: list[str], concurrencies: list[int],
+                  duration: float, settings: Settings) -> dict[str, Any]:
+    """Each concurrency on every stack in turn (batched, then unbatched), so both see the same machine state."""
+    parts: dict[str, list[dict[str, Any]]] = {s.label: [] for s in stacks}
+    for concurrency in concurrencies:
+        for stack in stacks:
+            parts[stack.label].append(await measure(stack, bundle, rows, users, [concurrency], duration, settings))
+    merged = {label: {key: ({k: v for p in pieces for k, v in p[key].items()} if isinstance(pieces[0][key], dict)
+                            else [r for p in pieces for r in p[key]]) for key in pieces[0]}
+              for label, pieces in parts.items()}
+    report = merged[stacks[0].label]
+    if len(stacks) > 1:
+        other = merged[stacks[1].label]
+        report[stacks[1].label] = other
+        report["server_rps_vs_unbatched"] = {
+            str(c): round(_run(report["runs"], c, "server")["rps"] / _run(other["runs"], c, "server")["rps"], 3)
+            for c in concurrencies}
+    report["bars"] = bars(report, concurrencies)
+    return report
+
+
+def bars(report: dict[str, Any], concurrencies: list[int]) -> dict[str, Any]:
+    """The issue's bars, read off this run (present only where the run had that concurrency)."""
+    out: dict[str, Any] = {}
+    if 32 in concurrencies:
+        batches = report["triton_avg_batch"]["32"]
+        for role in ("sae", "rbm"):
+            sizes = [v for m, v in batches.items() if m.startswith(f"{role}_")]
+            out[f"{role}_avg_batch_c32"] = {"value": max(sizes, default=0.0), "bar": 4.0,
+                                            "met": max(sizes, default=0.0) >= 4.0}
+        if "server_rps_vs_unbatched" in report:
+            ratio = report["server_rps_vs_unbatched"]["32"]
+            out["server_rps_vs_unbatched_c32"] = {"value": ratio, "bar": 1.5, "goal": 2.0, "met": ratio >= 1.5}
+    if 8 in concurrencies:
+        ratio = report["overhead_p50"]["8"]
+        out["server_p50_vs_direct_c8"] = {"value": ratio, "bar": 1.3, "met": ratio <= 1.3}
+    return out
 
 
 async def served_quality(server_target: str, data: Path, split_name: str, limit: int) -> dict[str, Any]:
@@ -192,31 +261,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quality-users", type=int, default=1000, help="held-out users for served NDCG@10 (0: skip)")
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--split", default="u1")
+    parser.add_argument("--catalog", choices=CATALOGS, default="default",
+                        help="the configured bundle and repository, or a 60k-item synthetic one (built once)")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip the comparison with batching off")
+    parser.add_argument("--queue-delay-us", type=int, default=None,
+                        help="override every model's max_queue_delay_microseconds (for tuning)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "serving.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("triton").setLevel(logging.WARNING)
     settings = Settings()
-    bundle = load_bundle(settings.bundle)
+    chosen = catalog(args.catalog, settings)
+    if args.catalog != "default":
+        # Quality is measured against MovieLens held-out users; a synthetic catalogue has none of them.
+        args.quality_users = 0
+    bundle = load_bundle(chosen.bundle)
     counts = np.diff(bundle.histories.indptr)
     rows = [int(r) for r in np.flatnonzero(counts >= settings.full_min_ratings)[: args.users]]
     index_to_user = {i: u for u, i in bundle.user_index.items()}
     users = [index_to_user[r] for r in rows]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    with tempfile.TemporaryDirectory() as state, EmbeddedTriton(settings.model_repository) as triton:
-        process, target = start_server(triton.grpc_url, Path(state), "--metrics-port", "null",
-                                       "--bundle", str(settings.bundle), "--max-concurrent-rpcs", "1024")
-        try:
-            report = asyncio.run(compare(bundle, triton.grpc_url, target, rows, users, concurrencies, args.duration,
-                                         settings))
-            if args.quality_users:
-                report["quality"] = asyncio.run(served_quality(target, args.data, args.split, args.quality_users))
-        finally:
-            stop_server(process)
-    report["meta"] = {"dataset": bundle.manifest.get("dataset"), "catalog_size": bundle.n_items,
+    with tempfile.TemporaryDirectory() as state, ExitStack() as running:
+        repositories = {"batched": chosen.repository}
+        if args.queue_delay_us is not None:
+            repositories["batched"] = copy_with_batching(chosen.repository, Path(state) / "batched",
+                                                         args.queue_delay_us)
+        if not args.no_unbatched:
+            repositories["unbatched"] = copy_with_batching(chosen.repository, Path(state) / "unbatched", None)
+        stacks = []
+        for label, repository in repositories.items():
+            triton = running.enter_context(EmbeddedTriton(repository))
+            (Path(state) / label).mkdir(exist_ok=True)
+            process, target = start_server(triton.grpc_url, Path(state) / label, "--metrics-port", "null",
+                                           "--bundle", str(chosen.bundle), "--max-concurrent-rpcs", "1024")
+            running.callback(stop_server, process)
+            stacks.append(Stack(label, triton, target))
+        report = asyncio.run(compare(stacks, bundle, rows, users, concurrencies, args.duration, settings))
+        if args.quality_users:
+            report["quality"] = asyncio.run(served_quality(stacks[0].target, args.data, args.split,
+                                                           args.quality_users))
+        delays = {m: read_config(chosen.repository / m).dynamic_batching.max_queue_delay_microseconds
+                  for m in bundle.manifest.get("repository", {}) if (chosen.repository / m).is_dir()}
+    report["meta"] = {"dataset": bundle.manifest.get("dataset"), "catalog": args.catalog,
+                      "catalog_size": bundle.n_items,
                       "bundle_version": bundle.version, "variant": settings.default_variant,
                       "two_stage": settings.two_stage,
                       "duration_s": args.duration, "users": len(users), "cpus": os.cpu_count(),
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
+                      "queue_delay_us": args.queue_delay_us if args.queue_delay_us is not None else delays,
                       "request": "Recommend(user_id, k=10): the full rung",
                       "models": sorted(m for m, w in bundle.fusion.weights.items() if w > 0)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

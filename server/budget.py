@@ -16,11 +16,11 @@ Plans are tried from best to cheapest, and the first whose predicted cost fits i
    popularity/content answer that needs no model at all.
 
 A branch's predicted cost is the sum of its models' sliding-window p95 (the two-tower branch
-is two calls in a row). Branches in one stage run concurrently, so a stage costs its slowest
-branch; two stages cost the two-tower branch plus the slowest ranker. Dropping exactly the
-branches that do not fit keeps every model that can still answer in time. Plans with a single
-branch (the content rung, one-model strategies) have nothing to stage and start at one stage,
-named ``full``.
+is one call to the one-graph model, or its two halves in a row). Branches in one stage run
+concurrently, so a stage costs its slowest branch; two stages cost the two-tower branch plus
+the slowest ranker. Dropping exactly the branches that do not fit keeps every model that can
+still answer in time. Plans with a single branch (the content rung, one-model strategies)
+have nothing to stage and start at one stage, named ``full``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from dataclasses import dataclass, field, replace
 
 from server.triton_models import ModelPool
 
-# Branch -> the roles it calls, in order.
-BRANCHES = {"sae": ("sae",), "rbm": ("rbm",), "two_tower": ("two_tower_user", "two_tower_items")}
+# Branch -> the roles it calls, in order; a branch with alternatives uses the first whose models
+# are all ready (the one-graph two-tower model, else its two halves in a row).
+BRANCHES = {"sae": (("sae",),), "rbm": (("rbm",),),
+            "two_tower": (("two_tower",), ("two_tower_user", "two_tower_items"))}
 GENERATOR = "two_tower"  # the candidate generator of a two-stage plan; the other branches rank
 
 
@@ -68,14 +70,12 @@ class Plan:
 
 
 def _branch(pool: ModelPool, branch: str, precision: str) -> tuple[str, ...] | None:
-    """The branch's models at ``precision``, or None when one of them is not ready."""
-    names = []
-    for role in BRANCHES[branch]:
-        name = pool.resolve(role, precision)
-        if name is None or name not in pool.ready:
-            return None
-        names.append(name)
-    return tuple(names)
+    """The branch's models at ``precision`` (its first alternative all ready), or None."""
+    for roles in BRANCHES[branch]:
+        names = tuple(pool.resolve(role, precision) for role in roles)
+        if all(name is not None and name in pool.ready for name in names):
+            return names  # type: ignore[return-value]
+    return None
 
 
 def predicted_ms(pool: ModelPool, names: tuple[str, ...]) -> float:

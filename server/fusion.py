@@ -7,6 +7,10 @@ ranked, which is all the list says about it. Weighted fusion z-normalises each m
 scores and gives unlisted items the lowest listed z. Over full lists both equal
 ``training.fusion.fuse`` (tested); served lists leave out rated items, so ranks differ in detail
 from the offline fusion. ``server.bench`` measures the served NDCG@10 (0.460 vs 0.452 offline).
+
+Only the union of the lists is scored: an item in no list gets every model's floor, which no
+listed item falls below, so the best items of the catalogue are always in the union and a
+request's cost grows with the lists, not with the catalogue (60k items cost as much as 1.7k).
 """
 
 from __future__ import annotations
@@ -37,9 +41,21 @@ def ranked(items: np.ndarray, scores: np.ndarray, limit: int | None = None) -> R
     return RankedList(items[order].astype(np.int64), scores[order])
 
 
-def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray) -> RankedList:
-    """The items of a precomputed best-first ``order`` that ``keep`` allows: no sort per request."""
-    items = order[keep[order]]
+def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray, limit: int | None = None) -> RankedList:
+    """The items of a precomputed best-first ``order`` that ``keep`` allows: no sort per request.
+
+    ``limit``: only the first that many, reading ``order`` in chunks, so a request reads about
+    ``limit`` entries of it rather than the whole catalogue.
+    """
+    if limit is None:
+        items = order[keep[order]]
+        return RankedList(items, scores[items])
+    found, start, chunk = [], 0, max(2 * limit, 64)
+    while start < len(order) and sum(len(f) for f in found) < limit:
+        part = order[start:start + chunk]
+        found.append(part[keep[part]])
+        start += chunk
+    items = np.concatenate(found)[:limit] if found else order[:0]
     return RankedList(items, scores[items])
 
 
@@ -50,24 +66,34 @@ def merge(top: RankedList, candidates: np.ndarray, candidate_scores: np.ndarray)
                   np.concatenate([top.scores, candidate_scores[extra]]))
 
 
-def fuse(lists: dict[str, RankedList], weights: dict[str, float], method: str, rrf_k: float,
-         n_items: int) -> np.ndarray:
-    """A fused score per catalogue item; higher is better. Models without a weight get none."""
-    total = np.zeros(n_items, dtype=np.float64)
+def fuse(lists: dict[str, RankedList], weights: dict[str, float], method: str, rrf_k: float) -> RankedList:
+    """The fused ranking of the union of the lists' items, best first (higher score is better).
+
+    Lists without a weight score nothing but still bring their items in, so a short union is
+    filled in their order (popularity, passed first, orders what no model ranked). Ties keep
+    the order in which the lists first named the items.
+    """
+    named = [r.items for r in lists.values() if len(r.items)]
+    if not named:
+        return RankedList(np.zeros(0, dtype=np.int64), np.zeros(0))
+    union, first = np.unique(np.concatenate(named), return_index=True)
+    total = np.zeros(len(union), dtype=np.float64)
     for name, ranking in lists.items():
         weight = weights.get(name, 0.0)
         if weight <= 0 or len(ranking.items) == 0:
             continue
         if method == "rrf":
-            per_item = np.full(n_items, 1.0 / (rrf_k + len(ranking.items) + 1))
-            per_item[ranking.items] = 1.0 / (rrf_k + np.arange(1, len(ranking.items) + 1))
+            listed = 1.0 / (rrf_k + np.arange(1, len(ranking.items) + 1))
+            floor = 1.0 / (rrf_k + len(ranking.items) + 1)
         else:
             std = ranking.scores.std()
-            z = (ranking.scores - ranking.scores.mean()) / (std if std > 0 else 1.0)
-            per_item = np.full(n_items, z.min())
-            per_item[ranking.items] = z
+            listed = (ranking.scores - ranking.scores.mean()) / (std if std > 0 else 1.0)
+            floor = listed.min()
+        per_item = np.full(len(union), floor)
+        per_item[np.searchsorted(union, ranking.items)] = listed
         total += weight * per_item
-    return total
+    order = np.lexsort((first, -total))
+    return RankedList(union[order].astype(np.int64), total[order])
 
 
 def mmr(order: np.ndarray, relevance: np.ndarray, genres: np.ndarray, k: int, diversity: float) -> np.ndarray:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from server.admission import Admission
 from server.budget import GENERATOR, Budget, Plan, choose_plan, effective_budget_ms, predicted_ms
 from server.bundle import Bundle
 from server.coldstart import CONTENT, POPULARITY, Popularity, content_scores, rung_for
@@ -29,6 +30,9 @@ from server.validation import Filters, RecommendQuery
 SINGLE = "single"
 MODEL_STRATEGIES = ("sae", "rbm", "two_tower")
 CONTENT_DEPTH = 1000  # genre-profile ranks kept per request; deeper ones barely move a fusion
+# Popularity ranks kept per request: a fusion scores only the union of its lists, so the local
+# list must not be catalogue-long; below this depth every item gets popularity's floor.
+POPULARITY_DEPTH = 1000
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Recommender:
     def __init__(self, bundle: Bundle, settings: Settings, pool: ModelPool, profiles: Profiles) -> None:
         self.bundle, self.settings, self.pool, self.profiles = bundle, settings, pool, profiles
         self.popularity = Popularity(bundle, settings.min_segment_users)
+        self.admission = Admission(settings.admission_floor, settings.admission)
         weights = bundle.fusion.weights
         # The full rung's models (those with a fusion weight), most valuable first.
         self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0),
@@ -83,12 +88,13 @@ class Recommender:
         eligible[profile.item_idx] = False
         eligible[query.exclude] = False
         popularity, order, segment = self.popularity.scores(query.demographics)
-        local = {"popularity": in_order(order, popularity, eligible)}
+        local = {"popularity": in_order(order, popularity, eligible, limit=POPULARITY_DEPTH)}
         if rung == CONTENT:
             local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
         plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates,
                                     self.settings.two_stage)
+        plan, at_capacity = self._admit(plan, hard_ms)
         seed = local["content" if rung == CONTENT else "popularity"]
         candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
@@ -96,6 +102,7 @@ class Recommender:
         mark = time.perf_counter()
         lists, calls, problems = await self._call_models(plan, profile, query, candidates, eligible, budget,
                                                           request_id)
+        problems.update(at_capacity)
         timings["models"] = _since(mark)
         missing = [b for b in branches if b not in lists]
         ready = options[0].branches  # the first option holds every branch whose models are ready
@@ -108,9 +115,8 @@ class Recommender:
             # No model answered: the local scores carry the answer (the content rung's local part).
             local.setdefault("content", self._content(profile, eligible))
             weights = {n: w for n, w in self.settings.content_weights.items() if n in local}
-        fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k, self.bundle.n_items)
-        fused[~eligible] = -np.inf
-        picked, scores = self._pick(fused, query)
+        fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k)
+        picked, scores = self._pick(fused, eligible, query)
         timings["fusion"] = _since(mark)
         answer = Answer(picked.tolist(), scores.tolist(), strategy, rung, plan.name, budget_ms, len(profile),
                         calls, degraded, timings)
@@ -119,6 +125,20 @@ class Recommender:
             answer.reasons = reasons(self.bundle, picked, liked, lists, segment)
         answer.timings["total"] = budget.elapsed_ms()
         return answer
+
+    def _admit(self, plan: Plan, hard_ms: float) -> tuple[Plan, dict[str, str]]:
+        """``plan`` without the branches whose models are at their in-flight limit, and why each went.
+
+        Each call gets an equal share of the time left: the plan's longest chain of calls in a row
+        (two-tower user tower, item scorer, then a ranker in a staged plan)."""
+        chain = max((len(m) for m in plan.branches.values()), default=1) + (1 if plan.staged and plan.rankers else 0)
+        shed = {b: why for b, models in plan.branches.items() if (why := self.admission.full(models, hard_ms / chain))}
+        if not shed:
+            return plan, {}
+        branches = {b: m for b, m in plan.branches.items() if b not in shed}
+        # Without its generator a staged plan's rankers score the local candidates, in one stage.
+        return replace(plan, name=f"{plan.name}:at_capacity={'+'.join(shed)}", branches=branches,
+                       staged=plan.staged and GENERATOR in branches), shed
 
     def _content(self, profile: Profile, eligible: np.ndarray) -> RankedList:
         content = content_scores(self.bundle, profile.item_idx, profile.ratings)
@@ -156,15 +176,15 @@ class Recommender:
             return dict(self.settings.content_weights), rrf
         return dict(self.bundle.fusion.weights), self.bundle.fusion.method
 
-    def _pick(self, fused: np.ndarray, query: RecommendQuery) -> tuple[np.ndarray, np.ndarray]:
-        finite = np.flatnonzero(np.isfinite(fused))
-        depth = min(len(finite), query.k * 5 if query.diversity > 0 else query.k)
-        top = finite[np.argpartition(-fused[finite], depth - 1)[:depth]] if depth else finite[:0]
-        top = top[np.argsort(-fused[top], kind="stable")]
+    def _pick(self, fused: RankedList, eligible: np.ndarray, query: RecommendQuery) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of the fused ranking that the filters allow (model lists ignore filters)."""
+        keep = eligible[fused.items]
+        items, scores = fused.items[keep], fused.scores[keep]
         if query.diversity > 0:
-            top = mmr(top, fused[top], self.bundle.genres, query.k, query.diversity)
-        top = top[: query.k]
-        return top, fused[top]
+            pool, relevance = items[: query.k * 5], scores[: query.k * 5]
+            picked = mmr(pool, relevance, self.bundle.genres, query.k, query.diversity)
+            return picked, relevance[[int(np.flatnonzero(pool == item)[0]) for item in picked]]
+        return items[: query.k], scores[: query.k]
 
     async def _call_models(self, plan: Plan, profile: Profile, query: RecommendQuery, candidates: np.ndarray,
                            eligible: np.ndarray, budget: Budget, request_id: str,
@@ -226,12 +246,17 @@ class Recommender:
         async def call(model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
             record = Call(model)
             calls.append(record)
+            self.admission.started(model)
+            ok = False
             try:
                 timeout = max(budget.left_ms() - self.settings.reserve_ms, 1.0) / 1000
                 result = await self.pool.infer(model, inputs, outputs, timeout, request_id)
+                ok = True
             except ModelCallError as err:
                 record.error = err.reason
                 raise
+            finally:  # a cancelled or failed call frees its slot but says nothing of capacity
+                self.admission.finished(model, ok)
             record.version, record.ms, record.ok = result.version, result.ms, True
             return result.outputs
 
@@ -242,13 +267,19 @@ class Recommender:
             return merge(ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"]), candidates,
                          out["CANDIDATE_SCORE__2"][: len(candidates)])
         codes = self._demographics(profile, query)
-        user = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None]},
-                          ("USER_EMBEDDING__0",))
-        embedding = user["USER_EMBEDDING__0"].astype(np.float32)
-        # The item scorer knows nothing of the history: rated items go in its exclusion list.
-        blocked = _row(np.concatenate([profile.item_idx, query.exclude]), np.int64, -1)
-        out = await call(models[1], {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
-                         ("TOP_IDX__0", "TOP_SCORE__1"))
+        if len(models) == 1:  # the one-graph two-tower model: rated items are masked inside it
+            out = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None],
+                                         "EXCLUDE_IDX__3": exclude},
+                             ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2"))
+            embedding = out["USER_EMBEDDING__2"].astype(np.float32)
+        else:
+            user = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings,
+                                          "DEMOGRAPHICS__2": codes[None]}, ("USER_EMBEDDING__0",))
+            embedding = user["USER_EMBEDDING__0"].astype(np.float32)
+            # The item scorer knows nothing of the history: rated items go in its exclusion list.
+            blocked = _row(np.concatenate([profile.item_idx, query.exclude]), np.int64, -1)
+            out = await call(models[1], {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
+                             ("TOP_IDX__0", "TOP_SCORE__1"))
         top = ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"])
         if self.bundle.item_embeddings is None or not len(candidates):
             return top

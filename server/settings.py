@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # SAE and RBM rank the two-tower's candidates (a second round) when the budget allows it;
     # false: every model in one round, ranking popularity/genre-profile candidates.
     two_stage: bool = True
+    # Admission (server/admission.py): per-model in-flight limits from the rate Triton serves, so
+    # each admitted call fits its share of the budget; requests beyond them leave the model out.
+    admission: bool = True
+    admission_floor: int = Field(8, ge=1, description="in-flight calls always allowed per model (lets batches form)")
     # Cold-start ladder.
     full_min_ratings: int = 10  # fewer ratings than this: the content rung
     content_weights: dict[str, float] = {"two_tower": 0.5, "content": 0.25, "popularity": 0.25}

@@ -31,7 +31,9 @@ from tritonclient.utils import InferenceServerException
 from server.latency import LatencyBook
 
 log = logging.getLogger(__name__)
-ROLES = ("sae", "rbm", "two_tower_user", "two_tower_items")
+# "two_tower" is the one-graph two-tower model (one call); its halves are the fallback (two calls).
+ROLES = ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
+OPTIONAL_ROLES = ("two_tower",)  # without it the halves answer, one round trip later: not needed for SERVING
 LOAD_RETRY_S = 30.0
 # gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
 CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),

@@ -72,7 +72,8 @@ def test_export_reads_champions_and_writes_repository_and_bundle(trained_state: 
     args = ["--state-dir", str(trained_state), "--out", str(repo), "--bundle", str(bundle),
             "--variants", "onnx_fp32,torchscript_fp32", "--top-n", "20"]
     rows = export_cli.main(args)
-    assert {r["repository_model"] for r in rows} == {f"{g}_{v}" for g in ("sae", "rbm", "two_tower_user",
+    # The one-graph two-tower model ("two_tower") is exported beside its two halves.
+    assert {r["repository_model"] for r in rows} == {f"{g}_{v}" for g in ("sae", "rbm", "two_tower", "two_tower_user",
                                                                          "two_tower_items")
                                                       for v in ("onnx_fp32", "torchscript_fp32")}
     assert all(read_config(repo / r["repository_model"]).name == r["repository_model"] for r in rows)

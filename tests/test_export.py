@@ -34,9 +34,9 @@ def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) 
     trained = train_models(tiny_data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu",
                            ensemble=False)
     repository = tmp_path_factory.mktemp("model_repository")
-    rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20)
+    rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20, fused_two_tower=True)
     graphs = {g: graph for n in ("sae", "rbm", "two_tower")
-              for g, graph in graphs_for(n, trained.models[n], 20).items()}
+              for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()}
     task = parity_users(dataset, split.train, split.test, 12)
     return {"rows": rows, "repository": repository, "graphs": graphs, "models": trained.models, "task": task,
             "dataset": dataset, "split": split}
@@ -58,9 +58,10 @@ def _feeds(exported: dict, graph_name: str) -> dict[str, np.ndarray]:
 def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
     rows = exported["rows"]
     kinds = {(r["model"], r["variant"]) for r in rows}
-    for graph in ("sae", "two_tower_user"):  # graphs with Linear layers get every variant
-        assert {v for g, v in kinds if g == graph} == set(VARIANTS)
-    assert {v for g, v in kinds if g == "rbm"} == {"onnx_fp32", "onnx_fp16", "torchscript_fp32"}
+    # Every graph holds its weights in Linear layers (the RBM and the item scorer too), so every
+    # variant, int8 included, applies to each.
+    for graph in ("sae", "rbm", "two_tower_user", "two_tower_items", "two_tower"):
+        assert {v for g, v in kinds if g == graph} == set(VARIANTS), graph
     for row in rows:
         config = read_config(exported["repository"] / row["repository_model"])
         assert config.name == row["repository_model"]
@@ -187,3 +188,83 @@ def test_a_parity_failure_leaves_the_repository_untouched(exported: dict, tmp_pa
         export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
                       variants=["onnx_fp32", "torchscript_fp32"])
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
+def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(exported: dict,
+                                                                             triton: EmbeddedTriton) -> None:
+    """Single-user requests of different lengths, sent together, are executed in batches (one
+    forward pass each) and get exactly what each gets alone; an out-of-range index fails only
+    its own request."""
+    import asyncio
+
+    import tritonclient.grpc.aio as tritonaio
+
+    from server.triton_metrics import batching_between, scrape
+
+    feeds = _feeds(exported, "sae")
+    users = [{n: v[i:i + 1] for n, v in feeds.items()} for i in range(len(next(iter(feeds.values()))))]
+    for user in users:  # cut each to its own history length (feeds pad every row to the longest)
+        length = max(int((user["ITEM_IDX__0"] >= 0).sum()), 1)
+        user["ITEM_IDX__0"], user["RATING__1"] = user["ITEM_IDX__0"][:, :length], user["RATING__1"][:, :length]
+        user["CANDIDATE_IDX__3"] = np.arange(length % 5 + 1, dtype=np.int64)[None]
+    bad = {**users[0], "ITEM_IDX__0": np.full((1, 3), 10**9, dtype=np.int64),
+           "RATING__1": np.full((1, 3), 4.0, dtype=np.float32)}
+    names = [r["repository_model"] for r in exported["rows"] if r["model"] == "sae"
+             and r["variant"] in ("torchscript_fp32", "onnx_fp32")]
+
+    def inputs(user: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+        out = []
+        for tname, tensor in user.items():
+            kind = "INT64" if tensor.dtype == np.int64 else "FP32"
+            infer_input = grpcclient.InferInput(tname, list(tensor.shape), kind)
+            infer_input.set_data_from_numpy(tensor)
+            out.append(infer_input)
+        return out
+
+    async def burst(name: str) -> list:
+        async with tritonaio.InferenceServerClient(triton.grpc_url) as client:
+            calls = [client.infer(name, inputs(u)) for u in [*users, bad, *users]]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    for name in names:
+        alone = [triton.client.infer(name, inputs(u)) for u in users]
+        before = scrape(triton.metrics_url)
+        together = asyncio.run(burst(name))
+        counts = batching_between(before, scrape(triton.metrics_url))[name]
+        assert counts["requests"] >= 2 * len(users)  # the Python backend counts an error response too
+        assert counts["avg_batch"] > 1.5, counts  # batches formed across different lengths
+        failed = together[len(users)]
+        assert isinstance(failed, Exception) and "bounds" in str(failed).lower(), failed
+        for got, want in zip(together[: len(users)] + together[len(users) + 1:], alone + alone, strict=True):
+            assert not isinstance(got, Exception), got
+            for tname in ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"):
+                assert got.as_numpy(tname).shape == want.as_numpy(tname).shape, (name, tname)
+                np.testing.assert_allclose(got.as_numpy(tname), want.as_numpy(tname), rtol=1e-5, atol=1e-5,
+                                           err_msg=f"{name} {tname}")
+
+
+def test_the_one_graph_two_tower_equals_its_two_halves(exported: dict) -> None:
+    """One call (user tower + item scorer in one graph) answers what the two calls in a row answer."""
+    graphs, task = exported["graphs"], exported["task"]
+    histories = task.history[task.users]
+    fused = torch_runner(graphs["two_tower"])(_feeds(exported, "two_tower"))
+    embedding = torch_runner(graphs["two_tower_user"])(_feeds(exported, "two_tower_user"))[0]
+    items = _feeds(exported, "two_tower_items")
+    top_idx, top_score = torch_runner(graphs["two_tower_items"])(items)
+    np.testing.assert_allclose(fused[2], embedding, rtol=1e-6)
+    np.testing.assert_allclose(fused[1], top_score, rtol=1e-5)
+    assert (fused[0] == top_idx).all()
+    assert histories.shape[0] == len(top_idx)
+
+
+def test_the_rbm_graph_written_as_linear_layers_scores_as_the_trained_rbm(exported: dict) -> None:
+    """The RBM graph holds its weights as two nn.Linear layers (so int8 applies); it must score
+    exactly as the trained model's own einsum pass."""
+    task, model = exported["task"], exported["models"]["rbm"]
+    feeds = _feeds(exported, "rbm")
+    served = torch_runner(exported["graphs"]["rbm"])(feeds)[2]
+    offline = model.score(task.history[task.users], task.users)
+    expected = np.take_along_axis(offline, feeds["CANDIDATE_IDX__3"], axis=1)
+    finite = np.isfinite(expected)
+    assert finite.mean() > 0.5
+    np.testing.assert_allclose(served[finite], expected[finite], rtol=1e-4, atol=1e-5)

@@ -31,18 +31,57 @@ def test_rrf_over_full_lists_equals_the_training_fusion() -> None:
     scores = {"sae": rng.normal(size=30), "rbm": rng.normal(size=30), "popularity": rng.normal(size=30)}
     weights = {"sae": 0.5, "rbm": 0.2, "popularity": 0.3}
     lists = {name: ranked(np.arange(30), s) for name, s in scores.items()}
-    served = fuse(lists, weights, "rrf", 60.0, 30)
-    offline = offline_fuse({n: s[None] for n, s in scores.items()}, FusionSpec("rrf", weights, 60.0))[0]
-    np.testing.assert_allclose(served, offline)
-    weighted = offline_fuse({n: s[None] for n, s in scores.items()}, FusionSpec("weighted", weights))[0]
-    np.testing.assert_allclose(fuse(lists, weights, "weighted", 60.0, 30), weighted)
+    for method in ("rrf", "weighted"):
+        served = fuse(lists, weights, method, 60.0)
+        offline = offline_fuse({n: s[None] for n, s in scores.items()}, FusionSpec(method, weights, 60.0))[0]
+        assert sorted(served.items.tolist()) == list(range(30))
+        np.testing.assert_allclose(served.scores, offline[served.items])
+        assert (np.diff(served.scores) <= 0).all()
+
+
+def _dense_fusion(lists: dict[str, RankedList], weights: dict[str, float], method: str, n_items: int) -> np.ndarray:
+    """What a catalogue-wide fusion scores: every unlisted item at each model's floor."""
+    total = np.zeros(n_items)
+    for name, ranking in lists.items():
+        if weights.get(name, 0) <= 0:
+            continue
+        if method == "rrf":
+            listed = 1.0 / (60.0 + np.arange(1, len(ranking.items) + 1))
+            floor = 1.0 / (60.0 + len(ranking.items) + 1)
+        else:
+            listed = (ranking.scores - ranking.scores.mean()) / ranking.scores.std()
+            floor = listed.min()
+        per_item = np.full(n_items, floor)
+        per_item[ranking.items] = listed
+        total += weights[name] * per_item
+    return total
+
+
+@pytest.mark.parametrize("method", ["rrf", "weighted"])
+def test_fusing_the_union_gives_the_catalogue_wide_top_items(method: str) -> None:
+    rng = np.random.default_rng(1)
+    n_items = 5000
+    lists = {name: ranked(rng.choice(n_items, 100, replace=False), rng.normal(size=100))
+             for name in ("sae", "rbm", "two_tower")}
+    weights = {"sae": 0.4, "rbm": 0.1, "two_tower": 0.2}
+    served = fuse(lists, weights, method, 60.0)
+    dense = _dense_fusion(lists, weights, method, n_items)
+    assert len(served.items) <= 300  # the union, never the catalogue
+    np.testing.assert_allclose(served.scores, dense[served.items])
+    listed = np.unique(np.concatenate([r.items for r in lists.values()]))
+    best = np.argsort(-dense, kind="stable")[:50]
+    assert set(best) <= set(listed)  # nothing outside the union can beat an item in it
+    assert served.items[:50].tolist() == best[np.argsort(-dense[best], kind="stable")].tolist()
 
 
 def test_partial_lists_rank_unlisted_items_after_the_list() -> None:
-    lists = {"a": RankedList(np.array([3, 1]), np.array([2.0, 1.0]))}
-    fused = fuse(lists, {"a": 1.0, "unused": 1.0}, "rrf", 10.0, 5)
-    assert fused[3] == pytest.approx(1 / 11) and fused[1] == pytest.approx(1 / 12)
-    assert fused[0] == fused[2] == fused[4] == pytest.approx(1 / 13)
+    lists = {"a": RankedList(np.array([3, 1]), np.array([2.0, 1.0])),
+             "popularity": RankedList(np.array([4, 1, 0]), np.array([9.0, 8.0, 7.0]))}
+    fused = fuse(lists, {"a": 1.0, "unused": 1.0}, "rrf", 10.0)
+    # Items only popularity (no weight) names get a's floor, in popularity's order.
+    assert fused.items.tolist() == [3, 1, 4, 0]
+    np.testing.assert_allclose(fused.scores, [1 / 11, 1 / 12, 1 / 13, 1 / 13])
+    assert fuse({}, {"a": 1.0}, "rrf", 10.0).items.tolist() == []
 
 
 def test_ranked_drops_blocked_items_and_merge_keeps_one_order() -> None:
@@ -51,6 +90,10 @@ def test_ranked_drops_blocked_items_and_merge_keeps_one_order() -> None:
     assert ranked(np.arange(6), np.array([1.0, 6, 2, 5, 3, 4]), limit=3).items.tolist() == [1, 3, 5]
     keep = np.array([True, False, True, True])
     assert in_order(np.array([3, 1, 0, 2]), np.array([0.1, 0.9, 0.2, 1.0]), keep).items.tolist() == [3, 0, 2]
+    order = np.arange(1000)[::-1].copy()
+    every_third = np.arange(1000) % 3 == 0
+    assert in_order(order, np.zeros(1000), every_third, limit=100).items.tolist() == list(range(999, 699, -3))[:100]
+    assert len(in_order(order, np.zeros(1000), every_third, limit=5000).items) == 334
     merged = merge(top, np.array([4, 9, 8]), np.array([0.5, 0.7, 0.1]))
     assert merged.items.tolist() == [2, 9, 4, 8]
 
@@ -186,3 +229,17 @@ def test_json_logs_carry_the_request_id_and_extra_fields() -> None:
         request_id.reset(token)
     assert entry["request_id"] == "abc123" and entry["rung"] == "full" and entry["msg"] == "recommend"
     assert entry["level"] == "INFO" and entry["ts"].endswith("Z")
+
+
+def test_the_one_graph_two_tower_is_one_call_and_its_halves_the_fallback() -> None:
+    fused = "two_tower_torchscript_fp32"
+    book = LatencyBook(prior_ms=10.0)
+    pool = ModelPool("unused:1", [*MODELS, fused], ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32", book)
+    pool.ready = {*MODELS, fused}
+    _observe(book, two_tower_torchscript_fp32=5, two_tower_user_torchscript_fp32=4, two_tower_items_torchscript_fp32=3,
+             sae_torchscript_fp32=6, rbm_torchscript_fp32=6)
+    plan, _ = choose_plan(pool, ["sae", "two_tower", "rbm"], "fp32", 50, 200)
+    assert plan.branches["two_tower"] == (fused,) and plan.cost_ms == 11  # one call, then the rankers
+    pool.ready.discard(fused)  # not loaded, or failed: the two calls in a row
+    plan, _ = choose_plan(pool, ["sae", "two_tower", "rbm"], "fp32", 50, 200)
+    assert plan.branches["two_tower"] == ("two_tower_user_torchscript_fp32", "two_tower_items_torchscript_fp32")

@@ -108,6 +108,8 @@ def prepare_backends(home: Path, target: Path) -> Path:
         if (shim / "model.py").is_file():
             (target / shim.name).mkdir(exist_ok=True)
             shutil.copy2(shim / "model.py", target / shim.name / "model.py")
+            # The stand-ins share how they pad, run and split a batch.
+            shutil.copy2(SHIMS / "batching.py", target / shim.name / "batching.py")
     return target
 
 

@@ -7,27 +7,19 @@ the same model folders unchanged. CUDA is used only for GPU instances when onnxr
 Tensors cross the stub boundary through DLPack, never ``as_numpy()``/``Tensor(name, ndarray)``:
 the wheel's stub is built against numpy 1.x, and with numpy 2 (whose dtype struct layout
 changed) those calls read item sizes wrongly, giving all-zero inputs and empty outputs.
+A batch of requests is one session run (``batching.py``, installed beside this file).
 """
 
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-
-class _DLPack:
-    """Lets numpy consume the stub's DLPack capsule (np.from_dlpack wants an object, not a capsule)."""
-
-    def __init__(self, tensor):
-        self.tensor = tensor
-
-    def __dlpack__(self, **_):
-        return self.tensor.to_dlpack()
-
-    def __dlpack_device__(self):
-        return (1, 0)  # kDLCPU: inputs are requested in CPU memory
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import batching  # installed beside this file by the launcher
 
 
 class TritonPythonModel:
@@ -44,20 +36,27 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, options, providers=providers)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o["name"] for o in config["output"]]
-        self.output_types = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]}
-        self.logger = pb_utils.Logger
-        self.logger.log_info(f"onnxruntime shim loaded {path} providers={self.session.get_providers()}")
+        self.output_types = [pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]]
+        self.ragged = batching.ragged_outputs(config)
+        pb_utils.Logger.log_info(f"onnxruntime shim loaded {path} providers={self.session.get_providers()}")
+
+    def _run(self, arrays):
+        results = self.session.run(self.outputs, dict(zip(self.inputs, arrays, strict=True)))
+        return [np.asarray(r, dtype=t) for r, t in zip(results, self.output_types, strict=True)]
 
     def execute(self, requests):
-        responses = []
+        arrays = []
         for request in requests:
             try:
-                feeds = {name: np.from_dlpack(_DLPack(pb_utils.get_input_tensor_by_name(request, name)))
-                         for name in self.inputs}
-                results = self.session.run(self.outputs, feeds)
-                tensors = [pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(value, dtype=self.output_types[name]))
-                           for name, value in zip(self.outputs, results, strict=True)]
+                arrays.append(batching.read_inputs(pb_utils, request, self.inputs))
+            except Exception as err:  # one unreadable request must not fail the others
+                arrays.append(err)
+        responses = []
+        for result in batching.execute(arrays, self._run, self.inputs, self.outputs, self.ragged):
+            if isinstance(result, Exception):
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+            else:
+                tensors = [pb_utils.Tensor.from_dlpack(name, value) for name, value in zip(self.outputs, result,
+                                                                                          strict=True)]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            except Exception as err:  # one failing request must not fail the others
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
         return responses

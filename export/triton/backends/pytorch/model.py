@@ -4,14 +4,19 @@ Serves TorchScript ``model.pt`` folders written for the NGC container unchanged.
 passed positionally in the config's order, as libtorch does; outputs are the returned tensor
 or tuple in the config's output order. CUDA is used for GPU instances.
 
-Tensors cross the stub boundary through DLPack (see the onnxruntime stand-in for why).
+A batch of requests is one forward pass (``batching.py``, installed beside this file): the
+libtorch backend also runs a batch at once, and per-request passes made batching worthless.
 """
 
 import json
 import os
+import sys
 
 import torch
 import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import batching  # installed beside this file by the launcher
 
 
 class TritonPythonModel:
@@ -26,20 +31,28 @@ class TritonPythonModel:
         self.model = torch.jit.load(path, map_location=self.device).eval()
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        self.ragged = batching.ragged_outputs(config)
         pb_utils.Logger.log_info(f"pytorch shim loaded {path} device={self.device}")
 
+    def _run(self, arrays):
+        with torch.inference_mode():
+            result = self.model(*(torch.from_numpy(a).to(self.device) for a in arrays))
+        values = result if isinstance(result, (tuple, list)) else (result,)
+        return [v.detach().cpu().numpy() for v in values]
+
     def execute(self, requests):
-        responses = []
+        arrays = []
         for request in requests:
             try:
-                args = [torch.utils.dlpack.from_dlpack(pb_utils.get_input_tensor_by_name(request, name).to_dlpack())
-                        .to(self.device) for name in self.inputs]
-                with torch.inference_mode():
-                    result = self.model(*args)
-                values = result if isinstance(result, (tuple, list)) else (result,)
-                tensors = [pb_utils.Tensor.from_dlpack(name, value.detach().cpu().contiguous())
-                           for name, value in zip(self.outputs, values, strict=True)]
+                arrays.append(batching.read_inputs(pb_utils, request, self.inputs))
+            except Exception as err:  # one unreadable request must not fail the others
+                arrays.append(err)
+        responses = []
+        for result in batching.execute(arrays, self._run, self.inputs, self.outputs, self.ragged):
+            if isinstance(result, Exception):
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+            else:
+                tensors = [pb_utils.Tensor.from_dlpack(name, torch.from_numpy(value))
+                           for name, value in zip(self.outputs, result, strict=True)]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            except Exception as err:  # one failing request must not fail the others
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err))))
         return responses
