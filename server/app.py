@@ -1,11 +1,17 @@
 """Assemble and run the server: ``create_server(settings) -> (server, port)`` apart from ``serve()``.
 
 ``create_server`` needs a Triton address (``settings.triton_url``); ``serve`` (``python -m
-server``) also starts the embedded Triton when asked. The health service reports SERVING (for "" and
-``recsys.v1.Recommender``) only while Triton is live and the default variant of every model
-the ensemble uses is ready, and for "liveness" while the process serves at all; a
-watcher re-checks every ``health_interval_s``, loads models a restarted Triton has lost, and
-so reconnects by itself.
+server``) also starts the embedded Triton when asked. Health services:
+
+- "" and ``recsys.v1.Recommender`` (readiness): SERVING once the bundle is loaded and the server
+  started, until shutdown. It means "can answer": with Triton down answers are degraded (popularity,
+  content), not errors, so pods must not all leave the load balancer at once.
+- ``recsys.v1.Triton``: SERVING while Triton is live and the default variant of every model the
+  ensemble uses is ready (also the ``recsys_triton_ready`` metric, alerted on).
+- "liveness": SERVING while the process serves at all.
+
+A watcher re-checks Triton every ``health_interval_s``, loads models a restarted Triton has lost,
+and so reconnects by itself. Every call passes ``server.guard.Guard`` (auth, policy, limits).
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 from server.bundle import load_bundle
 from server.feedback import FeedbackStore
+from server.guard import Guard
 from server.latency import LatencyBook
 from server.metrics import Metrics
 from server.profiles import Profiles
 from server.recommend import Recommender
+from server.security import authenticator_for, dev_mode, is_loopback, rate_limiter_for, server_credentials
 from server.service import RecommenderService
 from server.settings import Settings
 from server.triton_models import ROLES, ModelPool, model_name
@@ -33,8 +41,9 @@ from server.triton_models import ROLES, ModelPool, model_name
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 # SERVING while the process runs, whatever Triton does: a liveness probe must not restart a pod
-# because Triton is down (readiness, on "" or SERVICE_NAME, takes it out of rotation instead).
+# because Triton is down.
 LIVENESS = "liveness"
+TRITON_HEALTH = "recsys.v1.Triton"
 
 
 class RecommendationServer:
@@ -48,25 +57,36 @@ class RecommendationServer:
         available = list(self.bundle.manifest.get("repository", {}))
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
                               LatencyBook(settings.latency_window, settings.latency_prior_ms,
-                                                          settings.latency_max_age_s))
+                                                          settings.latency_max_age_s),
+                              control_key=settings.triton_control_key)
+        self.metrics = Metrics()
         self.profiles = Profiles(self.bundle)
         self.store = FeedbackStore(settings.feedback_db)
         for event in self.store.replay():
             self.profiles.apply(event)
-        self.metrics = Metrics()
         self.recommender = Recommender(self.bundle, settings, self.pool, self.profiles)
         self.health = health.aio.HealthServicer()
+        self.dev_mode = dev_mode(settings)
+        # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.
+        guard = Guard(authenticator_for(settings), rate_limiter_for(settings), settings.max_concurrent_rpcs,
+                      self.metrics)
         self.grpc = grpc.aio.server(
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=[guard],
             options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                      ("grpc.max_send_message_length", settings.max_message_bytes),
+                     ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
+                     ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                     ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
                      ("grpc.so_reuseport", 0)])
         pb_grpc.add_RecommenderServicer_to_server(
             RecommenderService(settings, self.bundle, self.pool, self.profiles, self.store, self.recommender,
                                self.metrics), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address, credentials = f"{settings.host}:{settings.grpc_port}", server_credentials(settings)
+        self.tls = credentials is not None
+        self.port = (self.grpc.add_secure_port(address, credentials) if credentials is not None
+                     else self.grpc.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
         self.metrics_port: int | None = None
@@ -82,10 +102,16 @@ class RecommendationServer:
         if self.settings.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.grpc.start()
+        # The bundle is loaded and the server listens: it can answer, degraded if Triton is not there.
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._watcher = asyncio.create_task(self._watch())
         log.info("serving", extra={"grpc": f"{self.settings.host}:{self.port}", "metrics_port": self.metrics_port,
                                    "bundle": str(self.bundle.folder), "triton": self.settings.triton_url,
-                                   "models_ready": sorted(self.pool.ready)})
+                                   "models_ready": sorted(self.pool.ready), "tls": self.tls,
+                                   "auth": "dev (no token needed)" if self.dev_mode else "token"})
+        if self.dev_mode and not is_loopback(self.settings.host):
+            log.warning("auth_mode=dev on a non-loopback host: anyone who reaches the port has every role")
 
     async def _check_models(self) -> None:
         live = await self.pool.refresh(load=self.settings.load_models)
@@ -95,8 +121,7 @@ class RecommendationServer:
             self.metrics.model_ready.labels(model).set(1 if model in self.pool.ready else 0)
         serving = live and all(m in self.pool.ready for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, status)
+        await self.health.set(TRITON_HEALTH, status)
 
     async def _watch(self) -> None:
         while True:

@@ -25,6 +25,8 @@ from server.latency import LatencyBook
 log = logging.getLogger(__name__)
 ROLES = ("sae", "rbm", "two_tower_user", "two_tower_items")
 LOAD_RETRY_S = 30.0
+# Triton answers model-repository/config calls only with this header (--grpc-restricted-protocol).
+CONTROL_HEADER = "recsys-triton-key"
 # gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
 CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
@@ -57,9 +59,11 @@ def model_name(role: str, variant: str) -> str:
 
 class ModelPool:
     def __init__(self, url: str, available: list[str], variants: list[str], default_variant: str,
-                 latency: LatencyBook) -> None:
-        """``available``: model names in the repository (the bundle manifest); ``variants``: those to use."""
+                 latency: LatencyBook, control_key: str | None = None) -> None:
+        """``available``: model names in the repository (the bundle manifest); ``variants``: those to use;
+        ``control_key``: the secret Triton's control APIs want (None: an unrestricted Triton)."""
         self.url = url
+        self.control_headers = {CONTROL_HEADER: control_key} if control_key else None
         self.latency = latency
         self.default_variant = default_variant
         self.by_role = {r: [model_name(r, v) for v in variants if model_name(r, v) in available] for r in ROLES}
@@ -95,7 +99,8 @@ class ModelPool:
         assert self.client is not None
         try:
             self.live = await self.client.is_server_live(client_timeout=1.0)
-            index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0)
+            index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0,
+                                                                headers=self.control_headers)
         except InferenceServerException:
             self.live = False
         if not self.live:
@@ -120,7 +125,7 @@ class ModelPool:
     async def _load(self, model: str) -> bool:
         assert self.client is not None
         try:
-            await self.client.load_model(model, client_timeout=120.0)
+            await self.client.load_model(model, client_timeout=120.0, headers=self.control_headers)
         except InferenceServerException as err:
             log.warning("could not load model=%s reason=%s", model, err.message())
             self._failed_at[model] = time.monotonic()
@@ -138,10 +143,14 @@ class ModelPool:
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         started = time.perf_counter()
+        # The remaining budget travels with the call as its gRPC deadline (client_timeout): Triton
+        # cancels a request whose deadline passed. A cancelled RPC cancels this task, and so the
+        # gRPC call to Triton. Not also as Triton's own per-request `timeout`: with it, Triton 2.51
+        # left some batched requests to the Python-backend models unanswered until the hard limit.
         try:
             result = await asyncio.wait_for(
                 self.client.infer(model, tensors, outputs=[InferRequestedOutput(n) for n in outputs],
-                                  request_id=request_id),
+                                  request_id=request_id, client_timeout=timeout_s),
                 timeout_s)
         except TimeoutError:
             # The estimate must learn that this model is slow, or the planner keeps choosing it.
@@ -153,6 +162,9 @@ class ModelPool:
         except InferenceServerException as err:
             if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
                 self.ready.discard(model)
+            if err.status() in ("StatusCode.DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"):
+                self.latency.observe(model, (time.perf_counter() - started) * 1000)
+                raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
             raise ModelCallError(model, err.message() or str(err.status())) from None
         ms = (time.perf_counter() - started) * 1000
         self.latency.observe(model, ms)
