@@ -16,13 +16,16 @@ import grpc
 
 from clients.api import RecommenderApi
 from clients.channel import ClientCore, HeaderHook
+from clients.credentials import Credentials
 from clients.retry import DEFAULT_RETRY, RetryPolicy
 
 
 class RecommenderClient(RecommenderApi):
     def __init__(self, target: str, *, timeout: float | None = 5.0, retry: RetryPolicy = DEFAULT_RETRY,
-                 header_hook: HeaderHook | None = None, channel: grpc.Channel | None = None) -> None:
-        self.core = ClientCore(channel or grpc.insecure_channel(target), timeout, retry, header_hook)
+                 header_hook: HeaderHook | None = None, credentials: Credentials | None = None,
+                 channel: grpc.Channel | None = None) -> None:
+        credentials = credentials or Credentials()
+        self.core = ClientCore(channel or credentials.channel(target), timeout, retry, header_hook, credentials)
 
     def _call(self, method: str, request: Any, parse: Callable[[Any], Any], timeout: float | None) -> Any:
         call, metadata = self.core.method(method), self.core.metadata()
