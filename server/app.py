@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
+from export.triton.launcher import control_key_for
 from server.bundle import load_bundle
 from server.feedback import FeedbackStore
 from server.guard import Guard
@@ -58,7 +59,7 @@ class RecommendationServer:
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
                               LatencyBook(settings.latency_window, settings.latency_prior_ms,
                                                           settings.latency_max_age_s),
-                              control_key=settings.triton_control_key)
+                              control_key=settings.triton_control_key or control_key_for(settings.triton_url))
         self.metrics = Metrics()
         self.profiles = Profiles(self.bundle)
         self.store = FeedbackStore(settings.feedback_db)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 ROLES = ("sae", "rbm", "two_tower_user", "two_tower_items")
 LOAD_RETRY_S = 30.0
 # Triton answers model-repository/config calls only with this header (--grpc-restricted-protocol).
-CONTROL_HEADER = "recsys-triton-key"
+CONTROL_HEADER = "triton-grpc-protocol-recsys-triton-key"  # Triton prefixes the key name it was given
 # gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
 CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
