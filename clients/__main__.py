@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from clients.credentials import Credentials
 from clients.errors import RecsysError
 from clients.results import Item, Recommendations
 from clients.sync import RecommenderClient
@@ -56,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051", help="server address (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    parser.add_argument("--token", default=os.environ.get("RECSYS_TOKEN"),
+                        help="bearer token (default: $RECSYS_TOKEN); not needed by a dev-mode server")
+    parser.add_argument("--tls-roots", help="PEM CA bundle: connect with TLS, trusting these roots")
+    parser.add_argument("--tls-cert", help="PEM client certificate (mTLS)")
+    parser.add_argument("--tls-key", help="PEM key of the client certificate")
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("recommend", help="recommendations for a user and/or inline ratings")
     rec.add_argument("--user", default=None)
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("health", help="grpc.health.v1 status; exit code 0 only when SERVING")
     args = parser.parse_args(argv)
 
-    with RecommenderClient(args.target, timeout=args.timeout) as client:
+    credentials = Credentials.from_files(token=args.token, roots=args.tls_roots, cert=args.tls_cert, key=args.tls_key)
+    with RecommenderClient(args.target, timeout=args.timeout, credentials=credentials) as client:
         try:
             if args.command == "recommend":
                 result = client.recommend(args.user, k=args.k, ratings=_pairs(args.rate), strategy=args.strategy,

@@ -15,19 +15,22 @@ import grpc
 
 from clients.api import RecommenderApi
 from clients.channel import ClientCore, HeaderHook
+from clients.credentials import Credentials
 from clients.retry import DEFAULT_RETRY, RetryPolicy
 from clients.targets import channel_target
 
 
 class AsyncRecommenderClient(RecommenderApi):
     def __init__(self, target: str | Sequence[str], *, timeout: float | None = 5.0, retry: RetryPolicy = DEFAULT_RETRY,
-                 header_hook: HeaderHook | None = None, channel: grpc.aio.Channel | None = None) -> None:
+                 header_hook: HeaderHook | None = None, credentials: Credentials | None = None,
+                 channel: grpc.aio.Channel | None = None) -> None:
         """``target``: HOST:PORT, several (a list or comma-separated) or dns:///NAME:PORT; calls are
         spread round-robin over every address (clients.targets)."""
+        credentials = credentials or Credentials()
         if channel is None:
             address, options = channel_target(target)
-            channel = grpc.aio.insecure_channel(address, options=options)
-        self.core = ClientCore(channel, timeout, retry, header_hook)
+            channel = credentials.aio_channel(address, options)
+        self.core = ClientCore(channel, timeout, retry, header_hook, credentials)
 
     async def _call(self, method: str, request: Any, parse: Callable[[Any], Any], timeout: float | None) -> Any:
         call, metadata = self.core.method(method), self.core.metadata()

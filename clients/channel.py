@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
+from clients.credentials import Credentials
 from clients.errors import from_rpc_error
 from clients.retry import RetryPolicy, retryable
 
@@ -20,8 +21,9 @@ HeaderHook = Callable[[], Sequence[tuple[str, str]]]
 
 class ClientCore:
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel, timeout: float | None, retry: RetryPolicy,
-                 header_hook: HeaderHook | None) -> None:
+                 header_hook: HeaderHook | None, credentials: Credentials | None = None) -> None:
         self.channel, self.timeout, self.retry, self.header_hook = channel, timeout, retry, header_hook
+        self.credentials = credentials or Credentials()
         self.stubs = {"": pb_grpc.RecommenderStub(channel), "health": health_pb2_grpc.HealthStub(channel)}
 
     def method(self, name: str) -> Any:
@@ -29,7 +31,7 @@ class ClientCore:
         return getattr(self.stubs[service], rpc)
 
     def metadata(self) -> list[tuple[str, str]]:
-        headers = list(self.header_hook() if self.header_hook else ())
+        headers = [*self.credentials.metadata(), *(self.header_hook() if self.header_hook else ())]
         if not any(k == "x-request-id" for k, _ in headers):
             headers.append(("x-request-id", uuid.uuid4().hex))  # the same id on every retry of one call
         return headers

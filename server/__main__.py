@@ -27,8 +27,9 @@ async def serve(settings: Settings) -> None:
     if settings.triton_url is None:
         if not settings.embedded_triton:
             raise SettingsError("no --triton-url and --embedded-triton false: nothing to serve the models")
-        triton = EmbeddedTriton(settings.model_repository, startup_timeout=120).start()
-        settings = settings.model_copy(update={"triton_url": triton.grpc_url})
+        # Supervised: a Triton that dies is restarted (the server reloads its models by itself).
+        triton = EmbeddedTriton(settings.model_repository, startup_timeout=120, supervise=True).start()
+        settings = settings.model_copy(update={"triton_url": triton.grpc_url, "triton_control_key": triton.control_key})
     try:
         server, port = create_server(settings)
         await server.start()

@@ -1,15 +1,21 @@
 """Assemble and run the server: ``create_server(settings) -> (server, port)`` apart from ``serve()``.
 
 ``create_server`` needs a Triton address (``settings.triton_url``); ``serve`` (``python -m
-server``) also starts the embedded Triton when asked. The health service reports SERVING (for "" and
-``recsys.v1.Recommender``) only while Triton is live and the default variant of every model
-the ensemble uses is ready, and for "liveness" while the process serves at all; a
-watcher re-checks every ``health_interval_s``, loads models a restarted Triton has lost, and
-so reconnects by itself. Readiness means the live bundle's pinned model versions are loaded.
+server``) also starts the embedded Triton when asked. Health services:
+
+- "" and ``recsys.v1.Recommender`` (readiness): SERVING once the bundle is loaded and the server
+  started, until shutdown. It means "can answer": with Triton down answers are degraded (popularity,
+  content), not errors, so pods must not all leave the load balancer at once.
+- ``recsys.v1.Triton``: SERVING while Triton is live and the live bundle's pinned version of every
+  model the ensemble uses (default variant) is ready (also the ``recsys_triton_ready`` metric, alerted on).
+- "liveness": SERVING while the process serves at all.
+
+A watcher re-checks Triton every ``health_interval_s``, loads models a restarted Triton has lost,
+and so reconnects by itself. Every call passes ``server.guard.Guard`` (auth, policy, limits).
 
 Rollouts (``server.rollout``): the server starts on the last promoted bundle of the rollout
-pointer (or ``settings.bundle`` when there is none), serves the admin service on its own port,
-and a second watcher follows the pointer and applies the guardrails.
+pointer (or ``settings.bundle`` when there is none), serves the admin service on its own port
+(behind the same guard: admin role), and a second watcher follows the pointer and applies the guardrails.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from grpc_reflection.v1alpha import reflection
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
+from export.triton.launcher import control_key_for
 from server.admin import admin_server
 from server.bundle import load_bundle
 from server.cache import ResponseCache
 from server.drift import DriftMonitor, Reference
+from server.guard import Guard
 from server.latency import LatencyBook
 from server.metrics import Metrics
 from server.rollout import RolloutManager
@@ -35,6 +43,7 @@ from server.rollout_metrics import RolloutMetrics
 from server.rollout_state import promoted_bundle
 from server.router import Router
 from server.runtime import build_runtime
+from server.security import authenticator_for, dev_mode, is_loopback, rate_limiter_for, server_credentials
 from server.service import RecommenderService
 from server.settings import Settings
 from server.shadow import Shadow
@@ -44,8 +53,9 @@ from server.triton_models import OPTIONAL_ROLES, ROLES, ModelPool, model_name
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 # SERVING while the process runs, whatever Triton does: a liveness probe must not restart a pod
-# because Triton is down (readiness, on "" or SERVICE_NAME, takes it out of rotation instead).
+# because Triton is down.
 LIVENESS = "liveness"
+TRITON_HEALTH = "recsys.v1.Triton"
 
 
 class RecommendationServer:
@@ -59,7 +69,8 @@ class RecommendationServer:
         available = list(self.bundle.manifest.get("repository", {}))
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
                               LatencyBook(settings.latency_window, settings.latency_prior_ms,
-                                                          settings.latency_max_age_s), settings.model_repository)
+                                                          settings.latency_max_age_s), settings.model_repository,
+                              control_key=settings.triton_control_key or control_key_for(settings.triton_url))
         # Profiles are read per user from the store when asked for, never replayed at start-up.
         self.store = open_store(settings.store or sqlite_url(settings.feedback_db))
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
@@ -74,10 +85,17 @@ class RecommendationServer:
         self.drift = None if reference is None else DriftMonitor(
             reference, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi, settings.drift_window)
         self.health = health.aio.HealthServicer()
+        self.dev_mode = dev_mode(settings)
+        # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.
+        guard = Guard(authenticator_for(settings), rate_limiter_for(settings), settings.max_concurrent_rpcs,
+                      self.metrics)
         self.grpc = grpc.aio.server(
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=[guard],
             options=[("grpc.max_receive_message_length", settings.max_message_bytes),
                      ("grpc.max_send_message_length", settings.max_message_bytes),
+                     ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
+                     ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                     ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
                      ("grpc.so_reuseport", 0)])
         pb_grpc.add_RecommenderServicer_to_server(
             RecommenderService(settings, self.bundle, live.pool, self.profiles, self.store, self.recommender,
@@ -85,11 +103,15 @@ class RecommendationServer:
                                drift=self.drift), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
-        self.port = self.grpc.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address, credentials = f"{settings.host}:{settings.grpc_port}", server_credentials(settings)
+        self.tls = credentials is not None
+        self.port = (self.grpc.add_secure_port(address, credentials) if credentials is not None
+                     else self.grpc.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
         self.metrics_port: int | None = None
-        self.admin, self.admin_port = (admin_server(settings, self.rollouts) if settings.admin_port is not None
+        self.admin, self.admin_port = (admin_server(settings, self.rollouts, interceptors=[guard])
+                                       if settings.admin_port is not None
                                        else (None, None))
         self._watcher: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -107,12 +129,18 @@ class RecommendationServer:
         await self.grpc.start()
         if self.admin is not None:
             await self.admin.start()
+        # The bundle is loaded and the server listens: it can answer, degraded if Triton is not there.
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._watcher = asyncio.create_task(self._watch())
         self._follower = asyncio.create_task(self._follow())
         log.info("serving", extra={"grpc": f"{self.settings.host}:{self.port}", "metrics_port": self.metrics_port,
-                                   "bundle": str(self.bundle.folder),
-                                   "admin_port": self.admin_port, "triton": self.settings.triton_url,
-                                   "models_ready": sorted(self.pool.ready)})
+                                   "bundle": str(self.bundle.folder), "admin_port": self.admin_port,
+                                   "triton": self.settings.triton_url,
+                                   "models_ready": sorted(self.pool.ready), "tls": self.tls,
+                                   "auth": "dev (no token needed)" if self.dev_mode else "token"})
+        if self.dev_mode and not is_loopback(self.settings.host):
+            log.warning("auth_mode=dev on a non-loopback host: anyone who reaches the port has every role")
 
     async def _check_models(self) -> None:
         live = await self.pool.refresh(load=self.settings.load_models)
@@ -123,8 +151,7 @@ class RecommendationServer:
         pinned = self.router.live.pool.ready  # the live bundle's own versions, not just any version
         serving = live and all(m in pinned for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, status)
+        await self.health.set(TRITON_HEALTH, status)
 
     async def _watch(self) -> None:
         while True:

@@ -62,6 +62,15 @@ class Bundle:
         return np.argsort(-self.popularity, kind="stable")
 
     @cached_property
+    def genre_masks(self) -> np.ndarray:
+        """(genres x items) bool, one contiguous row per genre: a filter ORs at most one row per genre."""
+        return np.ascontiguousarray(self.genres.T.astype(bool))
+
+    @cached_property
+    def genre_column(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.genre_names)}
+
+    @cached_property
     def genre_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(items x genres) float32 and each row's norm."""
         vectors = self.genres.astype(np.float32)

@@ -23,6 +23,24 @@ class BudgetExhausted(RecsysError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unauthenticated(RecsysError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(RecsysError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Overloaded(RecsysError):
+    """Rate limit or concurrency limit: retry after ``retry_after_s`` (also sent as ``retry-after-ms``)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(f"{message}; retry after {retry_after_s * 1000:.0f} ms")
+        self.retry_after_s = retry_after_s
+
+
 class NoAnswer(RecsysError):
     """Nothing at all can be served (not even the local fallback)."""
 

@@ -1,12 +1,15 @@
 """Prometheus metrics on their own port; one registry per server so tests can run several in a process.
 
 Names (all prefixed ``recsys_``):
-- ``requests_total{rpc, strategy, outcome}``: outcome is ``ok``, ``degraded`` or a gRPC status name
+- ``requests_total{rpc, strategy, outcome}``: outcome is ``ok``, ``degraded``, ``cancelled``,
+  ``deadline_exceeded`` (gRPC cancelled the call) or a gRPC status name
 - ``request_latency_seconds{rpc, strategy, outcome}``: histogram, server-side time per RPC
 - ``degraded_total{rpc, reason}``: reason is ``model_missing`` (dropped for the budget, not ready, failed)
 - ``fallback_total{rung}``: answers per cold-start rung (popularity, content, full, single)
 - ``plan_total{plan}``: the latency plan chosen per Recommend
 - ``model_latency_seconds{model}`` and ``model_errors_total{model}``: each Triton call
+- ``refused_total{rpc, code}``: refused before the handler (UNAUTHENTICATED, PERMISSION_DENIED,
+  RESOURCE_EXHAUSTED, INVALID_ARGUMENT for malformed bytes)
 - ``inflight_requests``, ``triton_ready`` (1/0), ``models_ready``, ``model_ready{model}`` (1/0),
   ``feedback_events_total{kind}``
 - ``feedback_duplicates_total``: retried events the store already had (ignored)
@@ -39,6 +42,8 @@ class Metrics:
         self.triton_ready = Gauge("recsys_triton_ready", "1 when Triton is live", registry=r)
         self.models_ready = Gauge("recsys_models_ready", "Models the server uses that are ready", registry=r)
         self.model_ready = Gauge("recsys_model_ready", "1 when this Triton model is ready", ["model"], registry=r)
+        self.refused = Counter("recsys_refused", "Calls refused before the handler (auth, rate limit, "
+                               "malformed, busy)", ["rpc", "code"], registry=r)
         self.feedback = Counter("recsys_feedback_events", "Feedback events stored", ["kind"], registry=r)
         self.feedback_duplicates = Counter("recsys_feedback_duplicates", "Feedback events already stored (retries)",
                                            registry=r)

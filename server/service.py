@@ -103,6 +103,10 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         try:
             response, strategy, outcome = await handler(rid)
             return response
+        except asyncio.CancelledError:  # the caller went away, or its deadline passed: gRPC cancels us
+            remaining = context.time_remaining()
+            outcome = "deadline_exceeded" if remaining is not None and remaining <= 0 else "cancelled"
+            raise
         except Exception as err:  # every failure leaves through the one mapping below
             code, message = status_of(err)
             outcome = code.name

@@ -12,7 +12,7 @@ import argparse
 import json
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -37,11 +37,33 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     grpc_port: int = 50051  # 0 = pick a free port
     metrics_port: int | None = 9095  # Prometheus /metrics; 0 = free port, None = off
-    max_concurrent_rpcs: int = 256  # beyond this, RESOURCE_EXHAUSTED
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 256  # beyond this, RESOURCE_EXHAUSTED (health and reflection never count)
+    # The largest valid request (5000 ratings + 10000 exclusions) is under 200 KiB.
+    max_message_bytes: int = 256 * 1024
+    # Connections are closed after this long idle / this old (in-flight calls get the grace), so
+    # no client holds a connection, or a load balancer's choice of pod, forever.
+    max_connection_idle_s: float = 300.0
+    max_connection_age_s: float = 1800.0
+    max_connection_age_grace_s: float = 30.0
     shutdown_grace_s: float = 5.0
     blas_threads: int = Field(1, ge=1, description="numpy's BLAS threads in `python -m server`; more only "
                               "compete with Triton for the cores")
+    # Security (docs in server/auth.py). "auto" = dev (no token needed, every role) only when
+    # bound to a loopback host, so `make serve` stays one command; anywhere else a token is required.
+    auth_mode: Literal["auto", "dev", "token"] = "auto"
+    auth_jwt_public_key: Path | None = None  # PEM; JWTs signed with the matching private key
+    auth_jwt_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
+    auth_jwt_audience: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_api_keys: Path | None = None  # JSON: {sha256 hex of a key: {"name", "roles", "user_id"?}}
+    rate_limit_rps: float = Field(200.0, ge=0, description="per principal (0 = off); dev mode is not limited")
+    rate_limit_burst: int = Field(400, ge=1)
+    tls_cert: Path | None = None  # PEM chain; with tls_key: TLS on the public port
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM: clients must present a certificate it signed (mTLS)
+    # Triton's model-repository/config APIs answer only calls with this header (--grpc-restricted-protocol).
+    triton_control_key: str | None = Field(None, description="value of the recsys-triton-key header; the "
+                                           "embedded Triton makes one up")
     # Requests.
     max_k: int = 100
     max_ratings: int = 5000

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 ROLES = ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
 OPTIONAL_ROLES = ("two_tower",)  # without it the halves answer, one round trip later: not needed for SERVING
 LOAD_RETRY_S = 30.0
+# Triton answers model-repository/config calls only with this header (--grpc-restricted-protocol).
+CONTROL_HEADER = "triton-grpc-protocol-recsys-triton-key"  # Triton prefixes the key name it was given
 # gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
 CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
@@ -71,10 +73,12 @@ def model_name(role: str, variant: str) -> str:
 
 class ModelPool:
     def __init__(self, url: str, available: list[str], variants: list[str], default_variant: str,
-                 latency: LatencyBook, repository: Path | None = None) -> None:
+                 latency: LatencyBook, repository: Path | None = None, control_key: str | None = None) -> None:
         """``available``: model names in the repository (the bundle manifest); ``variants``: those to use;
-        ``repository``: where the configs are read for version-pinned loads."""
+        ``repository``: where the configs are read for version-pinned loads; ``control_key``: the secret
+        Triton's control APIs want (None: an unrestricted Triton)."""
         self.url = url
+        self.control_headers = {CONTROL_HEADER: control_key} if control_key else None
         self.latency = latency
         self.default_variant = default_variant
         self.by_role = {r: [model_name(r, v) for v in variants if model_name(r, v) in available] for r in ROLES}
@@ -113,7 +117,8 @@ class ModelPool:
         assert self.client is not None
         try:
             self.live = await self.client.is_server_live(client_timeout=1.0)
-            index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0)
+            index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0,
+                                                                headers=self.control_headers)
         except InferenceServerException:
             self.live = False
         if not self.live:
@@ -162,7 +167,7 @@ class ModelPool:
         config.version_policy.specific.versions.extend(sorted(int(v) for v in versions))
         try:
             await self.client.load_model(model, config=json_format.MessageToJson(
-                config, preserving_proto_field_name=True), client_timeout=120.0)
+                config, preserving_proto_field_name=True), client_timeout=120.0, headers=self.control_headers)
         except InferenceServerException as err:
             raise ModelLoadError(f"Triton could not load {model} versions {sorted(versions, key=_numeric)}: "
                                  f"{err.message()}") from None
@@ -197,10 +202,14 @@ class ModelPool:
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         started = time.perf_counter()
+        # The remaining budget travels with the call as its gRPC deadline (client_timeout): Triton
+        # cancels a request whose deadline passed. A cancelled RPC cancels this task, and so the
+        # gRPC call to Triton. Not also as Triton's own per-request `timeout`: with it, Triton 2.51
+        # left some batched requests to the Python-backend models unanswered until the hard limit.
         try:
             result = await asyncio.wait_for(
                 self.client.infer(model, tensors, outputs=[InferRequestedOutput(n) for n in outputs],
-                                  request_id=request_id, model_version=version),
+                                  request_id=request_id, model_version=version, client_timeout=timeout_s),
                 timeout_s)
         except TimeoutError:
             # The estimate must learn that this model is slow, or the planner keeps choosing it.
@@ -212,6 +221,9 @@ class ModelPool:
         except InferenceServerException as err:
             if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
                 self.ready.discard(model)
+            if err.status() in ("StatusCode.DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"):
+                latency.observe(model, (time.perf_counter() - started) * 1000)
+                raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
             raise ModelCallError(model, err.message() or str(err.status())) from None
         ms = (time.perf_counter() - started) * 1000
         latency.observe(model, ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,12 @@ STRATEGIES = {pb.STRATEGY_UNSPECIFIED: "ensemble", pb.STRATEGY_ENSEMBLE: "ensemb
               pb.STRATEGY_RBM: "rbm", pb.STRATEGY_TWO_TOWER: "two_tower", pb.STRATEGY_POPULAR: "popular"}
 PRECISIONS = {pb.VARIANT_AUTO: "auto", pb.VARIANT_FP32: "fp32", pb.VARIANT_INT8: "int8", pb.VARIANT_FP16: "fp16"}
 MAX_USER_ID = 128
+MAX_TEXT = 64  # genre, gender, occupation: the longest known value is far shorter
+
+
+def shown(text: str) -> str:
+    """A caller's string as an error message quotes it: never more than MAX_TEXT characters back."""
+    return repr(text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "...")
 
 
 @dataclass(frozen=True)
@@ -26,9 +33,11 @@ class Filters:
     max_year: int
 
     def mask(self, bundle: Bundle) -> np.ndarray:
-        keep = np.ones(bundle.n_items, dtype=bool)
+        # O(catalogue x distinct genres <= known genres): one precomputed row per genre.
         if self.genres is not None:
-            keep &= bundle.genres[:, self.genres].any(axis=1)
+            keep = np.logical_or.reduce(bundle.genre_masks[self.genres], axis=0)
+        else:
+            keep = np.ones(bundle.n_items, dtype=bool)
         if self.min_year:
             keep &= bundle.years >= self.min_year
         if self.max_year:
@@ -73,21 +82,31 @@ def check_rating(value: float, bundle: Bundle, where: str) -> float:
     return float(value)
 
 
-def check_filters(genres: list[str], min_year: int, max_year: int, bundle: Bundle) -> Filters:
-    columns = []
+def check_text(value: str, where: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise InvalidRequest(f"{where} must be at most {MAX_TEXT} characters; got {len(value)}")
+    return value
+
+
+def check_filters(genres: Sequence[str], min_year: int, max_year: int, bundle: Bundle) -> Filters:
+    # Checked before the loop: a request repeating a genre 300,000 times costs one comparison.
+    if len(genres) > len(bundle.genre_names):
+        raise InvalidRequest(f"{len(genres)} genres; at most {len(bundle.genre_names)} (each known genre once)")
+    columns = set()
     for genre in genres:
-        if genre not in bundle.genre_names:
-            raise InvalidRequest(f"unknown genre {genre!r}; known genres: {', '.join(bundle.genre_names)}")
-        columns.append(bundle.genre_names.index(genre))
+        column = bundle.genre_column.get(genre)
+        if column is None:
+            raise InvalidRequest(f"unknown genre {shown(genre)}; known genres: {', '.join(bundle.genre_names)}")
+        columns.add(column)
     for name, year in (("min_year", min_year), ("max_year", max_year)):
         if year and not 1800 <= year <= 2200:
             raise InvalidRequest(f"{name} must be a year between 1800 and 2200 (or 0 for no bound); got {year}")
     if min_year and max_year and min_year > max_year:
         raise InvalidRequest(f"min_year {min_year} is after max_year {max_year}")
-    return Filters(np.asarray(columns, dtype=np.int64) if columns else None, min_year, max_year)
+    return Filters(np.asarray(sorted(columns), dtype=np.int64) if columns else None, min_year, max_year)
 
 
-def check_exclusions(ids: list[int], bundle: Bundle, settings: Settings) -> tuple[np.ndarray, list[int]]:
+def check_exclusions(ids: Sequence[int], bundle: Bundle, settings: Settings) -> tuple[np.ndarray, list[int]]:
     if len(ids) > settings.max_exclusions:
         raise InvalidRequest(f"exclude_item_ids has {len(ids)} ids; at most {settings.max_exclusions}")
     return bundle.index_of(ids)
@@ -114,7 +133,7 @@ def recommend_query(request: pb.RecommendRequest, bundle: Bundle, settings: Sett
             unknown.append(rating.item_id)
         else:
             inline[idx] = value  # a repeated item: the last rating wins
-    exclude, unknown_excluded = check_exclusions(list(request.exclude_item_ids), bundle, settings)
+    exclude, unknown_excluded = check_exclusions(request.exclude_item_ids, bundle, settings)
     if not math.isfinite(request.diversity) or not 0.0 <= request.diversity <= 1.0:
         raise InvalidRequest(f"diversity must be between 0 (off) and 1; got {request.diversity}")
     demographics = None
@@ -122,12 +141,14 @@ def recommend_query(request: pb.RecommendRequest, bundle: Bundle, settings: Sett
         d = request.demographics
         if not 0 <= d.age <= 150:
             raise InvalidRequest(f"demographics.age must be between 0 (not given) and 150; got {d.age}")
+        check_text(d.gender, "demographics.gender")
+        check_text(d.occupation, "demographics.occupation")
         demographics = encode_demographics(bundle, d.age, d.gender, d.occupation)
     return RecommendQuery(
         user_id=user_id, inline=inline, unknown_item_ids=unknown + unknown_excluded, k=k,
         strategy=STRATEGIES[request.strategy], precision=PRECISIONS[request.variant],
         budget_ms=request.latency_budget_ms, exclude=exclude,
-        filters=check_filters(list(request.genres), request.min_year, request.max_year, bundle),
+        filters=check_filters(request.genres, request.min_year, request.max_year, bundle),
         explain=request.explain, diversity=float(request.diversity), demographics=demographics)
 
 

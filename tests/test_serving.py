@@ -156,6 +156,17 @@ BAD_REQUESTS = [
     (pb.RecommendRequest(k=5, demographics=pb.Demographics(age=-3)), grpc.StatusCode.INVALID_ARGUMENT,
      "demographics.age"),
     (pb.RecommendRequest(k=5, user_id="x" * 300_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),  # over 256 KiB
+    # Amplification: counts are capped before any per-element work, strings are bounded and never echoed whole.
+    (pb.RecommendRequest(k=5, genres=["Drama"] * 30_000), grpc.StatusCode.INVALID_ARGUMENT,
+     "30000 genres; at most"),
+    (pb.RecommendRequest(k=5, genres=["x" * 200_000]), grpc.StatusCode.INVALID_ARGUMENT, "'xxxxxxxx"),
+    (pb.RecommendRequest(k=5, exclude_item_ids=[1] * 10_001), grpc.StatusCode.INVALID_ARGUMENT,
+     "10001 ids; at most 10000"),
+    (pb.RecommendRequest(k=5, demographics=pb.Demographics(occupation="o" * 100)), grpc.StatusCode.INVALID_ARGUMENT,
+     "demographics.occupation must be at most 64 characters"),
+    (pb.OnboardingRequest(k=5, genres=["Drama"] * 1000), grpc.StatusCode.INVALID_ARGUMENT, "1000 genres; at most"),
+    (pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=2)] * 1001),
+     grpc.StatusCode.INVALID_ARGUMENT, "1001 events; at most 1000"),
     (pb.SimilarItemsRequest(item_id=999999, k=3), grpc.StatusCode.NOT_FOUND, "item 999999 is not in the catalogue"),
     (pb.SimilarItemsRequest(item_id=1, k=0), grpc.StatusCode.INVALID_ARGUMENT, "k must be between"),
     (pb.OnboardingRequest(k=-1), grpc.StatusCode.INVALID_ARGUMENT, "k must be between"),
@@ -183,6 +194,14 @@ def test_bad_input_gets_a_clear_status(stack: ServerThread, request_message: obj
             call(request_message, timeout=10)
     assert caught.value.code() == code
     assert message in caught.value.details()
+    assert len(caught.value.details() or "") < 2000  # a huge field is never echoed back
+
+
+def test_malformed_bytes_are_invalid_argument(stack: ServerThread) -> None:
+    with grpc.insecure_channel(stack.target) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary("/recsys.v1.Recommender/Recommend")(b"\xff\xff\xff\xff", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in caught.value.details()
 
 
 def test_unknown_user_without_ratings_is_not_an_error(client: RecommenderClient) -> None:

@@ -7,6 +7,12 @@ so a model repository written for the NGC container loads here unchanged. Triton
 explicit model control on loopback ports, its log goes to the ``triton`` logger, and it dies
 with its parent (PR_SET_PDEATHSIG), so no server outlives the process that started it.
 
+Locked control plane: Triton's model-repository and model-config APIs (load/unload can lead to
+code execution) answer only calls carrying the ``triton-grpc-protocol-recsys-triton-key`` header with a secret made up
+per launcher (``control_key``); ``control_key_for(url)`` gives it to a server in this process.
+With ``supervise=True`` a Triton that exits is restarted on the same ports with backoff (the
+server's health watcher then loads its models again).
+
     python -m export.triton --model-repository model_repository --load all
 """
 
@@ -16,6 +22,7 @@ import atexit
 import ctypes
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +44,16 @@ triton_log = logging.getLogger("triton")
 ROOT = Path(__file__).resolve().parents[2]
 SHIMS = Path(__file__).resolve().parent / "backends"
 HOME_ENV = "RECSYS_TRITON_HOME"
+CONTROL_KEY_NAME = "recsys-triton-key"
+# Triton prefixes the key name on gRPC; the same value as server.triton_models.CONTROL_HEADER.
+CONTROL_HEADER = f"triton-grpc-protocol-{CONTROL_KEY_NAME}"
+RESTRICTED = "model-repository,model-config"
+_control_keys: dict[str, str] = {}  # grpc url -> key, for the launchers of this process
+
+
+def control_key_for(url: str | None) -> str | None:
+    """The control key of the embedded Triton this process started at ``url`` (None: not one of ours)."""
+    return _control_keys.get(url or "")
 
 
 class TritonNotFound(RuntimeError):
@@ -123,8 +140,13 @@ class EmbeddedTriton:
     """One tritonserver process serving ``model_repository`` on loopback ports."""
 
     def __init__(self, model_repository: Path, *, models: tuple[str, ...] = (), ports: Ports | None = None,
-                 home: Path | None = None, startup_timeout: float = 60.0, verbose: int = 0) -> None:
+                 home: Path | None = None, startup_timeout: float = 60.0, verbose: int = 0,
+                 supervise: bool = False, max_backoff_s: float = 10.0, control_key: str | None = None) -> None:
         self.model_repository = Path(model_repository).resolve()
+        self.control_key = control_key or secrets.token_urlsafe(24)
+        self.supervise, self.max_backoff_s = supervise, max_backoff_s
+        self.restarts = 0
+        self._stopping = threading.Event()
         self.models = tuple(models)
         self.ports = ports or Ports()
         self.home = find_home(home)
@@ -164,6 +186,8 @@ class EmbeddedTriton:
             "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
             "--metrics-address=127.0.0.1", f"--metrics-port={self.ports.metrics}",
             "--allow-gpu-metrics=false", "--strict-readiness=true", "--exit-on-error=false",
+            f"--grpc-restricted-protocol={RESTRICTED}:{CONTROL_KEY_NAME}={self.control_key}",
+            f"--http-restricted-api={RESTRICTED}:{CONTROL_KEY_NAME}={self.control_key}",
             f"--log-verbose={self.verbose}",
         ]
 
@@ -184,6 +208,40 @@ class EmbeddedTriton:
     def start(self) -> EmbeddedTriton:
         if self.process is not None and self.process.poll() is None:
             return self
+        self._stopping.clear()
+        self._launch()
+        _control_keys[self.grpc_url] = self.control_key
+        if self.supervise:
+            threading.Thread(target=self._supervise, args=(self.process,), name="triton-supervisor",
+                             daemon=True).start()
+        return self
+
+    def _supervise(self, process: subprocess.Popen[str] | None) -> None:
+        """Restart a Triton that exits (not one stop() ended) on the same ports, with backoff."""
+        backoff = 0.5
+        while process is not None:
+            process.wait()
+            if self._stopping.is_set() or process is not self.process:
+                return
+            log.warning("triton exited code=%s; restarting in %.1f s", process.returncode, backoff)
+            while not self._stopping.wait(backoff):
+                try:
+                    self._cleanup()
+                    self._launch()
+                    if self._stopping.is_set():  # stop() came while this one was starting
+                        self._terminate()
+                        return
+                    self.restarts += 1
+                    process = self.process
+                    backoff = 0.5
+                    break
+                except (TritonStartError, OSError) as err:
+                    log.error("triton restart failed: %s", err)
+                    backoff = min(backoff * 2, self.max_backoff_s)
+            else:
+                return
+
+    def _launch(self) -> None:
         if not self.model_repository.is_dir():
             raise TritonStartError(f"model repository {self.model_repository} does not exist")
         for kind, port in (("grpc", self.ports.grpc), ("http", self.ports.http), ("metrics", self.ports.metrics)):
@@ -199,14 +257,13 @@ class EmbeddedTriton:
         log.info("triton started pid=%d grpc=%s metrics=%s", self.process.pid, self.grpc_url, self.metrics_url)
         for model in self.models:
             self.load(model)
-        return self
 
     def _wait_live(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                self.stop()
+                self._terminate()
                 raise TritonStartError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
             try:
                 if self.client.is_server_live():
@@ -214,13 +271,13 @@ class EmbeddedTriton:
             except InferenceServerException:
                 pass
             time.sleep(0.2)
-        self.stop()
+        self._terminate()
         raise TritonStartError(f"tritonserver not live after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
 
     def load(self, model: str) -> None:
         """Load (or reload, picking up new versions and config) one model; raise naming it on failure."""
         try:
-            self.client.load_model(model)
+            self.client.load_model(model, headers=self.control_headers)
         except InferenceServerException as err:
             raise ModelLoadError(f"Triton could not load model '{model}': {err.message()}") from None
         if not self.client.is_model_ready(model):
@@ -229,7 +286,11 @@ class EmbeddedTriton:
     reload = load
 
     def unload(self, model: str) -> None:
-        self.client.unload_model(model)
+        self.client.unload_model(model, headers=self.control_headers)
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        return {CONTROL_HEADER: self.control_key}
 
     def is_ready(self) -> bool:
         try:
@@ -238,7 +299,12 @@ class EmbeddedTriton:
             return False
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the server's process group (Triton, its stubs), then SIGKILL what is left."""
+        """SIGTERM the server's process group (Triton, its stubs), then SIGKILL what is left; no restart."""
+        self._stopping.set()
+        _control_keys.pop(self.grpc_url, None)
+        self._terminate(timeout)
+
+    def _terminate(self, timeout: float = 15.0) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -253,6 +319,9 @@ class EmbeddedTriton:
             except ProcessLookupError:
                 pass
             log.info("triton stopped code=%s", process.returncode)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None

@@ -1,0 +1,87 @@
+"""``make bench-security``: the abuse corpus and the auth matrix against real servers -> reports/security.json.
+
+    python -m server.security_bench [--bundle DIR --model-repository DIR]   (any server setting)
+
+Starts the embedded Triton on the configured repository and two servers on loopback: one in
+dev mode for the abuse corpus (so every case reaches validation), one with TLS + mTLS + tokens for
+the auth matrix. Every row of the corpus is {case, expected, code, ms}; the matrix rows {case, expected, got}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from export.triton import EmbeddedTriton
+from server.abuse import Case, abuse_corpus
+from server.app import create_server
+from server.authmatrix import AuthMaterial, auth_matrix
+from server.settings import ROOT, load_settings
+
+REPORT = ROOT / "reports" / "security.json"
+
+
+def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    rows = []
+    with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 16 << 20)]) as channel:
+        for case in cases:
+            call = channel.unary_unary(case.method)  # raw bytes in, raw bytes out
+            started = time.perf_counter()
+            try:
+                call(case.payload, timeout=timeout_s)
+                code = "OK"
+            except grpc.RpcError as err:
+                code = err.code().name  # type: ignore[attr-defined]
+            rows.append({"case": case.name, "expected": case.expected, "code": code,
+                         "ms": round((time.perf_counter() - started) * 1000, 2)})
+    return rows
+
+
+async def bench(argv: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="recsys-security-") as tmp:
+        base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1",
+                             feedback_db=Path(tmp) / "feedback.sqlite")
+        material = AuthMaterial(Path(tmp))
+        with EmbeddedTriton(base.model_repository, startup_timeout=180) as triton:
+            dev_settings = base.model_copy(update={"triton_url": triton.grpc_url, "auth_mode": "dev"})
+            secure_settings = dev_settings.model_copy(update={**material.settings(), "rate_limit_rps": 1000})
+            dev, _ = create_server(dev_settings)
+            secure, _ = create_server(secure_settings)
+            await dev.start()
+            await secure.start()
+            try:
+                cases = abuse_corpus(dev.bundle, dev_settings)
+                await asyncio.to_thread(run_corpus, f"127.0.0.1:{dev.port}", cases)  # warm: first calls load models
+                corpus = await asyncio.to_thread(run_corpus, f"127.0.0.1:{dev.port}", cases)
+                users = sorted(dev.bundle.user_index)
+                matrix = await asyncio.to_thread(auth_matrix, material, f"127.0.0.1:{secure.port}", users[0], users[1])
+            finally:
+                await dev.stop(1.0)
+                await secure.stop(1.0)
+    bad = [r for r in corpus if r["expected"] != "OK"]
+    return {"catalog_size": dev.bundle.n_items, "bundle": str(dev.bundle.folder),
+            "max_message_bytes": dev_settings.max_message_bytes,
+            "worst_bad_request_ms": max(r["ms"] for r in bad), "worst_request_ms": max(r["ms"] for r in corpus),
+            "corpus_mismatches": [r["case"] for r in corpus if r["code"] != r["expected"]],
+            "matrix_mismatches": [r["case"] for r in matrix if r["got"] != r["expected"]],
+            "abuse": corpus, "auth_matrix": matrix}
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = asyncio.run(bench(sys.argv[1:] if argv is None else argv))
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("abuse", "auth_matrix")}, indent=2))
+    print(f"wrote {REPORT}")
+    return 1 if report["corpus_mismatches"] or report["matrix_mismatches"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
