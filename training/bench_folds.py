@@ -107,20 +107,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             dataset = load_movielens(args.data or default_data())
         splits = split_names(dataset, args.folds)
-        per_fold = {}
+        per_fold: dict[str, dict[str, Any]] = {}
         for name in splits:
             per_fold[name] = run_fold(dataset, name, args.seed, args.ease_l2)
             logging.getLogger(__name__).info("fold %s: %s", name, {n: round(r["ndcg@10"], 4)
                                                                    for n, r in per_fold[name]["models"].items()})
+            report = write_report(args, dataset, splits, per_fold, started)  # after every fold: a slow run
+    return report
+
+
+def write_report(args: argparse.Namespace, dataset: MovieLens, splits: list[str], per_fold: dict[str, Any],
+                 started: float) -> dict[str, Any]:
+    """Write the report of the folds done so far (``complete`` says whether all are)."""
     summary = summarise(per_fold)
     report = {"dataset": dataset.name, "items": dataset.n_items, "users": dataset.n_users,
-              "ratings": len(dataset.ratings), "splits": splits, "summary": summary, "bars": bars(per_fold, summary),
-              "folds": per_fold, "ease_l2": args.ease_l2, "seconds": time.perf_counter() - started}
+              "ratings": len(dataset.ratings), "splits": splits, "complete": len(per_fold) == len(splits),
+              "summary": summary, "bars": bars(per_fold, summary), "folds": per_fold, "ease_l2": args.ease_l2,
+              "seconds": time.perf_counter() - started}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(table(summary))
     print(json.dumps(report["bars"], indent=1))
-    print(f"wrote {args.out} ({report['seconds']:.0f} s)")
+    print(f"wrote {args.out} ({report['seconds']:.0f} s, {len(per_fold)} of {len(splits)} folds)")
     return report
 
 
