@@ -63,8 +63,8 @@ lint: setup
 
 bench-quality: setup
 	$(PY) -m training.bench_quality --data $(DATA)
-	$(PY) -m training.bench_folds --data $(DATA)
-	$(PY) -m training.bench_folds --synthetic-items 10000 --folds 3 --out reports/quality-synthetic.json
+	$(PY) -m training.bench_folds --data $(DATA) --jobs 2
+	$(PY) -m training.bench_folds --synthetic-items 10000 --folds 3 --jobs 2 --out reports/quality-synthetic.json
 
 bench-export: setup var/mlflow.db
 	$(PY) -m export.bench

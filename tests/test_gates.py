@@ -25,6 +25,7 @@ def test_the_bar_is_popularity_times_one_plus_margin() -> None:
     assert not decisions["close"].passed and "does not beat popularity" in decisions["close"].reason
     assert decisions["popularity"].passed  # the baseline is the floor, not a candidate
     assert decide("close", VALIDATION, margin=0.0).passed
+    assert decide("close", {**VALIDATION, "close": {"ndcg@10": 0.001}}, margin=-1.0).passed  # gate off
     assert not decide("missing", VALIDATION, 0.05).passed
 
 
@@ -35,7 +36,7 @@ def test_margin_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=MARGIN_ENV):
         margin_from_settings()
     with pytest.raises(ValueError, match="margin"):
-        margin_from_settings(-1.0)
+        margin_from_settings(-1.5)
 
 
 def test_a_failing_member_is_left_out_of_the_fusion_with_its_reason(tiny_data: TrainingData,

@@ -6,6 +6,8 @@ out of the ensemble's fusion. The bar is relative, ``popularity x (1 + margin)``
 means the same on a data set where popularity scores 0.09 and on one where it scores 0.25.
 
 The margin comes from ``--gate-margin`` or ``$RECSYS_GATE_MARGIN`` (default 0.05, i.e. 5%).
+A margin of -1 puts the bar at 0, which turns the gate off: only for smoke runs on toy data
+where a few epochs cannot beat popularity (the CLI tests).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ def margin_from_settings(explicit: float | None = None) -> float:
         margin = float(raw)
     except ValueError:
         raise ValueError(f"{MARGIN_ENV}={raw!r} is not a number; use a relative margin such as 0.05") from None
-    if not 0.0 <= margin < 10.0:
-        raise ValueError(f"gate margin must be in [0, 10), got {margin}")
+    if not -1.0 <= margin < 10.0:
+        raise ValueError(f"gate margin must be in [-1, 10) (-1 turns the gate off), got {margin}")
     return margin
 
 

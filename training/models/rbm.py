@@ -1,16 +1,18 @@
 """Restricted Boltzmann machine for collaborative filtering (Salakhutdinov, Mnih & Hinton 2007).
 
-Each user is one training case whose visible units are only the items that user rated; all
-users share the weights of those items (the essential trick of RBM-CF: a missing rating is
-not a zero, it is absent). Visible units are softmax over ``levels``: the rating values
-(``visible="ratings"``) or two levels disliked/liked (``visible="liked"``, liked = rating >=
-``like_threshold``). Trained with CD-k, momentum and weight decay; inference is the
+Each user is one training case whose visible units are the items observed for that user; all
+users share the weights of those items. Visible units are softmax over ``levels``: the rating
+values (``visible="ratings"``) or two levels not-liked/liked (``visible="liked"``, liked =
+rating >= ``like_threshold``). In the "liked" form the not-liked level is the reference, with
+weight and bias fixed at zero: a binary RBM over liked items, whose hidden input grows with
+what the user liked rather than with the catalogue. Visible biases start at the items'
+observed level log-frequencies. Trained with CD-k, momentum and weight decay; inference is the
 deterministic mean-field pass: p(h | v) then p(v_i | h) for every item.
 
 Ranking needs to know which items users choose, which a model of rated items alone never
-sees, so ``negatives`` adds, per user and epoch, that many unrated items per rated item as
-observed "disliked" (lowest level) units; the ranking score is P(liked) (or the expected
-rating for ``visible="ratings"``).
+sees, so ``negatives`` adds, per user and epoch, that many unrated items per rated item (or
+every unrated item, the default) as observed at the lowest level; the ranking score is
+P(liked) (or the expected rating for ``visible="ratings"``).
 """
 
 from __future__ import annotations
