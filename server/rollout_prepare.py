@@ -56,6 +56,7 @@ async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: Mod
     runtime = build_runtime(bundle, settings, pool, store)
     try:
         load_golden(runtime)
+        await pool.refresh(load=False)  # what is loaded now: a version another replica loaded is not reloaded
         await asyncio.gather(*(pool.load_versions(m, pool.wanted(m) | set(pool.versions.get(m, ()))) for m in pins))
         await pool.refresh(load=False)
         not_ready = [m for m in pins if not pool.has(m, pins[m])]
