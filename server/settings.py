@@ -75,7 +75,7 @@ class Settings(BaseSettings):
                                         "bundle in shadow and canary, to compare them")
     rollout_canary_percent: float = Field(10.0, gt=0, le=100)
     rollout_drain_s: float = 10.0  # longest wait for a retired bundle's in-flight calls before its versions unload
-    rollout_min_samples: int = 50  # candidate answers (and comparisons) before a guardrail can fire
+    rollout_min_samples: int = 100  # candidate answers (and comparisons) before a guardrail can fire
     rollout_max_error_rate_increase: float = 0.01
     rollout_max_p99_ratio: float = 1.5
     rollout_p99_slack_ms: float = 5.0  # p99 may also exceed the ratio by this much (noise on small p99s)
