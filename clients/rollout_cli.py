@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from recsys.admin.v1 import admin_pb2 as apb
 
@@ -57,6 +58,8 @@ def describe(state: apb.Rollout) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "bundle", None) and Path(args.bundle).exists():
+        args.bundle = str(Path(args.bundle).resolve())  # the server resolves paths from its own folder
     with RolloutAdminClient(args.admin) as admin:
         try:
             if args.step == "start":

@@ -84,7 +84,7 @@ def drive(admin: RolloutAdminClient, bundles: dict[str, Path], phases: Phases, s
 
 
 def summarise(rows: list[dict[str, Any]], phases: Phases, pins: dict[str, dict[str, str]],
-              rollback: dict[str, Any]) -> dict[str, Any]:
+              rollback: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     report_phases, mixed = [], 0
     for row in rows:
         if row["ok"]:
@@ -107,9 +107,11 @@ def summarise(rows: list[dict[str, Any]], phases: Phases, pins: dict[str, dict[s
             "p99_within_1.5x_steady": all(p["p99_ms"] is None or p["p99_ms"] <= P99_BAR * steady
                                           for p in report_phases),
             "bad_bundle_rolled_back_automatically": bool(rollback.get("automatic"))}
-    return {"phases": report_phases, "failures": failures, "mixed_answers": mixed,
-            "rollback": {"trigger": rollback["trigger"], "seconds_to_rollback": rollback["seconds_to_rollback"]},
-            "steady_p99_ms": steady, "bars": bars, "rollback_reason": rollback["reason"]}
+    # The report's keys are exactly the issue's; the bars and the rollback's reason go to stdout.
+    report = {"phases": report_phases, "failures": failures, "mixed_answers": mixed,
+              "rollback": {"trigger": rollback["trigger"], "seconds_to_rollback": rollback["seconds_to_rollback"]},
+              "steady_p99_ms": steady}
+    return report, {**bars, "rollback_reason": rollback["reason"]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -155,10 +157,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stop_server(server)
             rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line] \
                 if rows_path.exists() else []
-    report = summarise(rows, phases, pins, rollback)
+    report, bars = summarise(rows, phases, pins, rollback)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+    print(f"\n{'phase':<15} {'s':>6} {'requests':>9} {'failures':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'degraded':>9}  bundles")
+    for p in report["phases"]:
+        print(f"{p['phase']:<15} {p['seconds']:>6.1f} {p['requests']:>9} {p['failures']:>9} {p['p50_ms'] or 0:>7.1f} "
+              f"{p['p99_ms'] or 0:>7.1f} {p['degraded_share']:>8.1%}  {p['bundle_versions']}")
+    print("bars:", json.dumps(bars, indent=1))
     return report
 
 

@@ -11,15 +11,18 @@ requests must give export's answers. On any failure the candidate's versions are
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from server.bundle import BundleError, load_bundle
 from server.errors import RecsysError
 from server.feedback import FeedbackStore
 from server.golden import load_golden, verify
+from server.recommend import warm_up_query
 from server.runtime import BundleRuntime, build_runtime, pins_of
 from server.settings import Settings
 from server.triton_models import ModelLoadError, ModelPool
@@ -63,6 +66,7 @@ async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: Mod
         if not_ready:
             raise ModelLoadError(f"Triton reports {', '.join(not_ready)} not ready after loading")
         await runtime.recommender.warm_up(rounds=2)
+        await warm_on_users(runtime)
         problems = await verify(runtime, settings.rollout_golden_min_overlap, settings.rollout_golden_tolerance)
         if problems:
             raise RolloutRefused(f"refused: golden requests fail on bundle {bundle.version}: {'; '.join(problems)}")
@@ -73,6 +77,18 @@ async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: Mod
         await discard(runtime, pool)
         raise
     return runtime
+
+
+async def warm_on_users(runtime: BundleRuntime, users: int = 64) -> None:
+    """Known users with histories of every length, through the real path: the fixed warm-up query
+    has one length, TorchScript specialises on input shapes in its first calls, and the guardrails
+    start judging the candidate's latency as soon as it takes traffic."""
+    bundle = runtime.bundle
+    by_length = np.argsort(np.diff(bundle.histories.indptr), kind="stable")
+    ids = {row: user for user, row in bundle.user_index.items()}
+    for row in by_length[np.linspace(0, len(by_length) - 1, num=min(users, len(by_length))).astype(int)]:
+        query = dataclasses.replace(warm_up_query("ensemble", "auto", {}), user_id=ids[int(row)])
+        await runtime.recommender.recommend(query, None, "warm-up")
 
 
 async def discard(runtime: BundleRuntime, pool: ModelPool) -> None:
