@@ -14,7 +14,7 @@ SWEEP ?= 1,8,32,64
 TARGET ?=
 KNOWN_USERS ?= 1-943
 
-.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout clean
 
 setup: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ serve: setup serving_bundle
 # The committed stubs in protos/recsys/v1 come from the .proto files; tests/test_protos.py fails if stale.
 protos: setup
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
-		protos/recsys/v1/recommender.proto
+		protos/recsys/v1/recommender.proto protos/recsys/admin/v1/admin.proto
 
 serving_bundle: | var/mlflow.db
 	$(MAKE) export
@@ -84,6 +84,17 @@ loadtest: setup serving_bundle
 
 loadtest-sweep: setup serving_bundle
 	$(PY) -m loadtest --sweep $(SWEEP) --duration $(DURATION) $(LOADTEST_TARGET)
+
+# Ship the newest exported bundle to a running `make serve` (its admin service on loopback):
+# shadow -> canary -> full -> retire, rolled back by the server if a guardrail trips.
+ADMIN ?= 127.0.0.1:50052
+ROLLOUT_ARGS ?= --shadow-s 30 --canary-s 30 --canary-percent 10
+rollout: setup
+	$(PY) -m clients rollout --admin $(ADMIN) ship serving_bundle $(ROLLOUT_ARGS)
+
+# Two bundles rolled through a loaded stack (good, then a bad one rolled back) -> reports/rollout.json.
+bench-rollout: setup
+	$(PY) -m server.bench_rollout --data $(DATA) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_DIR) var reports serving_bundle

@@ -6,6 +6,7 @@
     python -m clients onboarding -k 12
     python -m clients feedback --user new-7 --rate 1=5 --click 50
     python -m clients models
+    python -m clients rollout ship serving_bundle       # the admin service: see clients/rollout_cli.py
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 
+from clients import rollout_cli
 from clients.credentials import Credentials
 from clients.errors import RecsysError
 from clients.results import Item, Recommendations
@@ -87,9 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     fb.add_argument("--click", type=int, action="append", default=[])
     commands.add_parser("models", help="loaded models, versions, latency estimates")
     commands.add_parser("health", help="grpc.health.v1 status; exit code 0 only when SERVING")
+    rollout_cli.add_parser(commands)
     args = parser.parse_args(argv)
-
     credentials = Credentials.from_files(token=args.token, roots=args.tls_roots, cert=args.tls_cert, key=args.tls_key)
+    if args.command == "rollout":
+        return rollout_cli.run(args, credentials)
+
     with RecommenderClient(args.target, timeout=args.timeout, credentials=credentials) as client:
         try:
             if args.command == "recommend":

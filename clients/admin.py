@@ -18,6 +18,7 @@ import grpc
 from recsys.admin.v1 import admin_pb2 as apb
 from recsys.admin.v1 import admin_pb2_grpc as apb_grpc
 
+from clients.credentials import Credentials
 from clients.errors import RecsysError, from_rpc_error
 
 
@@ -30,15 +31,17 @@ class RolledBack(RecsysError):
 
 
 class RolloutAdminClient:
-    def __init__(self, target: str, *, timeout: float = 180.0, channel: grpc.Channel | None = None) -> None:
+    def __init__(self, target: str, *, timeout: float = 180.0, channel: grpc.Channel | None = None,
+                 credentials: Credentials | None = None) -> None:
         # StartRollout loads, warms up and checks a bundle: seconds to minutes, hence the long default.
-        self.channel = channel or grpc.insecure_channel(target)
+        self.credentials = credentials or Credentials()  # an admin token (and TLS) when the server wants them
+        self.channel = channel or self.credentials.channel(target)
         self.stub = apb_grpc.RolloutAdminStub(self.channel)
         self.timeout = timeout
 
     def _call(self, method: str, request: Any) -> apb.Rollout:
         try:
-            return getattr(self.stub, method)(request, timeout=self.timeout)
+            return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self.credentials.metadata())
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
                 raise RolloutRefused(error.code(), error.details() or "") from None  # type: ignore[attr-defined]

@@ -24,11 +24,12 @@ class Side:
     degraded: int = 0
     answers: int = 0
 
-    def record(self, ms: float, error: bool, degraded: bool) -> None:
+    def record(self, ms: float | None, error: bool, degraded: bool) -> None:
+        """One answer (or failure); ``ms`` only from side-by-side pairs, the one fair latency comparison."""
         self.answers += 1
         self.errors += int(error)
         self.degraded += int(degraded and not error)
-        if not error:
+        if ms is not None and not error:
             self.latencies_ms.append(ms)
 
     @property
@@ -57,7 +58,7 @@ class Guardrails:
         self.live, self.candidate = Side(), Side()
         self.overlaps: deque[float] = deque(maxlen=WINDOW)
 
-    def record(self, candidate: bool, ms: float, error: bool, degraded: bool) -> None:
+    def record(self, candidate: bool, ms: float | None, error: bool, degraded: bool) -> None:
         (self.candidate if candidate else self.live).record(ms, error, degraded)
 
     def record_overlap(self, overlap: float) -> None:
@@ -74,7 +75,8 @@ class Guardrails:
             return "", ""
         if cand.error_rate > live.error_rate + s.rollout_max_error_rate_increase:
             return "error_rate", f"error rate {cand.error_rate:.1%} vs live {live.error_rate:.1%}"
-        if cand.p99_ms > live.p99_ms * s.rollout_max_p99_ratio + s.rollout_p99_slack_ms:
+        paired = min(len(cand.latencies_ms), len(live.latencies_ms)) >= s.rollout_min_samples
+        if paired and cand.p99_ms > live.p99_ms * s.rollout_max_p99_ratio + s.rollout_p99_slack_ms:
             return "p99", f"p99 {cand.p99_ms:.1f} ms vs live {live.p99_ms:.1f} ms"
         if cand.degraded_share > live.degraded_share + s.rollout_max_degraded_increase:
             return "degraded_share", f"degraded share {cand.degraded_share:.1%} vs live {live.degraded_share:.1%}"

@@ -11,14 +11,17 @@ requests must give export's answers. On any failure the candidate's versions are
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from server.bundle import BundleError, load_bundle
 from server.errors import RecsysError
 from server.golden import load_golden, verify
+from server.recommend import warm_up_query
 from server.runtime import BundleRuntime, build_runtime, pins_of
 from server.settings import Settings
 from server.store import Store
@@ -56,12 +59,14 @@ async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: Mod
     runtime = build_runtime(bundle, settings, pool, store)
     try:
         load_golden(runtime)
+        await pool.refresh(load=False)  # what is loaded now: a version another replica loaded is not reloaded
         await asyncio.gather(*(pool.load_versions(m, pool.wanted(m) | set(pool.versions.get(m, ()))) for m in pins))
         await pool.refresh(load=False)
         not_ready = [m for m in pins if not pool.has(m, pins[m])]
         if not_ready:
             raise ModelLoadError(f"Triton reports {', '.join(not_ready)} not ready after loading")
         await runtime.recommender.warm_up(rounds=2)
+        await warm_on_users(runtime)
         problems = await verify(runtime, settings.rollout_golden_min_overlap, settings.rollout_golden_tolerance)
         if problems:
             raise RolloutRefused(f"refused: golden requests fail on bundle {bundle.version}: {'; '.join(problems)}")
@@ -72,6 +77,18 @@ async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: Mod
         await discard(runtime, pool)
         raise
     return runtime
+
+
+async def warm_on_users(runtime: BundleRuntime, users: int = 64) -> None:
+    """Known users with histories of every length, through the real path: the fixed warm-up query
+    has one length, TorchScript specialises on input shapes in its first calls, and the guardrails
+    start judging the candidate's latency as soon as it takes traffic."""
+    bundle = runtime.bundle
+    by_length = np.argsort(np.diff(bundle.histories.indptr), kind="stable")
+    ids = {row: user for user, row in bundle.user_index.items()}
+    for row in by_length[np.linspace(0, len(by_length) - 1, num=min(users, len(by_length))).astype(int)]:
+        query = dataclasses.replace(warm_up_query("ensemble", "auto", {}), user_id=ids[int(row)])
+        await runtime.recommender.recommend(query, None, "warm-up")
 
 
 async def discard(runtime: BundleRuntime, pool: ModelPool) -> None:

@@ -102,11 +102,11 @@ class Settings(BaseSettings):
     admin_host: str = "127.0.0.1"  # loopback by default: the admin service changes what every user gets
     admin_port: int | None = 50052  # recsys.admin.v1; 0 = free port, None = off
     rollout_state_dir: Path = Field(ROOT / "var" / "rollout", description="the rollout pointer; replicas share it")
-    rollout_shadow_share: float = Field(0.2, ge=0, le=1, description="share of answers also computed by the other "
-                                        "bundle in shadow and canary, to compare them")
+    rollout_shadow_share: float = Field(0.1, ge=0, le=1, description="share of requests answered again by both "
+                                        "bundles side by side in shadow and canary, to compare them")
     rollout_canary_percent: float = Field(10.0, gt=0, le=100)
     rollout_drain_s: float = 10.0  # longest wait for a retired bundle's in-flight calls before its versions unload
-    rollout_min_samples: int = 50  # candidate answers (and comparisons) before a guardrail can fire
+    rollout_min_samples: int = 100  # candidate answers (and comparisons) before a guardrail can fire
     rollout_max_error_rate_increase: float = 0.01
     rollout_max_p99_ratio: float = 1.5
     rollout_p99_slack_ms: float = 5.0  # p99 may also exceed the ratio by this much (noise on small p99s)

@@ -90,6 +90,7 @@ class ModelPool:
         self.repository = repository
         # model -> owner (a bundle version) -> the model version it pins; loads keep the union loaded.
         self._wanted: dict[str, dict[str, str]] = {}
+        self._loading: set[str] = set()  # models with a load in flight (the watcher must not start another)
         self.client: tritonaio.InferenceServerClient | None = None
 
     async def open(self) -> None:
@@ -131,7 +132,7 @@ class ModelPool:
         self._set_states(states)
         now = time.monotonic()
         # A model that failed to load is retried after a pause, not on every health check.
-        missing = [m for m in self.models if self.wanted(m) - set(states.get(m, ()))
+        missing = [m for m in self.models if self.wanted(m) - set(states.get(m, ())) and m not in self._loading
                    and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S] if load else []
         # Triton loads models in parallel; one failing is logged and stays not ready.
         results = await asyncio.gather(*(self._load(m) for m in missing))
@@ -162,15 +163,20 @@ class ModelPool:
         """Load exactly ``versions`` of ``model``; Triton keeps unchanged versions loaded and the old
         set serving if the load fails. Raises ModelLoadError with Triton's reason."""
         assert self.client is not None
+        if set(self.versions.get(model, ())) == versions:
+            return  # already so: a reload would only cost time
         config = self._config(model)
         config.version_policy.Clear()
         config.version_policy.specific.versions.extend(sorted(int(v) for v in versions))
+        self._loading.add(model)
         try:
             await self.client.load_model(model, config=json_format.MessageToJson(
                 config, preserving_proto_field_name=True), client_timeout=120.0, headers=self.control_headers)
         except InferenceServerException as err:
             raise ModelLoadError(f"Triton could not load {model} versions {sorted(versions, key=_numeric)}: "
                                  f"{err.message()}") from None
+        finally:
+            self._loading.discard(model)
         log.info("loaded model=%s versions=%s", model, ",".join(sorted(versions, key=_numeric)))
 
     def _config(self, model: str) -> mc.ModelConfig:

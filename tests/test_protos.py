@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import FileDescriptor
 from grpc_tools import protoc
+from recsys.admin.v1 import admin_pb2
 from recsys.v1 import recommender_pb2
 
 PROTOS = Path(__file__).resolve().parents[1] / "protos"
 
 
-def test_generated_stubs_are_not_stale(tmp_path: Path) -> None:
+@pytest.mark.parametrize("generated", [recommender_pb2.DESCRIPTOR, admin_pb2.DESCRIPTOR], ids=lambda d: d.name)
+def test_generated_stubs_are_not_stale(tmp_path: Path, generated: FileDescriptor) -> None:
     out = tmp_path / "descriptor.pb"
     # Compared as descriptors, not as source text: grpcio-tools versions format the files differently.
-    code = protoc.main(["protoc", f"-I{PROTOS}", f"--descriptor_set_out={out}", "recsys/v1/recommender.proto"])
+    code = protoc.main(["protoc", f"-I{PROTOS}", f"--descriptor_set_out={out}", generated.name])
     assert code == 0
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
     _drop_json_names(fresh.message_type)  # the generated module's copy carries none
-    committed = descriptor_pb2.FileDescriptorProto.FromString(recommender_pb2.DESCRIPTOR.serialized_pb)
-    assert fresh == committed, "protos/recsys/v1 stubs are stale: run `make protos` and commit the result"
+    committed = descriptor_pb2.FileDescriptorProto.FromString(generated.serialized_pb)
+    assert fresh == committed, f"{generated.name} stubs are stale: run `make protos` and commit the result"
 
 
 def _drop_json_names(messages: list[descriptor_pb2.DescriptorProto]) -> None:
@@ -32,3 +36,5 @@ def _drop_json_names(messages: list[descriptor_pb2.DescriptorProto]) -> None:
 def test_package_matches_the_import_path() -> None:
     assert recommender_pb2.DESCRIPTOR.package == "recsys.v1"
     assert recommender_pb2.DESCRIPTOR.name == "recsys/v1/recommender.proto"
+    assert admin_pb2.DESCRIPTOR.package == "recsys.admin.v1"
+    assert admin_pb2.DESCRIPTOR.name == "recsys/admin/v1/admin.proto"

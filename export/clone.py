@@ -1,4 +1,4 @@
-"""Candidate bundles for rollout tests, made from an exported one without training again.
+"""A bundle copied as a new bundle version, for the rollout bench and tests, without training again.
 
 ``clone_bundle`` copies a bundle folder as a new bundle version whose models are new versions
 in the repository (copies of the live files), as an export of the same models would write
