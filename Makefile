@@ -14,7 +14,7 @@ SWEEP ?= 1,8,32,64
 TARGET ?=
 KNOWN_USERS ?= 1-943
 
-.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout retrain bench-feedback-loop clean
 
 setup: $(VENV)/.installed
 
@@ -95,6 +95,17 @@ rollout: setup
 # Two bundles rolled through a loaded stack (good, then a bad one rolled back) -> reports/rollout.json.
 bench-rollout: setup
 	$(PY) -m server.bench_rollout --data $(DATA) $(BENCH_ARGS)
+
+# Retrain from stored feedback against a running stack's store: train -> gate -> export, then it
+# prints how to roll the new bundle out. STORE=redis://HOST:PORT/0 for a shared Valkey.
+STORE ?= sqlite:///$(CURDIR)/var/feedback.sqlite
+retrain: setup var/mlflow.db
+	$(PY) -m training.retrain --feedback $(STORE) --data $(DATA)
+
+# Valkey + Triton + two replicas, u1.test replayed as feedback, retrain, roll out, measure:
+# writes reports/feedback_loop.json (and feedback_loop_details.json).
+bench-feedback-loop: setup
+	$(PY) -m server.bench_feedback_loop --data $(DATA) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_DIR) var reports serving_bundle

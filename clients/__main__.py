@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(_table(client.onboarding_items(k=args.k, genres=args.genre).items))
             elif args.command == "feedback":
                 receipt = client.record_feedback(args.user, ratings=_pairs(args.rate), clicks=args.click)
-                print(f"stored {receipt.accepted} events; {args.user} now has {receipt.profile_size} ratings")
+                print(f"stored {receipt.new_events} new events ({receipt.duplicates} already stored); "
+                      f"{args.user} now has {receipt.profile_size} ratings")
             elif args.command == "models":
                 models = client.list_models()
                 print(f"bundle {models.bundle_version} ({models.dataset}, {models.catalog_size} items), "

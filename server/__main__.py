@@ -18,6 +18,7 @@ from server.app import create_server
 from server.bundle import BundleError
 from server.logs import configure
 from server.settings import Settings, SettingsError, load_settings
+from server.store import StoreError
 
 log = logging.getLogger("server")
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     threadpool_limits(settings.blas_threads, user_api="blas")
     try:
         asyncio.run(serve(settings))
-    except (BundleError, SettingsError, OSError, TritonNotFound, TritonStartError) as err:
+    except (BundleError, SettingsError, StoreError, OSError, TritonNotFound, TritonStartError) as err:
         sys.exit(f"server: {err}")
 
 

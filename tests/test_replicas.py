@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import redis
 
-from clients.errors import RecsysError
+from clients.errors import InvalidArgument, RecsysError
 from clients.feedback import Feedback
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
@@ -55,8 +55,14 @@ def test_two_replicas_share_feedback_and_the_cache(serving_artifacts: Artifacts,
     with ServerThread(make("a")) as a, ServerThread(make("b")) as b, \
             RecommenderClient(a.target, retry=NO_RETRY) as on_a, RecommenderClient(b.target, retry=NO_RETRY) as on_b:
         before = on_b.recommend("shared-user", k=5)
-        receipt = on_a.record_feedback("shared-user", ratings={ids[0]: 5, ids[1]: 4}, clicks=[ids[2]])
-        assert (receipt.new_events, receipt.duplicates) == (3, 0)
+        events = [Feedback(ids[0], 5.0, event_id="e0"), Feedback(ids[1], 4.0, event_id="e1"),
+                  Feedback(ids[2], event_id="e2")]
+        receipt = on_a.record_feedback("shared-user", events=events)
+        assert (receipt.accepted, receipt.new_events, receipt.duplicates) == (3, 3, 0)
+        retried = on_b.record_feedback("shared-user", events=events)  # a retry landing on the other replica
+        assert (retried.new_events, retried.duplicates, retried.profile_size) == (0, 3, 3)
+        with pytest.raises(InvalidArgument, match="event_id"):
+            on_a.record_feedback("shared-user", events=[Feedback(ids[0], 5.0, event_id="x" * 200)])
         after = on_b.recommend("shared-user", k=5)  # B never saw the RPC: it reads the shared store
         assert (before.rung, after.rung, after.history_size, after.profile_version) == ("popularity", "content", 3, 3)
         assert not set(ids[:3]) & {i.item_id for i in after.items}
