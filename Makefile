@@ -14,7 +14,7 @@ SWEEP ?= 1,8,32,64
 TARGET ?=
 KNOWN_USERS ?= 1-943
 
-.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout retrain bench-feedback-loop clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout retrain bench-feedback-loop bench-int8 clean
 
 setup: $(VENV)/.installed
 
@@ -76,6 +76,10 @@ bench-serving: setup serving_bundle
 # Per-model throughput/latency through Triton, batching on and off (a tritonclient stand-in for perf_analyzer).
 bench-triton: setup serving_bundle
 	$(PY) -m export.triton.perf $(BENCH_ARGS)
+
+# Size and latency of the catalogue-sized graphs (RBM, item scorer) fp32 vs int8 at 60k items.
+bench-int8: setup
+	$(PY) -m export.int8_scale $(BENCH_ARGS)
 
 LOADTEST_TARGET = $(if $(TARGET),--target $(TARGET) --known-users $(KNOWN_USERS))
 

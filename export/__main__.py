@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
     parser.add_argument("--keep-versions", type=int, default=2)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    parser.add_argument("--no-ragged-batches", action="store_true",
+                        help="configs for the NGC container's native backends, which cannot take ragged inputs")
     parser.add_argument("--no-fused-two-tower", action="store_true",
                         help="skip the one-graph two-tower model (the server then makes two calls in a row)")
     args = parser.parse_args(argv)
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                           f"{dataset.fingerprint()} != {tags['data_fingerprint']}); retrain or restore the data")
     split = make_split(dataset, tags["split"], int(tags["validation_seed"]))
     rows = export_models(models, dataset, split.train, split.test, args.out, variants=variants, top_n=args.top_n,
-                         keep_versions=args.keep_versions, fused_two_tower=not args.no_fused_two_tower)
+                         keep_versions=args.keep_versions, fused_two_tower=not args.no_fused_two_tower,
+                         ragged_batches=not args.no_ragged_batches)
     manifest = {"registry_versions": registry_versions, "alias": args.alias, "top_n": args.top_n,
                 "repository": {r["repository_model"]: r["version"] for r in rows}}
     bundle = write_bundle(args.bundle, dataset, models["popularity"], models.get("two_tower"), models.get("ensemble"),

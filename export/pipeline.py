@@ -43,11 +43,13 @@ def top_items(graph: nn.Module, outputs: list[np.ndarray], item_scorer: nn.Modul
 
 def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.DataFrame, test: pd.DataFrame,
                   repository: Path, *, variants: Sequence[str] = tuple(VARIANTS), top_n: int = DEFAULT_TOP_N,
-                  keep_versions: int = 2, parity_limit: int = 300, fused_two_tower: bool = False
-                  ) -> list[dict[str, Any]]:
+                  keep_versions: int = 2, parity_limit: int = 300, fused_two_tower: bool = False,
+                  ragged_batches: bool = True) -> list[dict[str, Any]]:
     """Write every applicable variant of each learned model; one row per (graph, variant).
 
     ``fused_two_tower``: also the two-tower model as one graph (one call instead of two).
+    ``ragged_batches``: configs let requests of different lengths batch (for the embedded
+    Triton's stand-ins; see ``export.repository.model_config``).
 
     Every variant is staged and checked first; the repository changes only if all pass the
     parity gate, so a failed export never leaves some models on a new version and some not.
@@ -75,7 +77,8 @@ def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.Da
                     got = runner(variant, path)(feeds)
                     parity = check(graph_name, variant.name, variant.quantized, reference, got, ndcg_reference,
                                    ndcg10_of(top_items(graph, got, item_scorer, histories), task))
-                    staged.append((model_config(repo_name, graph, variant, keep_versions=keep_versions), path))
+                    staged.append((model_config(repo_name, graph, variant, keep_versions=keep_versions,
+                                                ragged=ragged_batches), path))
                     rows.append({"model": graph_name, "variant": variant.name, "format": variant.format,
                                  "bytes": path.stat().st_size, "repository_model": repo_name,
                                  "parity_max_abs_err": parity.max_abs_err, "ndcg@10": parity.ndcg10,

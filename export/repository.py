@@ -18,9 +18,10 @@ DATA_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
 # An output whose length is that of an input (a score per candidate): the stand-ins cut each
 # request's rows of a padded batch back to that request's own length.
 RAGGED_OUTPUT_LENGTHS = {"CANDIDATE_SCORE__2": "CANDIDATE_IDX__3"}
-# Measured on 2 cores (README, "Batching"): 2 ms of queueing lets batches of 8-16 form at 32
-# concurrent requests and costs a lone request at most 2 ms of a 250 ms default budget.
-QUEUE_DELAY_US = 2000
+# Measured on 2 cores (README, "Batching"): with one instance per model, batches form by
+# themselves under load (requests queue while the instance runs), so waiting for more only
+# delays: 2 ms of delay doubled the p50 of a lone Recommend (three rounds of calls).
+QUEUE_DELAY_US = 0
 
 
 def model_config(name: str, graph: nn.Module, variant: Variant, *, max_batch_size: int = 32,
@@ -29,7 +30,8 @@ def model_config(name: str, graph: nn.Module, variant: Variant, *, max_batch_siz
     """``ragged``: requests of different lengths batch together, padded by the Python-based
     stand-ins of the embedded Triton. The NGC container's native backends would instead
     concatenate ragged inputs into one flat tensor the graphs do not take: export with
-    ``ragged=False`` for them, and the server pads lengths to buckets (``length_buckets``)."""
+    ``ragged=False`` for them (``python -m export --no-ragged-batches``), where requests batch
+    only when their lengths match."""
     config = mc.ModelConfig(name=name, backend=variant.backend, max_batch_size=max_batch_size,
                             default_model_filename=variant.filename)
     inputs, outputs = signature(graph)

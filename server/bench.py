@@ -292,8 +292,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for label, repository in repositories.items():
             triton = running.enter_context(EmbeddedTriton(repository))
             (Path(state) / label).mkdir(exist_ok=True)
+            # Only the variant the workload uses: every loaded model is a Python-backend process,
+            # and loading the int8 ones too took minutes on a busy 2-core machine.
             process, target = start_server(triton.grpc_url, Path(state) / label, "--metrics-port", "null",
-                                           "--bundle", str(chosen.bundle), "--max-concurrent-rpcs", "1024")
+                                           "--bundle", str(chosen.bundle), "--max-concurrent-rpcs", "1024",
+                                           "--variants", json.dumps([settings.default_variant]), timeout=900)
             running.callback(stop_server, process)
             stacks.append(Stack(label, triton, target))
         report = asyncio.run(compare(stacks, bundle, rows, users, concurrencies, args.duration, settings))
