@@ -198,9 +198,8 @@ def test_bad_input_gets_a_clear_status(stack: ServerThread, request_message: obj
 
 
 def test_malformed_bytes_are_invalid_argument(stack: ServerThread) -> None:
-    with grpc.insecure_channel(stack.target) as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            channel.unary_unary("/recsys.v1.Recommender/Recommend")(b"\xff\xff\xff\xff", timeout=10)
+    with grpc.insecure_channel(stack.target) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary("/recsys.v1.Recommender/Recommend")(b"\xff\xff\xff\xff", timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid protobuf message" in caught.value.details()
 
