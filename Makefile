@@ -4,6 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/data/movielens/ml-100k
 TRITON_DIR ?= .triton
+# The tritonserver binary comes from this wheel; a new release is a deliberate change.
+PYTRITON_VERSION ?= 0.7.0
+# Every dependency (all extras) with its hashes; `make lock` regenerates it from pyproject.toml.
+LOCK ?= requirements.lock
+UV ?= $(firstword $(wildcard $(VENV)/bin/uv) uv)
+LOCAL_INDEXES ?= --find-links /opt/wheels --extra-index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 # make loadtest: against a stack started on loopback, or TARGET=host:port (KNOWN_USERS=first-last there).
@@ -14,18 +20,26 @@ SWEEP ?= 1,8,32,64
 TARGET ?=
 KNOWN_USERS ?= 1-943
 
-.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout retrain bench-feedback-loop bench-int8 clean
+.PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout retrain bench-feedback-loop bench-int8 lock bench-security certs clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[train,loadtest,dev]'
+	# Exactly the locked versions, each checked against its hash; then the project itself.
+	$(PY) -m pip install --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	# Only the tritonserver binary and its backends are used from this wheel; its own Python
 	# package pins numpy<2, so it goes into a folder of its own, without dependencies.
-	$(PY) -m pip install --no-deps --target $(TRITON_DIR) nvidia-pytriton
+	$(PY) -m pip install --no-deps --target $(TRITON_DIR) nvidia-pytriton==$(PYTRITON_VERSION)
 	touch $@
+
+# Re-resolve every dependency (all extras) with hashes after pyproject.toml changed. Needs only
+# uv (pip install uv), not the venv, so a fresh clone can run it; commit the result.
+lock:
+	$(UV) pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 \
+		--index-strategy unsafe-best-match $(LOCAL_INDEXES) --no-header -o $(LOCK)
 
 # The main job: build what is missing (train on the default data, export), then Triton + the gRPC server.
 serve: setup serving_bundle
@@ -80,6 +94,15 @@ bench-triton: setup serving_bundle
 # Size and latency of the catalogue-sized graphs (RBM, item scorer) fp32 vs int8 at 60k items.
 bench-int8: setup
 	$(PY) -m export.int8_scale $(BENCH_ARGS)
+
+# The abuse corpus (bad, malformed, amplifying requests) and the auth matrix over TLS against a
+# real Triton and server -> reports/security.json. Any server setting as a flag: BENCH_ARGS="--bundle DIR".
+bench-security: setup serving_bundle
+	$(PY) -m server.security_bench $(BENCH_ARGS)
+
+# A private CA plus server and client certificates for local TLS/mTLS trials (var/certs).
+certs: setup
+	$(PY) -m server.devcerts var/certs
 
 LOADTEST_TARGET = $(if $(TARGET),--target $(TARGET) --known-users $(KNOWN_USERS))
 

@@ -46,7 +46,13 @@ def container(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def k8s_env(workload: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(workload)["env"]}
+    """Literal values; a value from a Secret reads as "secret:<name>/<key>"."""
+    def value(e: dict[str, Any]) -> str:
+        if "value" in e:
+            return e["value"]
+        ref = e["valueFrom"]["secretKeyRef"]
+        return f"secret:{ref['name']}/{ref['key']}"
+    return {e["name"]: value(e) for e in container(workload)["env"]}
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*")
@@ -61,7 +67,7 @@ def test_server_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -
     compose = load("docker-compose.yml")
     for env in (dockerfile_env(), compose["services"]["recsys"]["environment"], k8s_env(by_kind("StatefulSet",
                                                                                                   "recsys"))):
-        ours = {k: v for k, v in env.items() if k.startswith("RECSYS_")}
+        ours = {k: v for k, v in env.items() if k.startswith("RECSYS_") and not v.startswith(("${", "secret:"))}
         assert all(k.removeprefix("RECSYS_").lower() in Settings.model_fields for k in ours), ours
         with monkeypatch.context() as m:
             for key, value in ours.items():
@@ -77,7 +83,8 @@ def test_ports_agree_everywhere() -> None:
     exposed = set(re.search(r"^EXPOSE (.+)$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1).split())
     grpc_port, metrics_port = recsys["environment"]["RECSYS_GRPC_PORT"], recsys["environment"]["RECSYS_METRICS_PORT"]
     assert {grpc_port, metrics_port} == exposed == {docker_env["RECSYS_GRPC_PORT"], docker_env["RECSYS_METRICS_PORT"]}
-    assert sorted(recsys["ports"]) == sorted(f"{p}:{p}" for p in (grpc_port, metrics_port))
+    # Only the API is published; metrics are for Prometheus on the compose network.
+    assert recsys["ports"] == [f"{grpc_port}:{grpc_port}"] and recsys["expose"] == [metrics_port]
     assert "127.0.0.1:50051" in (DEPLOY / "Dockerfile").read_text().split("HEALTHCHECK")[1]
     triton_metrics = next(a for a in triton["command"] if a.startswith("--metrics-port=")).split("=")[1]
     scrape = {job["job_name"]: job["static_configs"][0]["targets"][0]
@@ -85,7 +92,7 @@ def test_ports_agree_everywhere() -> None:
     assert scrape == {"recsys": f"recsys:{metrics_port}", "triton": f"triton:{triton_metrics}"}
     # The server finds Triton's gRPC port by the service name, in compose and in Kubernetes.
     triton_host, triton_port = recsys["environment"]["RECSYS_TRITON_URL"].split(":")
-    assert triton_host in compose["services"] and f"{triton_port}:{triton_port}" in triton["ports"]
+    assert triton_host in compose["services"] and triton_port in triton["expose"] and "ports" not in triton
     assert docker_env["RECSYS_TRITON_URL"] == recsys["environment"]["RECSYS_TRITON_URL"]
     server = by_kind("StatefulSet", "recsys")
     env = k8s_env(server)
@@ -185,3 +192,88 @@ def test_monitoring_wiring_agrees() -> None:
     hpa = by_kind("HorizontalPodAutoscaler", "recsys")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "recsys" and hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
     assert by_kind("PodDisruptionBudget", "recsys")["spec"]["selector"]["matchLabels"] == {"app": "recsys"}
+
+
+UNPINNED = {  # images whose digest could not be resolved where this was written (no registry access)
+    "nvcr.io/nvidia/tritonserver:24.10-py3": "resolve with `docker buildx imagetools inspect` and pin",
+}
+
+
+def _images() -> list[str]:
+    compose = load("docker-compose.yml")
+    images = [s["image"] for s in compose["services"].values() if "image" in s and "build" not in s]
+    images += [c["image"] for o in k8s_objects() if o["kind"] in ("Deployment", "StatefulSet")
+               for c in o["spec"]["template"]["spec"]["containers"] if c["image"] != "recsys-server:latest"]
+    images += re.findall(r"^FROM (\S+)", (DEPLOY / "Dockerfile").read_text(), re.M)
+    return images
+
+
+def test_supply_chain_pins() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert dockerfile.startswith("# syntax=docker/dockerfile:1\n")  # only honoured as the first line
+    for image in _images():
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image) or image in UNPINNED, image
+    grafana = load("docker-compose.yml")["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")  # no admin/admin
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    makefile = (DEPLOY.parent / "Makefile").read_text()
+    assert re.search(r"^PYTRITON_VERSION \?= [0-9]+\.[0-9]+\.[0-9]+$", makefile, re.M)
+    assert "nvidia-pytriton==$(PYTRITON_VERSION)" in makefile
+    # `make setup` installs exactly the lock, hashes checked; every locked package has a hash.
+    assert "--require-hashes --no-deps -r $(LOCK)" in makefile and "LOCK ?= requirements.lock" in makefile
+    lock = (DEPLOY.parent / "requirements.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==\S+ \\\n(?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+", lock, re.M)
+    assert len(pins) == len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock, re.M)) > 50
+    assert {"pyjwt", "cryptography", "grpcio", "torch"} <= {p.lower() for p in pins}
+
+
+def _restricted(args: list[str]) -> dict[str, str]:
+    flags = {}
+    for arg in args:
+        for flag in ("--grpc-restricted-protocol=", "--http-restricted-api="):
+            if arg.startswith(flag):
+                protocols, _, header = arg[len(flag):].partition(":")
+                assert set(protocols.split(",")) >= {"model-repository", "model-config"}, arg
+                flags[flag] = header
+    return flags
+
+
+def test_triton_control_plane_is_locked() -> None:
+    from export.triton.launcher import CONTROL_HEADER, CONTROL_KEY_NAME
+    from server.triton_models import CONTROL_HEADER as SERVER_HEADER
+    assert SERVER_HEADER == CONTROL_HEADER == f"triton-grpc-protocol-{CONTROL_KEY_NAME}"
+    compose = load("docker-compose.yml")
+    triton, recsys = compose["services"]["triton"], compose["services"]["recsys"]
+    for flags, server_key in (
+            (_restricted(triton["command"]), recsys["environment"]["RECSYS_TRITON_CONTROL_KEY"]),
+            (_restricted(container(by_kind("Deployment", "triton"))["args"]),
+             "$(TRITON_CONTROL_KEY)")):
+        assert len(flags) == 2 and set(flags.values()) == {f"{CONTROL_KEY_NAME}={server_key}"}
+    # Kubernetes: Triton and the server read the key from the same Secret.
+    triton_env, server_env = k8s_env(by_kind("Deployment", "triton")), k8s_env(by_kind("StatefulSet", "recsys"))
+    assert triton_env["TRITON_CONTROL_KEY"] == server_env["RECSYS_TRITON_CONTROL_KEY"] == "secret:triton-control/key"
+    # Compose publishes no Triton port and no metrics port; Prometheus and Grafana only on loopback.
+    assert "ports" not in triton and all(p.startswith("127.0.0.1:") for name in ("prometheus", "grafana")
+                                         for p in compose["services"][name]["ports"])
+    assert recsys["environment"]["RECSYS_AUTH_MODE"] == "token" and "RECSYS_AUTH_API_KEYS" in recsys["environment"]
+
+
+def test_network_policies_admit_only_the_server_to_triton_and_prometheus_to_metrics() -> None:
+    policies = {o["metadata"]["name"]: o for o in k8s_objects() if o["kind"] == "NetworkPolicy"}
+    assert policies["default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    triton_ports = {p["name"]: p["containerPort"] for p in container(by_kind("Deployment", "triton"))["ports"]}
+    server_ports = {p["name"]: p["containerPort"] for p in container(by_kind("StatefulSet", "recsys"))["ports"]}
+
+    def admitted(policy: str) -> dict[int, list[Any]]:
+        rules = policies[policy]["spec"]["ingress"]
+        return {p["port"]: rule.get("from") for rule in rules for p in rule["ports"]}
+
+    prometheus = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert policies["triton-ingress"]["spec"]["podSelector"]["matchLabels"] == {"app": "triton"}
+    assert admitted("triton-ingress") == {triton_ports["grpc"]: [{"podSelector": {"matchLabels": {"app": "recsys"}}}],
+                                          triton_ports["metrics"]: prometheus}  # HTTP (repository API): nobody
+    assert admitted("recsys-ingress") == {server_ports["grpc"]: None, server_ports["metrics"]: prometheus}
+    # The readiness probe asks the server's "can answer" service, never Triton's.
+    assert container(by_kind("StatefulSet", "recsys"))["readinessProbe"]["grpc"].get("service", "") in (
+        "", "recsys.v1.Recommender")

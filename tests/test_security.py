@@ -22,7 +22,8 @@ from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
 from export.triton import EmbeddedTriton
 from server.abuse import abuse_corpus
-from server.auth import DEV, Authenticator, Principal
+from server.apikeys import add_key
+from server.auth import DEV, Authenticator, Principal, load_api_keys
 from server.authmatrix import AuthMaterial, auth_matrix
 from server.bundle import Bundle, Fusion, load_bundle
 from server.errors import PermissionDenied as DeniedError
@@ -181,3 +182,16 @@ def test_health_is_not_counted_against_the_concurrency_limit(serving_artifacts: 
         assert "busy" in caught.value.details()
         with RecommenderClient(server.target, retry=NO_RETRY) as client:
             assert client.health() == "SERVING"
+
+
+def test_api_key_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    service, user = add_key(path, "web", ["service"]), add_key(path, "app", ["user"], "42")
+    assert service not in path.read_text()  # only hashes are stored
+    auth = Authenticator(api_keys=load_api_keys(path))
+    assert auth.authenticate([("authorization", f"Bearer {service}")]).roles == {"service"}
+    assert auth.authenticate([("authorization", f"Bearer {user}")]).user_id == "42"
+    with pytest.raises(UnauthenticatedError, match="unknown API key"):
+        auth.authenticate([("authorization", "Bearer nope")])
+    with pytest.raises(ValueError, match="needs a user_id"):
+        add_key(path, "bad", ["user"])

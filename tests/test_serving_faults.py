@@ -197,11 +197,13 @@ def test_triton_killed_then_back(stack: ServerThread, triton: EmbeddedTriton, us
         for _ in range(5):
             result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=200))
             assert result.degraded and len(result.items) == 5 and wall_ms <= 200 + MARGIN_MS
-        _wait_for(lambda: client.health() == "NOT_SERVING", 10, "NOT_SERVING while Triton is down")
+        # Readiness means "can answer" (degraded): it stays SERVING; Triton's own health service does not.
+        _wait_for(lambda: client.health("recsys.v1.Triton") == "NOT_SERVING", 10, "Triton NOT_SERVING while down")
+        assert client.health() == "SERVING" and client.health("recsys.v1.Recommender") == "SERVING"
         assert client.health("liveness") == "SERVING"  # alive: no reason for a liveness probe to restart it
         assert not client.list_models().triton_ready
         triton.stop()
         triton.start()  # the same ports; no models loaded: the server loads what it needs by itself
-        _wait_for(lambda: client.health() == "SERVING", 120, "SERVING after Triton's restart")
+        _wait_for(lambda: client.health("recsys.v1.Triton") == "SERVING", 120, "Triton SERVING after its restart")
         back = client.recommend(user, k=5, budget_ms=2000)
         assert not back.degraded and back.rung == "full" and all(c.ok for c in back.model_calls)
