@@ -92,7 +92,8 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def test_a_model_turning_slow_never_makes_an_answer_late(stack: ServerThread, delay: Path, user: str) -> None:
     with RecommenderClient(stack.target, retry=NO_RETRY) as client:
         delay.write_text("0")
-        assert not client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32").degraded
+        first = client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32")
+        assert not first.degraded, (first.degraded_reasons, first.model_calls, first.plan)
         delay.write_text("400")
         results = []
         for _ in range(6):
@@ -146,6 +147,28 @@ def test_tiny_budget_answers_locally_at_once(stack: ServerThread, user: str) -> 
         result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=2))
     assert (result.plan, result.degraded, result.model_calls, len(result.items)) == ("local", True, [], 5)
     assert wall_ms <= 2 + MARGIN_MS
+
+
+def test_a_call_past_its_deadline_stops_its_triton_calls(stack: ServerThread, delay: Path, user: str) -> None:
+    assert stack.server is not None
+    registry = stack.server.metrics.registry
+
+    def count(outcome: str) -> float:
+        return sum(registry.get_sample_value("recsys_requests_total", {"rpc": "Recommend", "strategy": s,
+                                                                       "outcome": outcome}) or 0 for s in ("", "sae"))
+
+    before = count("deadline_exceeded") + count("cancelled")
+    delay.write_text("1500")
+    try:
+        with RecommenderClient(stack.target, retry=NO_RETRY) as client, pytest.raises(RecsysError) as caught:
+            client.recommend(user, k=3, strategy="sae", variant="fp32", budget_ms=5000, timeout=0.3)
+        assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        # gRPC cancelled the handler at the deadline, and with it the Triton call: nothing is left in
+        # flight long before the slow model would have answered (1.5 s).
+        _wait_for(lambda: stack.server.metrics.inflight._value.get() == 0, 0.6, "the handler to stop")
+        assert count("deadline_exceeded") + count("cancelled") == before + 1  # not counted as ok
+    finally:
+        delay.write_text("0")
 
 
 def test_too_many_concurrent_calls_are_refused(stack: ServerThread, delay: Path, user: str) -> None:
