@@ -205,3 +205,19 @@ def test_a_public_host_without_keys_refuses_to_start(tmp_path: Path) -> None:
         create_server(settings)
     with pytest.raises(SettingsError, match="needs both tls_cert and tls_key"):
         create_server(settings.model_copy(update={"auth_mode": "dev", "tls_cert": tmp_path / "c.pem"}))
+
+
+@pytest.mark.slow
+def test_embedded_triton_control_plane_needs_the_key(serving_triton: EmbeddedTriton, serving_artifacts: Artifacts,
+                                                     ) -> None:
+    import tritonclient.grpc as tritongrpc
+    from tritonclient.utils import InferenceServerException
+
+    model = serving_artifacts.models[0]
+    with tritongrpc.InferenceServerClient(serving_triton.grpc_url) as triton:
+        assert triton.is_server_live()  # health stays open (probes)
+        for control in (lambda: triton.load_model(model), lambda: triton.unload_model(model),
+                        lambda: triton.get_model_repository_index(), lambda: triton.get_model_config(model)):
+            with pytest.raises(InferenceServerException, match="restricted"):
+                control()
+        assert triton.get_model_repository_index(headers=serving_triton.control_headers) is not None
