@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip install --upgrade pip
 	# Exactly the locked versions, each checked against its hash; then the project itself.
 	$(PY) -m pip install --require-hashes --no-deps -r $(LOCK)
-	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --no-deps -e .
 	# Only the tritonserver binary and its backends are used from this wheel; its own Python
 	# package pins numpy<2, so it goes into a folder of its own, without dependencies.
 	$(PY) -m pip install --no-deps --target $(TRITON_DIR) nvidia-pytriton==$(PYTRITON_VERSION)

@@ -65,6 +65,8 @@ class RecommendationServer:
         if not settings.triton_url:
             raise ValueError("settings.triton_url is required (serve() starts an embedded Triton and sets it)")
         self.settings = settings
+        # Security settings first: a server that cannot authenticate or serve TLS opens nothing.
+        authenticator, credentials = authenticator_for(settings), server_credentials(settings)
         self.bundle = load_bundle(promoted_bundle(settings.rollout_state_dir, settings.bundle))
         available = list(self.bundle.manifest.get("repository", {}))
         self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
@@ -87,8 +89,7 @@ class RecommendationServer:
         self.health = health.aio.HealthServicer()
         self.dev_mode = dev_mode(settings)
         # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.
-        guard = Guard(authenticator_for(settings), rate_limiter_for(settings), settings.max_concurrent_rpcs,
-                      self.metrics)
+        guard = Guard(authenticator, rate_limiter_for(settings), settings.max_concurrent_rpcs, self.metrics)
         self.grpc = grpc.aio.server(
             interceptors=[guard],
             options=[("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -103,7 +104,7 @@ class RecommendationServer:
                                drift=self.drift), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
-        address, credentials = f"{settings.host}:{settings.grpc_port}", server_credentials(settings)
+        address = f"{settings.host}:{settings.grpc_port}"
         self.tls = credentials is not None
         self.port = (self.grpc.add_secure_port(address, credentials) if credentials is not None
                      else self.grpc.add_insecure_port(address))

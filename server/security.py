@@ -8,7 +8,7 @@ import grpc
 
 from server.auth import Authenticator, load_api_keys
 from server.ratelimit import RateLimiter
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 
 
 def is_loopback(host: str) -> bool:
@@ -26,11 +26,15 @@ def dev_mode(settings: Settings) -> bool:
 
 
 def authenticator_for(settings: Settings) -> Authenticator:
-    key = settings.auth_jwt_public_key.read_bytes() if settings.auth_jwt_public_key else None
-    keys = load_api_keys(settings.auth_api_keys) if settings.auth_api_keys else None
-    return Authenticator(jwt_public_key=key, algorithms=settings.auth_jwt_algorithms,
-                         audience=settings.auth_jwt_audience, issuer=settings.auth_jwt_issuer, api_keys=keys,
-                         dev=dev_mode(settings))
+    """Raises SettingsError (a clean exit from ``python -m server``) when the configuration cannot work."""
+    try:
+        key = settings.auth_jwt_public_key.read_bytes() if settings.auth_jwt_public_key else None
+        keys = load_api_keys(settings.auth_api_keys) if settings.auth_api_keys else None
+        return Authenticator(jwt_public_key=key, algorithms=settings.auth_jwt_algorithms,
+                             audience=settings.auth_jwt_audience, issuer=settings.auth_jwt_issuer, api_keys=keys,
+                             dev=dev_mode(settings))
+    except (OSError, ValueError) as err:
+        raise SettingsError(f"authentication: {err}") from None
 
 
 def rate_limiter_for(settings: Settings) -> RateLimiter | None:
@@ -40,10 +44,10 @@ def rate_limiter_for(settings: Settings) -> RateLimiter | None:
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """TLS when tls_cert and tls_key are set; with tls_client_ca, clients must present a certificate it signed."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise ValueError("TLS needs both tls_cert and tls_key")
+        raise SettingsError("TLS needs both tls_cert and tls_key")
     if settings.tls_cert is None or settings.tls_key is None:
         if settings.tls_client_ca is not None:
-            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key too")
+            raise SettingsError("tls_client_ca (mTLS) needs tls_cert and tls_key too")
         return None
     roots = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
     return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],

@@ -2,9 +2,11 @@
 
     python -m server.security_bench [--bundle DIR --model-repository DIR]   (any server setting)
 
-Starts the embedded Triton on the configured repository and two servers on loopback: one in
-dev mode for the abuse corpus (so every case reaches validation), one with TLS + mTLS + tokens for
-the auth matrix. Every row of the corpus is {case, expected, code, ms}; the matrix rows {case, expected, got}.
+Starts the embedded Triton (supervised) on the configured repository and two servers on
+loopback: one in dev mode for the abuse corpus (so every case reaches validation), one with TLS +
+mTLS + tokens for the auth matrix. Every row of the corpus is {case, expected, code, ms}; the
+matrix rows {case, expected, got}. Last, Triton is SIGKILLed under load (``triton_kill``: requests,
+failures, degraded answers, readiness probes not SERVING, seconds until answers are whole again).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from export.triton import EmbeddedTriton
 from server.abuse import Case, abuse_corpus
 from server.app import create_server
 from server.authmatrix import AuthMaterial, auth_matrix
+from server.killtest import kill_under_load
 from server.settings import ROOT, load_settings
 
 REPORT = ROOT / "reports" / "security.json"
@@ -49,7 +52,7 @@ async def bench(argv: list[str]) -> dict[str, Any]:
         base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1",
                              feedback_db=Path(tmp) / "feedback.sqlite")
         material = AuthMaterial(Path(tmp))
-        with EmbeddedTriton(base.model_repository, startup_timeout=180) as triton:
+        with EmbeddedTriton(base.model_repository, startup_timeout=180, supervise=True) as triton:
             dev_settings = base.model_copy(update={"triton_url": triton.grpc_url, "auth_mode": "dev"})
             secure_settings = dev_settings.model_copy(update={**material.settings(), "rate_limit_rps": 1000})
             dev, _ = create_server(dev_settings)
@@ -62,6 +65,8 @@ async def bench(argv: list[str]) -> dict[str, Any]:
                 corpus = await asyncio.to_thread(run_corpus, f"127.0.0.1:{dev.port}", cases)
                 users = sorted(dev.bundle.user_index)
                 matrix = await asyncio.to_thread(auth_matrix, material, f"127.0.0.1:{secure.port}", users[0], users[1])
+                kill = await asyncio.to_thread(kill_under_load, f"127.0.0.1:{dev.port}", triton, users[0],
+                                               workers=3, recover_within_s=300)
             finally:
                 await dev.stop(1.0)
                 await secure.stop(1.0)
@@ -71,7 +76,7 @@ async def bench(argv: list[str]) -> dict[str, Any]:
             "worst_bad_request_ms": max(r["ms"] for r in bad), "worst_request_ms": max(r["ms"] for r in corpus),
             "corpus_mismatches": [r["case"] for r in corpus if r["code"] != r["expected"]],
             "matrix_mismatches": [r["case"] for r in matrix if r["got"] != r["expected"]],
-            "abuse": corpus, "auth_matrix": matrix}
+            "triton_kill": kill, "abuse": corpus, "auth_matrix": matrix}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,7 +120,9 @@ class ModelPool:
             self.live = await self.client.is_server_live(client_timeout=1.0)
             index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0,
                                                                 headers=self.control_headers)
-        except InferenceServerException:
+        except InferenceServerException as err:
+            if "restricted" in (err.message() or ""):  # a live Triton that wants another control key
+                log.error("Triton refused the control call: %s; set triton_control_key", err.message())
             self.live = False
         if not self.live:
             self.ready.clear()

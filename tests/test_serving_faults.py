@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from recsys.v1 import recommender_pb2 as pb
+from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
 from clients.errors import RecsysError, ResourceExhausted
 from clients.retry import NO_RETRY
@@ -92,7 +94,8 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def test_a_model_turning_slow_never_makes_an_answer_late(stack: ServerThread, delay: Path, user: str) -> None:
     with RecommenderClient(stack.target, retry=NO_RETRY) as client:
         delay.write_text("0")
-        assert not client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32").degraded
+        first = client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32")
+        assert not first.degraded, (first.degraded_reasons, first.model_calls, first.plan)
         delay.write_text("400")
         results = []
         for _ in range(6):
@@ -146,6 +149,34 @@ def test_tiny_budget_answers_locally_at_once(stack: ServerThread, user: str) -> 
         result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=2))
     assert (result.plan, result.degraded, result.model_calls, len(result.items)) == ("local", True, [], 5)
     assert wall_ms <= 2 + MARGIN_MS
+
+
+def test_a_cancelled_call_stops_its_triton_calls(stack: ServerThread, delay: Path, user: str) -> None:
+    assert stack.server is not None
+    server = stack.server
+
+    def cancelled() -> float:
+        return sum(server.metrics.registry.get_sample_value(
+            "recsys_requests_total", {"rpc": "Recommend", "strategy": s, "outcome": "cancelled"}) or 0
+            for s in ("", "sae"))
+
+    before = cancelled()
+    delay.write_text("1500")
+    try:
+        with grpc.insecure_channel(stack.target) as channel:
+            call = pb_grpc.RecommenderStub(channel).Recommend.future(
+                pb.RecommendRequest(user_id=user, k=3, strategy=pb.STRATEGY_SAE, variant=pb.VARIANT_FP32,
+                                    latency_budget_ms=5000))
+            _wait_for(lambda: server.metrics.inflight._value.get() == 1, 5, "the call to reach the server")
+            time.sleep(0.2)  # now waiting on the slow model (1.5 s)
+            call.cancel()
+            # gRPC cancels the handler, and with it the Triton call: nothing is left in flight long
+            # before the slow model would have answered; counted as its own outcome, not as ok.
+            started = time.monotonic()
+            _wait_for(lambda: server.metrics.inflight._value.get() == 0, 1.0, "the handler to stop")
+            assert time.monotonic() - started < 1.0 and cancelled() == before + 1
+    finally:
+        delay.write_text("0")
 
 
 def test_too_many_concurrent_calls_are_refused(stack: ServerThread, delay: Path, user: str) -> None:
