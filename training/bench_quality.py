@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "train_seconds": trained.train_seconds[name]} for name in ORDER}
     report = {"dataset": dataset.name, "split": split.name, "models": rows, "details": details,
               "validation": trained.validation, "fusion": trained.ensemble.config_dict(),
+              "gates": {n: g.to_dict() for n, g in trained.gates.items()},
               "seconds": time.perf_counter() - started}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
