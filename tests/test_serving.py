@@ -272,4 +272,4 @@ def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: Reco
     assert samples['recsys_fallback_total{rung="full"}'] >= 1
     assert samples['recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}'] >= 1
     assert samples['recsys_request_latency_seconds_count{outcome="ok",rpc="Recommend",strategy="ensemble"}'] >= 1
-    assert samples["recsys_triton_ready"] == 1 and samples["recsys_models_ready"] == 6
+    assert samples["recsys_triton_ready"] == 1 and samples["recsys_models_ready"] == 8  # fp32 + int8 of four graphs
