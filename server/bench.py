@@ -11,9 +11,14 @@ two-tower's top items as candidates -- with tritonclient's asyncio client; (b) c
 the gRPC hop. Both paths run one after the other at each concurrency, in one run, so the ratio
 (b)/(a) is read off the same machine state; ``plans`` says which plans the server chose.
 
-Writes ``reports/serving.json``: ``{"runs": [{"concurrency", "path", "p50_ms", "p99_ms", "rps"}],
-"overhead_p50": {concurrency: ratio}}`` plus ``quality`` (NDCG@10 of the served ensemble on the
-held-out split, through the server with inline ratings) and ``meta``.
+Writes ``reports/serving.json``: ``{"runs": [{"concurrency", "path", "p50_ms", "p99_ms", "rps",
+"triton_avg_batch": {model: x}, "triton": {model: counters}}], "overhead_p50": {concurrency: ratio},
+"triton_avg_batch": {concurrency: {model: x}}}`` (server path; from Triton's request and execution
+counters) plus ``quality`` (NDCG@10 of the served ensemble on the held-out split, through the
+server with inline ratings), ``meta``, ``"unbatched"``: the same report from a second Triton
+(and server) over a copy of the repository without dynamic batching, measured right after the
+batched stack at each concurrency, ``server_rps_vs_unbatched`` and ``bars`` (the issue's bars).
+``--catalog synthetic-60k`` runs on the 60k-item catalogue (built once under ``var/catalogs/``).
 """
 
 from __future__ import annotations

@@ -99,8 +99,9 @@ def test_single_model_strategies_and_variants(client: RecommenderClient, bundle:
     fp16 = client.recommend(user, k=5, strategy="rbm", variant="fp16")
     assert [c.model for c in fp16.model_calls] == ["rbm_torchscript_fp32"]
     tower = client.recommend(user, k=5, strategy="two_tower", variant="int8")
+    # The item scorer is a Linear layer now, so it has an int8 variant too.
     assert [c.model for c in tower.model_calls] == ["two_tower_user_torchscript_int8",
-                                                    "two_tower_items_torchscript_fp32"]
+                                                    "two_tower_items_torchscript_int8"]
     assert client.recommend(user, k=5, strategy="popular").model_calls == []
 
 
@@ -230,9 +231,9 @@ def test_list_models_health_and_reflection(client: RecommenderClient, stack: Ser
     models = client.list_models()
     assert models.triton_ready and models.catalog_size > 0 and models.fusion_method == "rrf"
     by_name = {m.name: m for m in models.models}
-    assert set(by_name) == {"sae_torchscript_fp32", "sae_torchscript_int8", "rbm_torchscript_fp32",
-                            "two_tower_user_torchscript_fp32", "two_tower_user_torchscript_int8",
-                            "two_tower_items_torchscript_fp32"}
+    # Every graph has an int8 variant now (the RBM and the item scorer are Linear layers).
+    assert set(by_name) == {f"{role}_torchscript_{p}" for role in ("sae", "rbm", "two_tower_user", "two_tower_items")
+                            for p in ("fp32", "int8")}
     assert all(m.ready and m.versions == ("1",) and m.calls >= 5 and m.p95_ms > 0 for m in models.models)
     assert client.health() == "SERVING" and client.health("recsys.v1.Recommender") == "SERVING"
     with grpc.insecure_channel(stack.target) as channel:
@@ -290,4 +291,4 @@ def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: Reco
     assert samples['recsys_fallback_total{rung="full"}'] >= 1
     assert samples['recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}'] >= 1
     assert samples['recsys_request_latency_seconds_count{outcome="ok",rpc="Recommend",strategy="ensemble"}'] >= 1
-    assert samples["recsys_triton_ready"] == 1 and samples["recsys_models_ready"] == 6
+    assert samples["recsys_triton_ready"] == 1 and samples["recsys_models_ready"] == 8  # fp32 + int8 of four graphs

@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      "duration_s": args.duration, "cpus": os.cpu_count(),
                                      "load_average": [round(x, 2) for x in os.getloadavg()],
                                      "catalog": args.catalog,
+                                     "queue_delay_us": {m: read_config(chosen.repository / m).dynamic_batching
+                                                        .max_queue_delay_microseconds for m in models},
                                      "tool": "tritonclient asyncio closed loop (no perf_analyzer binary here)"}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
