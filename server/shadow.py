@@ -1,11 +1,10 @@
 """What a rollout learns from each Recommend: errors and degraded answers per bundle, and for a
 share of requests both bundles answering the same request side by side in the background.
 
-Latency is compared only on those pairs: both computed at the same moment, on the same loop,
-in the background. Served answers are no baseline for a background one (measured first, a
-just-loaded candidate looked 17x slower than the live bundle only because its samples waited
-behind the foreground traffic). The pair never delays or changes the answer sent: it starts
-after the answer is built, and at most ``MAX_COMPARISONS`` pairs run at once.
+Latency is compared only on those pairs, both computed at the same moment on the same loop in
+the background, and only when both ran the same plan (see ``_pair``). The pair never delays or
+changes the answer sent: it starts after the answer is built, and at most ``MAX_COMPARISONS``
+pairs run at once.
 """
 
 from __future__ import annotations
@@ -61,8 +60,12 @@ class Shadow:
         guardrails, router = self.rollouts.guardrails, self.rollouts.router
         if router.candidate is not candidate or router.live is not live or live_answer is False or cand_answer is False:
             return  # the rollout moved on meanwhile, or the request is valid for one bundle only
+        # Latency only when both ran the same plan: right after a load, the live bundle's p95 book
+        # remembers the slow calls of the load minute and its planner sheds models, so a full
+        # candidate answer next to a shed live one would look slow for doing more work.
+        same_plan = live_answer is not None and cand_answer is not None and live_answer.plan == cand_answer.plan
         for side, got, ms in ((False, live_answer, live_ms), (True, cand_answer, cand_ms)):
-            guardrails.record(side, ms if got is not None else None, got is None, got is not None and got.degraded)
+            guardrails.record(side, ms if same_plan else None, got is None, got is not None and got.degraded)
         if cand_answer is not None:
             other, theirs = (live, live_answer) if served is candidate else (candidate, cand_answer)
             if theirs is not None:
