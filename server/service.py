@@ -8,6 +8,7 @@ in one place (``server.errors.status_of``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import sys
@@ -141,6 +142,11 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                         del hit.timings[:]
                         hit.timings.append(pb.StageTiming(stage="cache", ms=(time.perf_counter() - started) * 1000))
                         return hit, STRATEGY_NAME.get(hit.strategy_used, ""), "ok"
+                # The store read and cache lookup count against the caller's budget (the deadline
+                # already includes them: time_remaining is measured from the call's start).
+                spent_ms = (time.perf_counter() - started) * 1000
+                budget_ms = min(query.budget_ms or self.settings.default_budget_ms, self.settings.max_budget_ms)
+                query = dataclasses.replace(query, budget_ms=max(int(budget_ms - spent_ms), 1))
                 try:
                     answer = await runtime.recommender.recommend(query, context.time_remaining(), rid)
                 finally:
