@@ -46,9 +46,9 @@ def run_fold(dataset: MovieLens, split_name: str, seed: int, ease_l2: float) -> 
     data = prepare(dataset, split, seed=seed)
     trained = train_models(data, list(LEARNED), seed=seed, progress=False)
     started = time.perf_counter()
-    # EASE learns from everything known at test time (train incl. the validation slice), as the others'
-    # histories do; it is only a reference row here, not an ensemble member.
-    reference = ease.train(prepare(dataset, split, seed=seed), ease.EASEConfig(ease_l2))
+    # EASE learns from the same ratings as the learned models (train minus the validation slice) and,
+    # like them, scores from the full train history; it is a reference row here, not an ensemble member.
+    reference = ease.train(data, ease.EASEConfig(ease_l2))
     ease_seconds = time.perf_counter() - started
     models = {**trained.models, "ensemble": trained.ensemble, "ease": reference}
     details = evaluate_models(models, dataset, full_history(dataset, split.train), split.test)
