@@ -123,11 +123,13 @@ rollout: setup
 bench-rollout: setup
 	$(PY) -m server.bench_rollout --data $(DATA) $(BENCH_ARGS)
 
-# Retrain from stored feedback against a running stack's store: train -> gate -> export, then it
-# prints how to roll the new bundle out. STORE=redis://HOST:PORT/0 for a shared Valkey.
+# Retrain from stored feedback against a running stack: train -> gate -> export -> rollout through
+# the admin service (ADMIN, ROLLOUT_ARGS as for `make rollout`). A failed gate (exit 3) stops here
+# with nothing exported or rolled. STORE=redis://HOST:PORT/0 for a shared Valkey.
 STORE ?= sqlite:///$(CURDIR)/var/feedback.sqlite
 retrain: setup var/mlflow.db
 	$(PY) -m training.retrain --feedback $(STORE) --data $(DATA)
+	$(PY) -m clients rollout --admin $(ADMIN) ship serving_bundle $(ROLLOUT_ARGS)
 
 # Valkey + Triton + two replicas, u1.test replayed as feedback, retrain, roll out, measure:
 # writes reports/feedback_loop.json (and feedback_loop_details.json).

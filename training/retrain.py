@@ -108,9 +108,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.exit(GATE_FAILED)
     rows = export_main(["--state-dir", str(args.state_dir), "--out", str(args.out), "--bundle", str(args.bundle)])
     result["exported"] = {"repository": str(args.out), "bundle": str(args.bundle), "models": len(rows)}
-    result["rollout"] = (f"new bundle under {args.bundle} (newest version folder); roll it out: restart the "
-                         f"replicas on it (kubectl rollout restart statefulset/recsys-server), or use the admin "
-                         f"bundle API where the server has it")
+    result["rollout"] = (f"new bundle under {args.bundle} (newest version folder); roll it out with "
+                         f"`python -m clients rollout ship {args.bundle}` (what `make retrain` does next)")
     print(json.dumps(result, indent=1))
     return result
 
