@@ -9,7 +9,8 @@
    users asking twice measures the response cache;
 5. retrain from the store, gate and export (training.retrain); the gate's NDCG@10 of both
    ensembles on the held-back last ratings is the before/after figure;
-6. roll out: the replicas restart on the new bundle (the admin bundle API is not on this branch);
+6. roll out: the replicas restart on the new bundle (a restart, not the admin rollout: this bench
+   measures the feedback loop; `make bench-rollout` measures rollouts under load);
    a shifted stream (Horror ratings only) is sent and the PSI scraped again.
 """
 
