@@ -132,7 +132,13 @@ def test_volume_paths_agree() -> None:
     assert mounts[k8s_env(server)["RECSYS_BUNDLE"]]["subPath"] == "serving_bundle"
     claims = {v["persistentVolumeClaim"]["claimName"] for pod in (triton_pod, server)
               for v in pod["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {by_kind("PersistentVolumeClaim", "model-store")["metadata"]["name"]}
+    assert claims == {by_kind("PersistentVolumeClaim", name)["metadata"]["name"]
+                      for name in ("model-store", "rollout-state")}
+    # Every replica follows one rollout pointer: the state dir is the shared (ReadWriteMany) claim.
+    assert mounts[k8s_env(server)["RECSYS_ROLLOUT_STATE_DIR"]]["name"] in {
+        v["name"] for v in server["spec"]["template"]["spec"]["volumes"]
+        if v.get("persistentVolumeClaim", {}).get("claimName") == "rollout-state"}
+    assert by_kind("PersistentVolumeClaim", "rollout-state")["spec"]["accessModes"] == ["ReadWriteMany"]
     # Feedback lives in the shared Valkey, not on a replica's own volume.
     assert "volumeClaimTemplates" not in server["spec"]
 
