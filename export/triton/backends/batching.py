@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -114,3 +115,23 @@ def execute(requests: Sequence[Arrays | Exception], run: Runner, names: Sequence
         except Exception as err:  # the error goes back to that request only
             results[i] = err
     return results
+
+
+def respond(pb_utils: Any, requests: Sequence[object], run: Runner, names: Sequence[str], outputs: Sequence[str],
+            ragged: dict[str, str], tensor: Callable[[str, np.ndarray], object]) -> list[object]:
+    """A stand-in's ``execute``: read every request (one unreadable request fails alone), run them as
+    one batch, and answer each with its outputs (``tensor`` wraps an array for Triton) or its error."""
+    arrays: list[Arrays | Exception] = []
+    for request in requests:
+        try:
+            arrays.append(read_inputs(pb_utils, request, names))
+        except Exception as err:  # one unreadable request must not fail the others
+            arrays.append(err)
+    responses = []
+    for result in execute(arrays, run, names, outputs, ragged):
+        if isinstance(result, Exception):
+            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+        else:
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[tensor(name, value) for name, value in zip(outputs, result, strict=True)]))
+    return responses

@@ -41,18 +41,5 @@ class TritonPythonModel:
         return [v.detach().cpu().numpy() for v in values]
 
     def execute(self, requests):
-        arrays = []
-        for request in requests:
-            try:
-                arrays.append(batching.read_inputs(pb_utils, request, self.inputs))
-            except Exception as err:  # one unreadable request must not fail the others
-                arrays.append(err)
-        responses = []
-        for result in batching.execute(arrays, self._run, self.inputs, self.outputs, self.ragged):
-            if isinstance(result, Exception):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
-            else:
-                tensors = [pb_utils.Tensor.from_dlpack(name, torch.from_numpy(value))
-                           for name, value in zip(self.outputs, result, strict=True)]
-                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-        return responses
+        return batching.respond(pb_utils, requests, self._run, self.inputs, self.outputs, self.ragged,
+                                lambda name, value: pb_utils.Tensor.from_dlpack(name, torch.from_numpy(value)))
