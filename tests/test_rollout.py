@@ -89,7 +89,7 @@ def load_bundle_pins(server: ServerThread, version: str) -> dict[str, str]:
 
 def triton_ready(triton: EmbeddedTriton, model: str) -> set[str]:
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-        index = client.get_model_repository_index(as_json=True)["models"]
+        index = client.get_model_repository_index(as_json=True, headers=triton.control_headers)["models"]
     return {m.get("version", "") for m in index if m["name"] == model and m.get("state") == "READY"}
 
 
@@ -108,7 +108,10 @@ def test_readiness_needs_the_pinned_versions(serving_artifacts: Artifacts, servi
     server = start(serving_artifacts, serving_triton, absent, tmp_path / "state")
     try:
         with RecommenderClient(server.target, timeout=5, retry=NO_RETRY) as client:
-            assert client.health() == "NOT_SERVING"  # version 1 is loaded, but this bundle pins 77
+            # Readiness means "can answer" (degraded without its models); the Triton health service is
+            # what needs the bundle's own versions: version 1 is loaded, but this bundle pins 77.
+            assert client.health() == "SERVING"
+            assert client.health("recsys.v1.Triton") == "NOT_SERVING"
     finally:
         server.stop()
 
