@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from clients.targets import channel_target
 
 
 @dataclass(frozen=True)
@@ -45,12 +48,15 @@ class Credentials:
             raise ValueError("a client certificate needs its key (and the key its certificate)")
         return grpc.ssl_channel_credentials(self.root_certificates, self.client_key, self.client_certificate)
 
-    def channel(self, target: str, options: list[tuple[str, str]] | None = None) -> grpc.Channel:
+    def channel(self, target: str | Sequence[str]) -> grpc.Channel:
+        """A channel to ``target`` (one address, several, or dns:///NAME:PORT; round-robin, see clients.targets)."""
+        address, options = channel_target(target)
         if not self.secure:
-            return grpc.insecure_channel(target, options=options)
-        return grpc.secure_channel(target, self._ssl(), options=[*(options or []), *self._channel_args()])
+            return grpc.insecure_channel(address, options=options)
+        return grpc.secure_channel(address, self._ssl(), options=[*options, *self._channel_args()])
 
-    def aio_channel(self, target: str, options: list[tuple[str, str]] | None = None) -> grpc.aio.Channel:
+    def aio_channel(self, target: str | Sequence[str]) -> grpc.aio.Channel:
+        address, options = channel_target(target)
         if not self.secure:
-            return grpc.aio.insecure_channel(target, options=options)
-        return grpc.aio.secure_channel(target, self._ssl(), options=[*(options or []), *self._channel_args()])
+            return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(address, self._ssl(), options=[*options, *self._channel_args()])

@@ -18,7 +18,6 @@ from clients.api import RecommenderApi
 from clients.channel import ClientCore, HeaderHook
 from clients.credentials import Credentials
 from clients.retry import DEFAULT_RETRY, RetryPolicy
-from clients.targets import channel_target
 
 
 class RecommenderClient(RecommenderApi):
@@ -28,10 +27,7 @@ class RecommenderClient(RecommenderApi):
         """``target``: HOST:PORT, several (a list or comma-separated) or dns:///NAME:PORT; calls are
         spread round-robin over every address (clients.targets)."""
         credentials = credentials or Credentials()
-        if channel is None:
-            address, options = channel_target(target)
-            channel = credentials.channel(address, options)
-        self.core = ClientCore(channel, timeout, retry, header_hook, credentials)
+        self.core = ClientCore(channel or credentials.channel(target), timeout, retry, header_hook, credentials)
 
     def _call(self, method: str, request: Any, parse: Callable[[Any], Any], timeout: float | None) -> Any:
         call, metadata = self.core.method(method), self.core.metadata()
