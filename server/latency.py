@@ -61,3 +61,7 @@ class LatencyBook:
 
     def p95(self, model: str) -> float:
         return self.window(model).p95()
+
+    def clear(self) -> None:
+        """Forget every observation (back to the prior until calls are seen)."""
+        self.windows.clear()
