@@ -19,6 +19,8 @@ DURATION ?= 60s
 SWEEP ?= 1,8,32,64
 TARGET ?=
 KNOWN_USERS ?= 1-943
+# Extra flags for python -m loadtest, e.g. LOADTEST_ARGS=--profile (py-spy the server during the run).
+LOADTEST_ARGS ?=
 
 .PHONY: setup serve protos train export triton test test-fast lint bench-quality bench-export bench-serving bench-triton loadtest loadtest-sweep rollout bench-rollout retrain bench-feedback-loop bench-int8 lock bench-security certs clean
 
@@ -107,10 +109,10 @@ certs: setup
 LOADTEST_TARGET = $(if $(TARGET),--target $(TARGET) --known-users $(KNOWN_USERS))
 
 loadtest: setup serving_bundle
-	$(PY) -m loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) $(LOADTEST_TARGET)
+	$(PY) -m loadtest --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) $(LOADTEST_TARGET) $(LOADTEST_ARGS)
 
 loadtest-sweep: setup serving_bundle
-	$(PY) -m loadtest --sweep $(SWEEP) --duration $(DURATION) $(LOADTEST_TARGET)
+	$(PY) -m loadtest --sweep $(SWEEP) --duration $(DURATION) $(LOADTEST_TARGET) $(LOADTEST_ARGS)
 
 # Ship the newest exported bundle to a running `make serve` (its admin service on loopback):
 # shadow -> canary -> full -> retire, rolled back by the server if a guardrail trips.
