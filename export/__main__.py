@@ -23,7 +23,8 @@ from export.graphs import DEFAULT_TOP_N
 from export.parity import ParityError
 from export.pipeline import export_models
 from export.registry import ExportError, load_champions
-from training.data import load_movielens
+from training.cli_exit import exit_user_error
+from training.data import DataError, load_movielens
 from training.data.splits import make_split
 from training.train import DEFAULT_STATE, ROOT
 
@@ -71,8 +72,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m export`` with expected failures as one line: a user error (nothing registered,
+    data missing or changed) exits 2, a variant failing its parity gate exits 1."""
     try:
-        main()
-    except (ExportError, ParityError) as err:  # expected failures: the message, not a traceback
+        main(argv)
+    except (ExportError, DataError) as err:
+        exit_user_error("export", err)
+    except ParityError as err:
         raise SystemExit(f"export failed: {err}") from None
+
+
+if __name__ == "__main__":
+    cli()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import NoReturn
 
 from threadpoolctl import threadpool_limits
 
@@ -51,11 +52,21 @@ async def serve(settings: Settings) -> None:
             triton.stop()
 
 
+# A user error (a setting, a missing or stale bundle) exits 2, as argparse does for a bad flag;
+# the machinery failing (Triton, the store, a port) exits 1. Either way one line, no traceback.
+USAGE_ERROR = 2
+
+
+def _fail(err: Exception, code: int) -> NoReturn:
+    print(f"server: {err}", file=sys.stderr)
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
     except SettingsError as err:
-        raise SystemExit(f"server: {err}") from None
+        _fail(err, USAGE_ERROR)
     configure(settings.log_json, settings.log_level)
     # A whole-process setting, so it is made here and not in create_server (tests host servers in
     # their own process). Numpy's BLAS threads only spin on this server's small per-request
@@ -63,8 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     threadpool_limits(settings.blas_threads, user_api="blas")
     try:
         asyncio.run(serve(settings))
-    except (BundleError, SettingsError, StoreError, OSError, TritonNotFound, TritonStartError) as err:
-        sys.exit(f"server: {err}")
+    except (BundleError, SettingsError) as err:
+        _fail(err, USAGE_ERROR)
+    except (StoreError, OSError, TritonNotFound, TritonStartError) as err:
+        _fail(err, 1)
 
 
 if __name__ == "__main__":

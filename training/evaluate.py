@@ -17,7 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from training.data import load_movielens
+from training.cli_exit import exit_user_error
+from training.data import DataError, load_movielens
 from training.data.splits import make_split
 from training.evaluation.report import evaluate_models
 from training.models.base import Scorer, read_meta
@@ -60,8 +61,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    dataset = load_movielens(args.data or default_data())
-    split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
+    try:
+        dataset = load_movielens(args.data or default_data())
+        split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
+    except DataError as err:
+        exit_user_error("evaluate", err)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if args.models_dir:
         models = {n: m for n, m in from_folder(args.models_dir).items() if n in names}

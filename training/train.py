@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.data import load_movielens
+from training.cli_exit import exit_user_error
+from training.data import DataError, load_movielens
 from training.data.readers import FORMATS
 from training.data.splits import make_split
 from training.models.base import TrainingData
@@ -129,13 +130,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     data_dir = (args.data or default_data()).resolve()  # recorded with the models; export reads it back
     lineage: dict[str, Any] = {}
-    if args.feedback:  # train on base + feedback: a merged folder whose fingerprint names the events it holds
-        from training.data.feedback import merge_feedback
+    try:
+        if args.feedback:  # train on base + feedback: a merged folder whose fingerprint names the events it holds
+            from training.data.feedback import merge_feedback
 
-        merged = merge_feedback(data_dir, args.feedback, args.state_dir / "feedback_data")
-        data_dir, lineage = merged.folder.resolve(), merged.params()
-    dataset = load_movielens(data_dir, args.format)
-    split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
+            merged = merge_feedback(data_dir, args.feedback, args.state_dir / "feedback_data")
+            data_dir, lineage = merged.folder.resolve(), merged.params()
+        dataset = load_movielens(data_dir, args.format)
+        split = make_split(dataset, args.split or ("u1" if dataset.name == "ml-100k" else "holdout"), args.seed)
+    except DataError as err:
+        exit_user_error("training", err)
     device = pick_device(args.device)
     logging.getLogger(__name__).info("training data=%s split=%s device=%s", data_dir, split.name, device)
     data = prepare(dataset, split, args.val_fraction, args.seed)

@@ -35,15 +35,24 @@ class DataError(ValueError):
     """The data on disk is missing, malformed or inconsistent; the message says where."""
 
 
+# Said wherever the data is not there: a new user's first run fails here, and MovieLens cannot ship
+# with the code (its licence forbids redistribution).
+WHERE_MOVIELENS_COMES_FROM = (
+    "MovieLens 100K comes from GroupLens: https://files.grouplens.org/datasets/movielens/ml-100k.zip; unzip it "
+    "to ../shared/data/movielens/ml-100k beside the clone, or point DATA= (make), --data or $RECSYS_DATA at a "
+    "MovieLens folder (or a synthetic one: python -m training.data.synthetic DIR)")
+
+
 def detect_format(folder: Path) -> Format:
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: not a directory; pass the folder of a MovieLens release")
+        raise DataError(f"{folder}: not a directory; {WHERE_MOVIELENS_COMES_FROM}")
     for fmt, marker in _MARKERS.items():
         if (folder / marker).is_file():
             return fmt
     wanted = ", ".join(f"{m} ({f})" for f, m in _MARKERS.items())
-    raise DataError(f"{folder}: no MovieLens ratings file found; expected one of {wanted}")
+    raise DataError(f"{folder}: no MovieLens ratings file found; expected one of {wanted}. "
+                    f"{WHERE_MOVIELENS_COMES_FROM}")
 
 
 def load_movielens(folder: Path | str, fmt: Format | None = None) -> MovieLens:
