@@ -16,10 +16,14 @@ import os
 import sys
 
 from clients import rollout_cli
+from clients.api import STRATEGIES, VARIANTS
 from clients.credentials import Credentials
 from clients.errors import RecsysError
 from clients.results import Item, Recommendations
 from clients.sync import RecommenderClient
+
+# argparse's status for a bad command line; the server refusing a call (or being down) is 1.
+USAGE_ERROR = 2
 
 
 def _pairs(values: list[str]) -> dict[int, float]:
@@ -29,7 +33,8 @@ def _pairs(values: list[str]) -> dict[int, float]:
         try:
             out[int(item)] = float(rating)
         except ValueError:
-            raise SystemExit(f"--rate {value!r}: expected ITEM=RATING, e.g. 50=4") from None
+            print(f"error: --rate {value!r}: expected ITEM=RATING, e.g. 50=4", file=sys.stderr)
+            raise SystemExit(USAGE_ERROR) from None
     return out
 
 
@@ -70,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--user", default=None)
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--rate", action="append", default=[], metavar="ITEM=RATING")
-    rec.add_argument("--strategy", default="ensemble")
-    rec.add_argument("--variant", default="auto")
+    rec.add_argument("--strategy", default="ensemble", choices=list(STRATEGIES))
+    rec.add_argument("--variant", default="auto", choices=list(VARIANTS))
     rec.add_argument("--budget-ms", type=int, default=0)
     rec.add_argument("--genre", action="append", default=[])
     rec.add_argument("--exclude", type=int, action="append", default=[])
@@ -91,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("health", help="grpc.health.v1 status; exit code 0 only when SERVING")
     rollout_cli.add_parser(commands)
     args = parser.parse_args(argv)
-    credentials = Credentials.from_files(token=args.token, roots=args.tls_roots, cert=args.tls_cert, key=args.tls_key)
+    try:
+        credentials = Credentials.from_files(token=args.token, roots=args.tls_roots, cert=args.tls_cert,
+                                             key=args.tls_key)
+    except (OSError, ValueError) as err:  # a certificate file missing or unreadable
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE_ERROR
     if args.command == "rollout":
         return rollout_cli.run(args, credentials)
 
@@ -127,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         except RecsysError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        except ValueError as err:  # the SDK refused an argument before sending anything
+            print(f"error: {err}", file=sys.stderr)
+            return USAGE_ERROR
     return 0
 
 

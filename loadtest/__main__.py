@@ -155,9 +155,13 @@ def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out
     return summary
 
 
+def _ms(value: str) -> float | None:
+    return None if value == "N/A" else float(value)  # locust writes N/A when no request completed
+
+
 def _row(stats: dict[str, str], answers: int, degraded: int) -> dict[str, Any]:
     return {"requests": int(stats["Request Count"]), "rps": round(float(stats["Requests/s"]), 2),
-            "p50_ms": float(stats["50%"]), "p95_ms": float(stats["95%"]), "p99_ms": float(stats["99%"]),
+            "p50_ms": _ms(stats["50%"]), "p95_ms": _ms(stats["95%"]), "p99_ms": _ms(stats["99%"]),
             "failures": int(stats["Failure Count"]),
             "degraded_share": round(degraded / answers, 4) if answers else 0.0}
 
@@ -178,8 +182,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"\n{'request type':<18} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'failures':>9} {'degraded':>9}")
     for name, row in [*summary["per_type"].items(), ("all", summary)]:
-        print(f"{name:<18} {row['requests']:>9} {row['rps']:>8.1f} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} "
-              f"{row['p99_ms']:>8.0f} {row['failures']:>9} {row['degraded_share']:>8.1%}")
+        p50, p95, p99 = ("-" if row[k] is None else f"{row[k]:.0f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
+        print(f"{name:<18} {row['requests']:>9} {row['rps']:>8.1f} {p50:>8} {p95:>8} "
+              f"{p99:>8} {row['failures']:>9} {row['degraded_share']:>8.1%}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -207,13 +212,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (args.out / f"users-{users}" / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"\n{users} users:")
             print_summary(summary)
-            runs.append({"users": users, **{k: summary[k] for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "failures",
-                                                                      "degraded_share")},
-                         "cores_used": summary["meta"]["cores_used"]})
+            runs.append({"users": users, **{k: summary[k] for k in ("requests", "rps", "p50_ms", "p95_ms", "p99_ms",
+                                                                      "failures", "degraded_share")},
+                         "cores_used": summary["meta"]["cores_used"],
+                         "locust_exit_code": summary["meta"]["locust_exit_code"]})
     sweep = {"runs": runs, "duration": args.duration, "target": stack.target, "cpus": os.cpu_count()}
     (args.out / "sweep.json").write_text(json.dumps(sweep, indent=1))
     return sweep
 
 
+def failed(result: dict[str, Any]) -> list[str]:
+    """What went wrong in a run or sweep: failed requests, or locust itself exiting non-zero."""
+    runs = result["runs"] if "runs" in result else [{**result, "locust_exit_code": result["meta"]["locust_exit_code"]}]
+    problems = []
+    for run in runs:
+        where = f"{run['users']} users: " if "runs" in result else ""
+        if run["failures"]:
+            problems.append(f"{where}{run['failures']} of {run['requests']} requests failed")
+        elif not run["requests"]:
+            problems.append(f"{where}no request completed (is the target reachable?)")
+        elif run["locust_exit_code"]:
+            problems.append(f"{where}locust exited with code {run['locust_exit_code']}")
+    return problems
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m loadtest``: exits 1 when any request failed, so a pipeline can gate on it."""
+    problems = failed(main(argv))
+    if problems:
+        print(f"loadtest failed: {'; '.join(problems)}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -84,10 +84,20 @@ def test_export_reads_champions_and_writes_repository_and_bundle(trained_state: 
     assert export_cli.main(args) and (bundle / "2" / "manifest.json").is_file()  # versioned with the models
 
 
-def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--bundle", str(tmp_path / "b")]
     with pytest.raises(ExportError, match="make train"):
-        export_cli.main(["--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--bundle", str(tmp_path / "b")])
+        export_cli.main(args)
+    # `python -m export` turns it into one line and exit status 2 (a user error), not a traceback.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        export_cli.cli(args)
+    err = capsys.readouterr().err  # MLflow may log its store's creation first: the error is the last line
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("export: no registered ensemble") and "make train" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_export_takes_the_members_the_ensemble_pins(trained_state: Path, synthetic_dirs: dict[str, Path],
