@@ -51,3 +51,17 @@ def serving_triton(serving_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
     """The embedded Triton over those artifacts, no model preloaded: servers load what they need."""
     with EmbeddedTriton(serving_artifacts.repository, startup_timeout=120) as server:
         yield server
+
+
+# What makes a test slow is what it stands on: these session fixtures train and export models,
+# start the embedded Triton or read the real ml-100k. A test using any of them (directly or
+# through another fixture) is marked slow here, so `make test-fast` (-m "not slow") cannot drift
+# from what is slow; tests that start Triton, a server or Valkey themselves carry the mark in
+# their module.
+SLOW_FIXTURES = frozenset({"serving_artifacts", "serving_triton", "ml100k"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

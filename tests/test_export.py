@@ -75,6 +75,7 @@ def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
         assert abs(row["ndcg@10_delta"]) <= 0.03
 
 
+@pytest.mark.slow  # starts the embedded Triton
 def test_triton_serves_exactly_what_was_exported(exported: dict, triton: EmbeddedTriton) -> None:
     for row in exported["rows"]:
         name, variant = row["repository_model"], VARIANTS[row["variant"]]
@@ -116,6 +117,7 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
         EmbeddedTriton(tmp_path, home=tmp_path / "nowhere")
 
 
+@pytest.mark.slow  # starts the embedded Triton
 def test_port_conflict_names_the_port(exported: dict) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -125,6 +127,7 @@ def test_port_conflict_names_the_port(exported: dict) -> None:
             EmbeddedTriton(exported["repository"], ports=Ports(grpc=port)).start()
 
 
+@pytest.mark.slow  # starts the embedded Triton
 def test_a_broken_model_is_named_and_the_server_survives(tmp_path: Path, exported: dict) -> None:
     repo = tmp_path / "repo"
     good = next(r for r in exported["rows"] if r["repository_model"] == "sae_onnx_fp32")
@@ -147,6 +150,7 @@ def test_a_broken_model_is_named_and_the_server_survives(tmp_path: Path, exporte
     assert process.poll() is not None  # stopped with the context
 
 
+@pytest.mark.slow  # starts the embedded Triton
 def test_triton_dies_with_a_killed_parent(exported: dict, tmp_path: Path) -> None:
     """SIGKILL gives the parent no chance to clean up; PR_SET_PDEATHSIG must still stop Triton."""
     pid_file = tmp_path / "triton.pid"
@@ -190,6 +194,7 @@ def test_a_parity_failure_leaves_the_repository_untouched(exported: dict, tmp_pa
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
 
 
+@pytest.mark.slow  # starts the embedded Triton
 def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(exported: dict,
                                                                              triton: EmbeddedTriton) -> None:
     """Single-user requests of different lengths, sent together, are executed in batches (one
@@ -243,6 +248,7 @@ def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(expo
                                            err_msg=f"{name} {tname}")
 
 
+@pytest.mark.slow  # starts the embedded Triton
 def test_bursts_of_batched_requests_never_wait_out_the_batchers_idle_timer(exported: dict,
                                                                           triton: EmbeddedTriton) -> None:
     """Eight concurrent requests, forty times: one runs at once, the rest queue and go as

@@ -267,21 +267,38 @@ def test_async_client(stack: ServerThread, bundle: Bundle) -> None:
     assert len(similar.items) == 2
 
 
-def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: RecommenderClient, bundle: Bundle) -> None:
-    user, _ = _user_with(bundle, 15)
-    client.recommend(user, k=3)
-    client.recommend(k=3)
-    with pytest.raises(InvalidArgument):
-        client.recommend(user, k=0)
+def _scrape(stack: ServerThread) -> dict[str, float]:
     assert stack.server is not None and stack.server.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.server.metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
-    assert samples['recsys_requests_total{outcome="ok",rpc="Recommend",strategy="ensemble"}'] >= 1
-    assert samples['recsys_requests_total{outcome="INVALID_ARGUMENT",rpc="Recommend",strategy=""}'] >= 1
-    assert samples['recsys_fallback_total{rung="popularity"}'] >= 1
-    assert samples['recsys_fallback_total{rung="full"}'] >= 1
-    assert samples['recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}'] >= 1
-    assert samples['recsys_request_latency_seconds_count{outcome="ok",rpc="Recommend",strategy="ensemble"}'] >= 1
-    assert samples["recsys_triton_ready"] == 1 and samples["recsys_models_ready"] == 8  # fp32 + int8 of four graphs
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: RecommenderClient, bundle: Bundle) -> None:
+    """Counted by difference around this test's own calls: earlier tests share the server."""
+    user, _ = _user_with(bundle, 15)
+    before = _scrape(stack)
+    known = client.recommend(user, k=3, budget_ms=10_000)
+    anonymous = client.recommend(k=3)
+    with pytest.raises(InvalidArgument):
+        client.recommend(user, k=0)
+    after = _scrape(stack)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert known.rung == "full" and anonymous.rung == "popularity"
+    # Labelled with the strategy each answer used (the popularity rung answers as "popular").
+    answered = [("degraded" if r.degraded else "ok", r.strategy) for r in (known, anonymous)]
+    assert known.strategy == "ensemble"
+    for outcome, strategy in set(answered):
+        labels = f'outcome="{outcome}",rpc="Recommend",strategy="{strategy}"'
+        assert delta(f"recsys_requests_total{{{labels}}}") == answered.count((outcome, strategy)), labels
+        assert delta(f"recsys_request_latency_seconds_count{{{labels}}}") == answered.count((outcome, strategy))
+    assert delta('recsys_requests_total{outcome="INVALID_ARGUMENT",rpc="Recommend",strategy=""}') == 1
+    assert delta('recsys_fallback_total{rung="popularity"}') == 1
+    assert delta('recsys_fallback_total{rung="full"}') == 1
+    sae_calls = sum(call.model == "sae_torchscript_fp32" for call in known.model_calls)
+    assert sae_calls >= 1 and delta('recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}') >= sae_calls
+    assert after["recsys_triton_ready"] == 1 and after["recsys_models_ready"] == 8  # fp32 + int8 of four graphs
