@@ -143,5 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``recsys-client`` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

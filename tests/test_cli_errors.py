@@ -8,9 +8,11 @@ there; the others call ``main`` in process to stay fast.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,21 @@ def test_loadtest_exits_non_zero_when_requests_fail(tmp_path: Path) -> None:
                       "--spawn-rate", "1", "--duration", "2s", "--out", str(tmp_path))
     assert done.returncode == 1, done.stderr[-2000:]
     assert "loadtest failed: " in done.stderr and (tmp_path / "summary.json").is_file()
+
+
+def _console_scripts() -> dict[str, str]:
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(_console_scripts()))
+def test_console_scripts_answer_help(script: str, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """What each [project.scripts] entry point does when installed: `recsys-... --help` (console
+    scripts call the function with no arguments, so it reads sys.argv)."""
+    module, _, attribute = _console_scripts()[script].partition(":")
+    entry = getattr(importlib.import_module(module), attribute)
+    monkeypatch.setattr(sys, "argv", [script, "--help"])
+    with pytest.raises(SystemExit) as exited:
+        entry()
+    assert exited.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -175,5 +175,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``recsys-train`` console script: ``main`` returns the summary, which a script must not exit with."""
     main()
+
+
+if __name__ == "__main__":
+    cli()
