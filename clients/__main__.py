@@ -6,20 +6,25 @@
     python -m clients onboarding -k 12
     python -m clients feedback --user new-7 --rate 1=5 --click 50
     python -m clients models
+    python -m clients --json models                    # any command: the typed result as JSON
     python -m clients rollout ship serving_bundle       # the admin service: see clients/rollout_cli.py
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from clients import rollout_cli
 from clients.api import STRATEGIES, VARIANTS
 from clients.credentials import Credentials
 from clients.errors import RecsysError
-from clients.results import Item, Recommendations
+from clients.results import Item, Models, Recommendations
 from clients.sync import RecommenderClient
 
 # argparse's status for a bad command line; the server refusing a call (or being down) is 1.
@@ -61,12 +66,29 @@ def _summary(result: Recommendations) -> str:
     return text
 
 
+def _models(models: Models) -> str:
+    lines = [f"bundle {models.bundle_version} ({models.dataset}, {models.catalog_size} items), "
+             f"Triton {'up' if models.triton_ready else 'DOWN'}, fusion {models.fusion_method} {models.fusion_weights}"]
+    lines += [f"  {m.name:<36} {'ready' if m.ready else 'NOT READY':<9} versions {','.join(m.versions):<5}"
+              f" p95 {m.p95_ms:6.2f} ms  calls {m.calls}" for m in models.models]
+    return "\n".join(lines)
+
+
+def _show(args: argparse.Namespace, result: Any, text: Callable[[], str]) -> None:
+    """The readable table, or with --json the whole typed result (for scripts and jq)."""
+    if args.json:
+        print(json.dumps(result if isinstance(result, dict) else dataclasses.asdict(result), indent=1))
+    else:
+        print(text())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051", help="server address (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
     parser.add_argument("--token", default=os.environ.get("RECSYS_TOKEN"),
                         help="bearer token (default: $RECSYS_TOKEN); not needed by a dev-mode server")
+    parser.add_argument("--json", action="store_true", help="print each result as JSON instead of a table")
     parser.add_argument("--tls-roots", help="PEM CA bundle: connect with TLS, trusting these roots")
     parser.add_argument("--tls-cert", help="PEM client certificate (mTLS)")
     parser.add_argument("--tls-key", help="PEM key of the client certificate")
@@ -111,28 +133,23 @@ def main(argv: list[str] | None = None) -> int:
                 result = client.recommend(args.user, k=args.k, ratings=_pairs(args.rate), strategy=args.strategy,
                                           variant=args.variant, budget_ms=args.budget_ms, genres=args.genre,
                                           exclude=args.exclude, diversity=args.diversity, explain=args.explain)
-                print(_table(result.items, args.explain))
-                print(_summary(result))
+                _show(args, result, lambda: f"{_table(result.items, args.explain)}\n{_summary(result)}")
             elif args.command == "similar":
                 similar = client.similar_items(args.item, k=args.k)
-                print(f"like {similar.item.title}:\n{_table(similar.items)}")
+                _show(args, similar, lambda: f"like {similar.item.title}:\n{_table(similar.items)}")
             elif args.command == "onboarding":
-                print(_table(client.onboarding_items(k=args.k, genres=args.genre).items))
+                onboarding = client.onboarding_items(k=args.k, genres=args.genre)
+                _show(args, onboarding, lambda: _table(onboarding.items))
             elif args.command == "feedback":
                 receipt = client.record_feedback(args.user, ratings=_pairs(args.rate), clicks=args.click)
-                print(f"stored {receipt.new_events} new events ({receipt.duplicates} already stored); "
-                      f"{args.user} now has {receipt.profile_size} ratings")
+                _show(args, receipt, lambda: f"stored {receipt.new_events} new events ({receipt.duplicates} already "
+                                             f"stored); {args.user} now has {receipt.profile_size} ratings")
             elif args.command == "models":
                 models = client.list_models()
-                print(f"bundle {models.bundle_version} ({models.dataset}, {models.catalog_size} items), "
-                      f"Triton {'up' if models.triton_ready else 'DOWN'}, fusion {models.fusion_method} "
-                      f"{models.fusion_weights}")
-                for m in models.models:
-                    print(f"  {m.name:<36} {'ready' if m.ready else 'NOT READY':<9} versions {','.join(m.versions):<5}"
-                          f" p95 {m.p95_ms:6.2f} ms  calls {m.calls}")
+                _show(args, models, lambda: _models(models))
             else:
                 status = client.health()
-                print(status)
+                _show(args, {"status": status}, lambda: status)
                 return 0 if status == "SERVING" else 1  # usable as a container health check
         except RecsysError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -68,6 +68,7 @@ def test_short_locust_run_has_no_failures(summary: dict) -> None:
         assert row["requests"] > 0 and row["failures"] == 0 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     assert summary["per_type"]["Recommend/known"]["degraded_share"] < 0.5
     assert 0 <= summary["degraded_share"] <= 1 and summary["meta"]["locust_exit_code"] == 0
+    assert loadtest.failed(summary) == []  # so `python -m loadtest` exits 0
     cache = summary["cache"]  # asked twice in a row (and Zipf-popular users): some answers come from the cache
     assert cache["hits"] > 0 and cache["misses"] > 0 and 0 < cache["hit_rate"] < 1
 

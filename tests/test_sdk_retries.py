@@ -1,4 +1,4 @@
-"""The SDK's retry loop against a real gRPC server whose answers the test scripts.
+"""The SDK's retry loop (and the CLI's --json) against a real gRPC server whose answers the test scripts.
 
 A server that is refused or down cannot tell "retried" from "gave up at once" (both end in
 UNAVAILABLE), so this one counts the attempts it receives: UNAVAILABLE a set number of times, then
@@ -8,6 +8,7 @@ an answer; or a code that must never be retried.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
+import clients.__main__ as client_cli
 from clients.aio import AsyncRecommenderClient
 from clients.errors import InvalidArgument, RecsysError, Unavailable
 from clients.retry import NO_RETRY, RetryPolicy
@@ -104,3 +106,11 @@ def test_retries_never_outlast_the_deadline() -> None:
     with RecommenderClient("127.0.0.1:1", timeout=2, retry=slow) as client, pytest.raises(RecsysError) as caught:
         client.list_models()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 2.5
+
+
+def test_client_cli_json_prints_the_typed_result(scripted: tuple[Scripted, str],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    _, target = scripted
+    assert client_cli.main(["--target", target, "--json", "models"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["bundle_version"] == "7" and shown["models"] == []
