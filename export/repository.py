@@ -18,7 +18,7 @@ DATA_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
 # An output whose length is that of an input (a score per candidate): the stand-ins cut each
 # request's rows of a padded batch back to that request's own length.
 RAGGED_OUTPUT_LENGTHS = {"CANDIDATE_SCORE__2": "CANDIDATE_IDX__3"}
-# Measured on 2 cores (README, "Batching"): with one instance per model, batches form by
+# Measured on 2 cores (docs/export.md, "Batching"): with one instance per model, batches form by
 # themselves under load (requests queue while the instance runs), so waiting for more only
 # delays: 2 ms of delay doubled the p50 of a lone Recommend (three rounds of calls).
 QUEUE_DELAY_US = 0

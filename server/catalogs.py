@@ -2,7 +2,7 @@
 
 ``synthetic-60k`` is built once under ``var/catalogs/synthetic-60k/`` (data, two training epochs,
 export of the fp32 and int8 TorchScript variants) and reused. Its fitted fusion gives SAE and RBM
-no weight on this synthetic data, so, as in the README's 60k measurements, the bundle gets
+no weight on this synthetic data, so, as in docs/throughput.md's 60k measurements, the bundle gets
 ml-100k's fitted weights: the server then calls every model, which is what a scale bench is for.
 """
 

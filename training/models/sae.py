@@ -44,7 +44,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tan
 class SAEConfig:
     hidden: tuple[int, ...] = (20, 10, 20)
     # The Mult-DAE ranking path; its defaults follow Liang et al. and were checked on validation
-    # slices only (README "How the defaults were derived").
+    # slices only (docs/models-and-quality.md, "How the defaults were derived").
     ranking_hidden: tuple[int, ...] | None = (600,)  # None: same sizes as hidden
     ranking_lr: float | None = 1e-3  # None: same as lr
     ranking_activation: str = "tanh"
