@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None  # PEM chain; with tls_key: TLS on the public port
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # PEM: clients must present a certificate it signed (mTLS)
+    # JSON: {"uri:...|dns:...|cn:...": {"name", "roles", "user_id"?}}: client certificates as credentials
+    auth_client_certs: Path | None = None
     # Triton's model-repository/config APIs answer only calls with this header (--grpc-restricted-protocol).
     triton_control_key: str | None = Field(None, description="value of the recsys-triton-key header; the "
                                            "embedded Triton makes one up")
