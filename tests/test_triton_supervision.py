@@ -43,6 +43,7 @@ def test_triton_killed_under_load_comes_back_by_itself(serving_artifacts: Artifa
         assert report["probes"] > 10 and report["probes_not_serving"] == 0, report
         assert report["degraded"] > 0, report  # it was down: some answers had to do without it
         # The timeline is complete: Triton back, then its models (the Triton health service), then answers.
+        assert report["models_ready_after_s"] is not None, report
         assert report["restarted_after_s"] <= report["models_ready_after_s"], report
         assert report["first_undegraded_after_s"] is not None, report
         # Reloading the models (a Python stub importing torch each) is most of it on 2 busy cores.
