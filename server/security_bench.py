@@ -49,7 +49,8 @@ def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[
 
 async def bench(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="recsys-security-") as tmp:
-        base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1",
+        # No admin port: two servers here, and the default one may be taken by a server already running.
+        base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1", admin_port=None,
                              feedback_db=Path(tmp) / "feedback.sqlite")
         material = AuthMaterial(Path(tmp))
         with EmbeddedTriton(base.model_repository, startup_timeout=180, supervise=True) as triton:
