@@ -34,7 +34,8 @@ def kill_under_load(target: str, triton: EmbeddedTriton, user: str, *, workers: 
     readiness probes, and times each step of the recovery."""
     stop = threading.Event()
     lock = threading.Lock()
-    stats = {"requests": 0, "failed": 0, "degraded": 0, "probes": 0, "probes_not_serving": 0}
+    # whole_before_kill: undegraded answers before the kill (none: the test would measure nothing).
+    stats = {"requests": 0, "failed": 0, "degraded": 0, "probes": 0, "probes_not_serving": 0, "whole_before_kill": 0}
     errors: list[str] = []
     reasons: Counter[str] = Counter()  # why answers after the kill were degraded
     killed: list[float] = []  # set once the kill is sent
@@ -50,6 +51,8 @@ def kill_under_load(target: str, triton: EmbeddedTriton, user: str, *, workers: 
                     now = time.monotonic()
                     with lock:
                         stats["requests"] += 1
+                        if not killed:
+                            stats["whole_before_kill"] += not result.degraded
                         if result.degraded:
                             stats["degraded"] += 1
                             last_degraded[0] = now

@@ -41,6 +41,7 @@ def test_triton_killed_under_load_comes_back_by_itself(serving_artifacts: Artifa
         print("triton kill under load:", report)
         assert report["triton_restarted"] and report["failed"] == 0, report
         assert report["probes"] > 10 and report["probes_not_serving"] == 0, report
+        assert report["whole_before_kill"] > 0, report  # the models answered before the kill
         assert report["degraded"] > 0, report  # it was down: some answers had to do without it
         # The timeline is complete: Triton back, then its models (the Triton health service), then answers.
         assert report["models_ready_after_s"] is not None, report
