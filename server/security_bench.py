@@ -51,8 +51,10 @@ def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[
 async def bench(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="recsys-security-") as tmp:
         # No admin port: two servers here, and the default one may be taken by a server already running.
+        # No response cache: the kill test asks for the same user over and over, and cached answers
+        # would hide what Triton's absence does.
         base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1", admin_port=None,
-                             feedback_db=Path(tmp) / "feedback.sqlite")
+                             cache_ttl_s=0, feedback_db=Path(tmp) / "feedback.sqlite")
         material = AuthMaterial(Path(tmp))
         with EmbeddedTriton(base.model_repository, startup_timeout=180, supervise=True) as triton:
             dev_settings = base.model_copy(update={"triton_url": triton.grpc_url, "auth_mode": "dev"})
