@@ -8,6 +8,8 @@ TRITON_DIR ?= .triton
 PYTRITON_VERSION ?= 0.7.0
 # Every dependency (all extras) with its hashes; `make lock` regenerates it from pyproject.toml.
 LOCK ?= requirements.lock
+# The server image's dependencies only (no extras), at the versions of $(LOCK), with hashes.
+SERVER_LOCK ?= requirements-server.lock
 UV ?= $(firstword $(wildcard $(VENV)/bin/uv) uv)
 LOCAL_INDEXES ?= --find-links /opt/wheels --extra-index-url file:///opt/pypi/simple --extra-index-url file:///opt/pypi-more/simple
 PYTEST_ARGS ?=
@@ -42,6 +44,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 lock:
 	$(UV) pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 \
 		--index-strategy unsafe-best-match $(LOCAL_INDEXES) --no-header -o $(LOCK)
+	$(UV) pip compile pyproject.toml --generate-hashes --python-version 3.11 -c $(LOCK) \
+		--index-strategy unsafe-best-match $(LOCAL_INDEXES) --no-header -o $(SERVER_LOCK)
 
 # The main job: build what is missing (train on the default data, export), then Triton + the gRPC server.
 serve: setup serving_bundle

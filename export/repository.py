@@ -45,11 +45,23 @@ def model_config(name: str, graph: nn.Module, variant: Variant, *, max_batch_siz
     if ragged_outputs:
         config.parameters["ragged_output_lengths"].string_value = ",".join(ragged_outputs)
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
-    # No `default_queue_policy` (max_queue_size, timeouts): with any queue policy, Triton 2.51's
-    # dynamic batcher left a batch of requests queued for its 500 ms idle wait, about once in ten
-    # bursts of 8 (tests/test_export.py). Triton's queue is bounded by our server instead, its only
-    # caller (the control plane is locked): per-model in-flight limits (server/admission.py), and
-    # each call carries its remaining budget as its gRPC deadline.
+    # No queue policy (max_queue_size, timeouts): with any, Triton 2.51's dynamic batcher left a
+    # batch of requests queued for its 500 ms idle wait (tests/test_export.py). Every form we tried
+    # stalls. rbm_torchscript_fp32, 40 bursts of 8 concurrent requests, 3 repeats, bursts >= 400 ms
+    # (a burst otherwise takes 7-40 ms); every queue-policy configuration stalled at least once:
+    #   default_queue_policy {max_queue_size: 64}                       19, 14, 31
+    #   ... + timeout_action: DELAY                                     17, 23, 21
+    #   ... {default_timeout_microseconds: 2 s, allow_timeout_override}  26, 18 (2 repeats)
+    #   priority_levels: 1 + priority_queue_policy {1: max_queue_size 64} 17, 26, 5
+    #   priority_levels: 2, no policy at all                            4, 30 (2 repeats)
+    #   preferred_batch_size: [8] + max_queue_size 64                   19, 19, 19
+    #   max_queue_delay_microseconds: 100 + max_queue_size 64           7, 8, 4
+    #   2 instances + max_queue_size 64                                 0, 0, 1, 0, 0 (bursts of 8);
+    #                                                                   0, 2, 0 (bursts of 24)
+    #   this config (no policy, 1 instance)                            0 in all 8 runs above
+    # So Triton's queue is bounded by our server instead, its only caller (the control plane is
+    # locked): per-model in-flight limits (server/admission.py) shed before Triton queues, and each
+    # call carries its remaining budget as its gRPC deadline, which Triton honours while queued.
     # KIND_AUTO: on the GPU in the NGC container when one is present, on the CPU here; a
     # CPU-only variant is pinned to the CPU so a GPU machine never tries to run it there.
     kind = mc.ModelInstanceGroup.KIND_CPU if variant.cpu_only else mc.ModelInstanceGroup.KIND_AUTO

@@ -3,6 +3,7 @@
     python -m loadtest --users 32 --spawn-rate 8 --duration 60s            # starts its own stack
     python -m loadtest --target 10.0.0.5:50051 --known-users 1-943         # against a running server
     python -m loadtest --sweep 1,8,32,64 --duration 60s                    # p99 against concurrency
+    python -m loadtest --target HOST:PORT --token-file t --tls-ca ca.pem   # a secured server (+ --client-cert/-key)
 
 Without ``--target`` it starts the embedded Triton and our server (a child process) on loopback
 from ``model_repository/`` and ``serving_bundle/``. Locust's CSVs and HTML report land in
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.credentials import add_options as add_credential_options
+from loadtest.credentials import credentials_from, forwarded
 from server.settings import ROOT, Settings
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -64,16 +67,25 @@ def own_stack(settings: Settings) -> Iterator[Stack]:
             stop_server(process)
 
 
-def run_locust(target: str, known_users: str, users: int, spawn_rate: float, duration: str, out: Path) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+def locust_command(target: str, known_users: str, users: int, spawn_rate: float, duration: str, out: Path,
+                   credentials: argparse.Namespace | None = None) -> tuple[list[str], dict[str, str]]:
+    """The locust command line and environment for one run."""
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
                "-u", str(users), "-r", str(spawn_rate), "-t", duration, "--host", target,
                "--csv", str(out / "locust"), "--html", str(out / "report.html"),
                "--degraded-out", str(out / "degraded.json"), "--known-users", known_users,
                "--loglevel", "WARNING", "--stop-timeout", "5"]
+    extra_args, extra_env = forwarded(credentials) if credentials is not None else ([], {})
     # locust imports this checkout's SDK and generated stubs, whatever else is installed.
     path = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "protos"), os.environ.get("PYTHONPATH", "")) if p)
-    return subprocess.run(command, cwd=ROOT, check=False, env={**os.environ, "PYTHONPATH": path}).returncode
+    return [*command, *extra_args], {**os.environ, "PYTHONPATH": path, **extra_env}
+
+
+def run_locust(target: str, known_users: str, users: int, spawn_rate: float, duration: str, out: Path,
+               credentials: argparse.Namespace | None = None) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    command, env = locust_command(target, known_users, users, spawn_rate, duration, out, credentials)
+    return subprocess.run(command, cwd=ROOT, check=False, env=env).returncode
 
 
 def cpu_seconds(root: int) -> float:
@@ -132,13 +144,13 @@ def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
 
 
 def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out: Path,
-                 profile: bool = False) -> dict[str, Any]:
+                 profile: bool = False, credentials: argparse.Namespace | None = None) -> dict[str, Any]:
     """One locust run plus, for our own stack, cores used per process while it ran (and a profile)."""
     profiler = start_profile(stack, out) if profile else None
     before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
     locust_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    code = run_locust(stack.target, stack.known_users, users, spawn_rate, duration, out)
+    code = run_locust(stack.target, stack.known_users, users, spawn_rate, duration, out, credentials)
     wall = time.monotonic() - started
     locust_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cores = {name: round((cpu_seconds(pid) - before[name]) / wall, 2) for name, pid in stack.pids.items()}
@@ -197,18 +209,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "loadtest")
     parser.add_argument("--sweep", help="comma-separated user counts, e.g. 1,8,32,64 (one run each)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server during the run (own stack)")
+    add_credential_options(parser)  # for a secured --target
     args = parser.parse_args(argv)
+    try:
+        credentials_from(args)  # checked here, before any stack starts: the locust users would all fail
+    except ValueError as err:
+        parser.error(str(err))
     with contextlib.ExitStack() as resources:
         stack = (Stack(args.target, args.known_users) if args.target
                  else resources.enter_context(own_stack(Settings())))
         if not args.sweep:
-            summary = measured_run(stack, args.users, args.spawn_rate, args.duration, args.out, args.profile)
+            summary = measured_run(stack, args.users, args.spawn_rate, args.duration, args.out, args.profile, args)
             (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
             print_summary(summary)
             return summary
         runs = []
         for users in (int(u) for u in args.sweep.split(",")):
-            summary = measured_run(stack, users, users, args.duration, args.out / f"users-{users}")
+            summary = measured_run(stack, users, users, args.duration, args.out / f"users-{users}",
+                                   credentials=args)
             (args.out / f"users-{users}" / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"\n{users} users:")
             print_summary(summary)

@@ -1,6 +1,7 @@
 """Locust users that speak gRPC through our SDK, with a weighted mix of what real callers send.
 
     locust -f loadtest/locustfile.py --headless -u 32 -r 8 -t 60s --host 127.0.0.1:50051
+    ... --token-file svc.token --tls-ca ca.pem [--client-cert c.pem --client-key c-key.pem]   (a secured server)
 
 Each SDK call is reported to locust's stats under its scenario name, with its time and, for an
 SDK error, the failure. Degraded answers are not failures (the server answered in time, with
@@ -32,6 +33,8 @@ from locust.env import Environment
 from clients.errors import RecsysError
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
+from loadtest.credentials import add_options as add_credential_options
+from loadtest.credentials import credentials_from
 
 grpc_gevent.init_gevent()
 
@@ -48,6 +51,7 @@ def _options(parser: Any) -> None:
     parser.add_argument("--degraded-out", default="", help="write per-scenario degraded counts here (JSON)")
     parser.add_argument("--known-users", default="1-900", help="known user ids, as FIRST-LAST")
     parser.add_argument("--zipf-s", type=float, default=1.1, help="Zipf exponent of known users' activity")
+    add_credential_options(parser)
 
 
 @events.quitting.add_listener
@@ -74,7 +78,8 @@ class RecommenderUser(User):
     wait_time = between(0.0, 0.01)
 
     def on_start(self) -> None:
-        self.client = RecommenderClient(self.host, timeout=5.0, retry=NO_RETRY)
+        self.client = RecommenderClient(self.host, timeout=5.0, retry=NO_RETRY,
+                                        credentials=credentials_from(self.environment.parsed_options))
         first, _, last = self.environment.parsed_options.known_users.partition("-")
         self.known = (int(first), int(last or first))
         if not catalog:

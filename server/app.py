@@ -143,8 +143,10 @@ class RecommendationServer:
         if self.dev_mode and not is_loopback(self.settings.host):
             log.warning("auth_mode=dev on a non-loopback host: anyone who reaches the port has every role")
 
-    async def _check_models(self) -> None:
-        live = await self.pool.refresh(load=self.settings.load_models)
+    async def _check_models(self, staged: bool = False) -> None:
+        # Staged in the watcher: the health service and metrics follow the default variant's models
+        # as soon as they are back, not once every variant is.
+        live = await self.pool.refresh(load=self.settings.load_models, staged=staged)
         self.metrics.triton_ready.set(1 if live else 0)
         self.metrics.models_ready.set(len(self.pool.ready))
         for model in self.pool.models:
@@ -158,7 +160,7 @@ class RecommendationServer:
         while True:
             await asyncio.sleep(self.settings.health_interval_s)
             try:
-                await self._check_models()
+                await self._check_models(staged=True)
             except Exception:  # the watcher must outlive any one failed check
                 log.exception("health check failed")
 

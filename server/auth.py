@@ -11,7 +11,8 @@ the SHA-256 of the key so the file holds no usable secret:
     {"9f86d0...": {"name": "web-frontend", "roles": ["service"]},
      "60303a...": {"name": "user-42-app", "roles": ["user"], "user_id": "42"}}
 
-Dev mode (the default only on a loopback host): a call without a token is a dev principal with every role.
+With mTLS, a call without a token may authenticate by its client certificate (``server.certidentity``).
+Dev mode (the default only on a loopback host): a call without credentials is a dev principal with every role.
 """
 
 from __future__ import annotations
@@ -64,17 +65,24 @@ def load_api_keys(path: Path) -> dict[str, Principal]:
 class Authenticator:
     def __init__(self, *, jwt_public_key: bytes | None = None, algorithms: Sequence[str] = ("RS256",),
                  audience: str | None = None, issuer: str | None = None,
-                 api_keys: dict[str, Principal] | None = None, dev: bool = False) -> None:
-        if not dev and jwt_public_key is None and not api_keys:
+                 api_keys: dict[str, Principal] | None = None, dev: bool = False,
+                 cert_principals: dict[str, Principal] | None = None) -> None:
+        if not dev and jwt_public_key is None and not api_keys and not cert_principals:
             raise ValueError("tokens are required here (not a loopback host, or auth_mode=token) but no "
-                             "auth_jwt_public_key or auth_api_keys is configured; set one, or auth_mode=dev "
-                             "to run without authentication")
+                             "auth_jwt_public_key, auth_api_keys or auth_client_certs is configured; set one, "
+                             "or auth_mode=dev to run without authentication")
         self.key, self.algorithms, self.audience, self.issuer = jwt_public_key, list(algorithms), audience, issuer
         self.api_keys, self.dev = api_keys or {}, dev
+        self.cert_principals = cert_principals or {}  # certificate identity -> principal (server.certidentity)
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> Principal:
+    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]],
+                     cert_identities: Sequence[str] = ()) -> Principal:
+        """A bearer token, when sent, decides; without one, the verified client certificate's
+        identities (mTLS, ``server.certidentity``), then dev mode."""
         header = next((v for k, v in metadata if k == "authorization"), None)
         if header is None:
+            if self.cert_principals and cert_identities:
+                return self._from_certificate(cert_identities)
             if self.dev:
                 return DEV
             raise Unauthenticated("no credentials: send the header 'authorization: Bearer <token>'")
@@ -87,6 +95,14 @@ class Authenticator:
         if self.key is None or token.count(".") != 2:
             raise Unauthenticated("unknown API key")
         return self._verify_jwt(token)
+
+    def _from_certificate(self, identities: Sequence[str]) -> Principal:
+        principal = next((self.cert_principals[i] for i in identities if i in self.cert_principals), None)
+        if principal is None:
+            raise Unauthenticated(f"the client certificate ({', '.join(identities[:4])}) maps to no principal: "
+                                  "add one of these identities to auth_client_certs, or send "
+                                  "'authorization: Bearer <token>'")
+        return principal
 
     def _verify_jwt(self, token: str) -> Principal:
         try:

@@ -22,9 +22,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
-from server.devcerts import write_dev_certs
+from server.devcerts import write_client_cert, write_dev_certs
 
 API_KEY = "svc-key-for-the-matrix"
+SERVICE_URI = "spiffe://recsys.test/ns/batch/sa/exporter"
+ADMIN_CN = "recsys operator"
 
 
 def _private_key() -> ec.EllipticCurvePrivateKey:
@@ -44,11 +46,19 @@ class AuthMaterial:
         self.api_keys = self.folder / "api-keys.json"
         self.api_keys.write_text(json.dumps({hashlib.sha256(API_KEY.encode()).hexdigest():
                                              {"name": "matrix-service", "roles": ["service"]}}))
+        # Certificates as credentials: a service named by a SAN URI, an operator by its CN; the
+        # plain "recsys client" certificate is signed by the same CA but maps to nobody.
+        folder = self.folder / "certs"
+        self.certs.update(write_client_cert(folder, "service_cert", common_name="batch job", uris=(SERVICE_URI,)))
+        self.certs.update(write_client_cert(folder, "admin_cert", common_name=ADMIN_CN))
+        self.client_certs = self.folder / "client-certs.json"
+        self.client_certs.write_text(json.dumps({f"uri:{SERVICE_URI}": {"name": "batch", "roles": ["service"]},
+                                                 f"cn:{ADMIN_CN}": {"name": "ops", "roles": ["admin"]}}))
 
     def settings(self) -> dict[str, Any]:
         return {"auth_mode": "token", "auth_jwt_public_key": self.public_key, "auth_jwt_algorithms": ["ES256"],
                 "auth_api_keys": self.api_keys, "tls_cert": self.certs["server"], "tls_key": self.certs["server_key"],
-                "tls_client_ca": self.certs["ca"]}
+                "tls_client_ca": self.certs["ca"], "auth_client_certs": self.client_certs}
 
     def token(self, name: str, roles: list[str], user_id: str | None = None, ttl_s: float = 300,
               key: ec.EllipticCurvePrivateKey | None = None) -> str:
@@ -57,10 +67,11 @@ class AuthMaterial:
             claims["user_id"] = user_id
         return jwt.encode(claims, key or self.signer, algorithm="ES256")
 
-    def channel(self, target: str, client_cert: bool = True) -> grpc.Channel:
+    def channel(self, target: str, client_cert: str | None = "client") -> grpc.Channel:
+        """A TLS channel presenting the client certificate named (``None``: none)."""
         roots = self.certs["ca"].read_bytes()
-        key, cert = ((self.certs["client_key"].read_bytes(), self.certs["client"].read_bytes()) if client_cert
-                     else (None, None))
+        key, cert = ((self.certs[f"{client_cert}_key"].read_bytes(), self.certs[client_cert].read_bytes())
+                     if client_cert else (None, None))
         return grpc.secure_channel(target, grpc.ssl_channel_credentials(roots, key, cert))
 
 
@@ -121,7 +132,8 @@ def auth_matrix(material: AuthMaterial, target: str, user: str, other_user: str)
             ("admin_token_reflection", reflection("admin"), "OK"),
         ]
         rows += [{"case": name, "expected": expected, "got": _code(call)} for name, call, expected in cases]
-    with m.channel(target, client_cert=False) as channel:  # mTLS: no client certificate, no connection
+    rows += _certificate_rows(m, target, other_user)
+    with m.channel(target, client_cert=None) as channel:  # mTLS: no client certificate, no connection
         no_cert = pb_grpc.RecommenderStub(channel)
         rows.append({"case": "mtls_without_client_certificate", "expected": "UNAVAILABLE", "got": _code(
             lambda: no_cert.GetOnboardingItems(pb.OnboardingRequest(k=1), metadata=meta("service"), timeout=5))})
@@ -130,3 +142,29 @@ def auth_matrix(material: AuthMaterial, target: str, user: str, other_user: str)
         rows.append({"case": "plaintext_to_tls_port", "expected": "UNAVAILABLE", "got": _code(
             lambda: plain.GetOnboardingItems(pb.OnboardingRequest(k=1), metadata=meta("service"), timeout=5))})
     return rows
+
+
+def _certificate_rows(m: AuthMaterial, target: str, other_user: str) -> list[dict[str, str]]:
+    """mTLS without a token: the client certificate is the credential (``auth_client_certs``)."""
+    def recommend(channel: grpc.Channel, token: str | None = None) -> Callable[[], object]:
+        meta = [("authorization", f"Bearer {token}")] if token else []
+        return lambda: pb_grpc.RecommenderStub(channel).Recommend(
+            pb.RecommendRequest(user_id=other_user, k=3), metadata=meta, timeout=10)
+
+    def reflection(channel: grpc.Channel) -> Callable[[], object]:
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        return lambda: list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([request]), timeout=10))
+
+    with m.channel(target, "service_cert") as service, m.channel(target, "admin_cert") as admin, \
+            m.channel(target, "client") as unmapped:
+        cases = [
+            ("cert_san_uri_service_any_user", recommend(service), "OK"),
+            ("cert_service_admin_only_reflection", reflection(service), "PERMISSION_DENIED"),
+            ("cert_cn_admin_reflection", reflection(admin), "OK"),
+            ("cert_unmapped_without_token", recommend(unmapped), "UNAUTHENTICATED"),
+            # A token, when sent, decides: a user token over the service certificate acts for its user only.
+            ("cert_service_with_user_token_other_user",
+             recommend(service, m.token("u", ["user"], user_id=f"not-{other_user}")), "PERMISSION_DENIED"),
+        ]
+        return [{"case": name, "expected": expected, "got": _code(call)} for name, call, expected in cases]

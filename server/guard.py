@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from server.auth import Authenticator, Principal
+from server.certidentity import peer_identities
 from server.errors import InvalidRequest, Overloaded, RecsysError
 from server.metrics import Metrics
 from server.policy import Rule, authorize, rule_for
@@ -89,7 +90,9 @@ class Guard(grpc.aio.ServerInterceptor):
     async def _admit_or_abort(self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext,
                               request: object | None) -> Principal | None:
         try:
-            principal = self.authenticator.authenticate(context.invocation_metadata() or ())
+            certificate = (peer_identities(context.auth_context()) if self.authenticator.cert_principals
+                           else ())
+            principal = self.authenticator.authenticate(context.invocation_metadata() or (), certificate)
             authorize(method, rule, principal, request)
             if rule is not None and rule.limited and self.limiter is not None and not principal.dev:
                 wait = self.limiter.take(principal.name)

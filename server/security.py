@@ -7,6 +7,7 @@ import ipaddress
 import grpc
 
 from server.auth import Authenticator, load_api_keys
+from server.certidentity import load_cert_principals
 from server.ratelimit import RateLimiter
 from server.settings import Settings, SettingsError
 
@@ -30,9 +31,13 @@ def authenticator_for(settings: Settings) -> Authenticator:
     try:
         key = settings.auth_jwt_public_key.read_bytes() if settings.auth_jwt_public_key else None
         keys = load_api_keys(settings.auth_api_keys) if settings.auth_api_keys else None
+        if settings.auth_client_certs and settings.tls_client_ca is None:
+            raise ValueError("auth_client_certs maps client certificates to principals, but without "
+                             "tls_client_ca (mTLS) no client certificate is asked for or verified; set both")
+        certs = load_cert_principals(settings.auth_client_certs) if settings.auth_client_certs else None
         return Authenticator(jwt_public_key=key, algorithms=settings.auth_jwt_algorithms,
                              audience=settings.auth_jwt_audience, issuer=settings.auth_jwt_issuer, api_keys=keys,
-                             dev=dev_mode(settings))
+                             dev=dev_mode(settings), cert_principals=certs)
     except (OSError, ValueError) as err:
         raise SettingsError(f"authentication: {err}") from None
 

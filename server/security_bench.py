@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 
 from export.triton import EmbeddedTriton
 from server.abuse import Case, abuse_corpus
@@ -49,8 +50,11 @@ def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[
 
 async def bench(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="recsys-security-") as tmp:
-        base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1",
-                             feedback_db=Path(tmp) / "feedback.sqlite")
+        # No admin port: two servers here, and the default one may be taken by a server already running.
+        # No response cache: the kill test asks for the same user over and over, and cached answers
+        # would hide what Triton's absence does.
+        base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1", admin_port=None,
+                             cache_ttl_s=0, feedback_db=Path(tmp) / "feedback.sqlite")
         material = AuthMaterial(Path(tmp))
         with EmbeddedTriton(base.model_repository, startup_timeout=180, supervise=True) as triton:
             dev_settings = base.model_copy(update={"triton_url": triton.grpc_url, "auth_mode": "dev"})
@@ -65,7 +69,11 @@ async def bench(argv: list[str]) -> dict[str, Any]:
                 corpus = await asyncio.to_thread(run_corpus, f"127.0.0.1:{dev.port}", cases)
                 users = sorted(dev.bundle.user_index)
                 matrix = await asyncio.to_thread(auth_matrix, material, f"127.0.0.1:{secure.port}", users[0], users[1])
-                kill = await asyncio.to_thread(kill_under_load, f"127.0.0.1:{dev.port}", triton, users[0],
+                # The user with the most ratings: the full ensemble (every model) answers for them, so
+                # answers without Triton are degraded. (A user without history gets popularity, never degraded.)
+                rated = np.diff(dev.bundle.histories.indptr)
+                heavy = next(u for u, i in dev.bundle.user_index.items() if i == int(np.argmax(rated)))
+                kill = await asyncio.to_thread(kill_under_load, f"127.0.0.1:{dev.port}", triton, heavy,
                                                workers=3, recover_within_s=300)
             finally:
                 await dev.stop(1.0)

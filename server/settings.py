@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: Path | None = Field(None, description="PEM CA: clients must present a certificate it signed "
                                        "(mTLS)")
+    auth_client_certs: Path | None = Field(None, description="JSON file {\"uri:...|dns:...|cn:...\": {name, roles, "
+                                           "user_id?}}: verified client certificates as credentials (mTLS)")
     # Triton's model-repository/config APIs answer only calls with this header (--grpc-restricted-protocol).
     triton_control_key: str | None = Field(None, description="value of the recsys-triton-key header; the "
                                            "embedded Triton makes one up")

@@ -83,6 +83,7 @@ class ModelPool:
         self.default_variant = default_variant
         self.by_role = {r: [model_name(r, v) for v in variants if model_name(r, v) in available] for r in ROLES}
         self.models = [m for names in self.by_role.values() for m in names]
+        self.primary = {model_name(r, default_variant) for r in ROLES} & set(self.models)
         self.ready: set[str] = set()
         self.live = False
         self._failed_at: dict[str, float] = {}
@@ -113,8 +114,9 @@ class ModelPool:
     def p95(self, model: str) -> float:
         return self.latency.p95(model)
 
-    async def refresh(self, load: bool) -> bool:
-        """Ask Triton which models are ready (loading missing ones if ``load``); True when Triton is up."""
+    async def refresh(self, load: bool, staged: bool = False) -> bool:
+        """Ask Triton which models are ready (loading missing ones if ``load``: with ``staged``, only the
+        default variant's when it misses some); True when Triton is up."""
         assert self.client is not None
         try:
             self.live = await self.client.is_server_live(client_timeout=1.0)
@@ -136,10 +138,14 @@ class ModelPool:
         # A model that failed to load is retried after a pause, not on every health check.
         missing = [m for m in self.models if self.wanted(m) - set(states.get(m, ())) and m not in self._loading
                    and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S] if load else []
+        # The default variant first, then the others (at the next call when ``staged``): answers are
+        # whole again once its models are ready, whereas a restarted Triton loading every variant at
+        # once (a Python stub each, importing torch) kept them waiting behind the rest on a small machine.
+        batch = [m for m in missing if m in self.primary] or missing
         # Triton loads models in parallel; one failing is logged and stays not ready.
-        results = await asyncio.gather(*(self._load(m) for m in missing))
+        results = await asyncio.gather(*(self._load(m) for m in batch))
         if any(results):
-            return await self.refresh(load=False)
+            return await self.refresh(load=len(batch) < len(missing) and not staged)
         return True
 
     def _set_states(self, states: dict[str, list[str]]) -> None:
@@ -171,6 +177,7 @@ class ModelPool:
         config.version_policy.Clear()
         config.version_policy.specific.versions.extend(sorted(int(v) for v in versions))
         self._loading.add(model)
+        log.info("loading model=%s versions=%s", model, ",".join(sorted(versions, key=_numeric)))
         try:
             await self.client.load_model(model, config=json_format.MessageToJson(
                 config, preserving_proto_field_name=True), client_timeout=120.0, headers=self.control_headers)

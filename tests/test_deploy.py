@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,32 @@ def test_supply_chain_pins() -> None:
     pins = re.findall(r"^([A-Za-z0-9_.\-]+)==\S+ \\\n(?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+", lock, re.M)
     assert len(pins) == len(re.findall(r"^[A-Za-z0-9_.\-]+==", lock, re.M)) > 50
     assert {"pyjwt", "cryptography", "grpcio", "torch"} <= {p.lower() for p in pins}
+
+
+def _pins(lock: str) -> dict[str, str]:
+    return {name.lower(): version for name, version in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+) \\$", lock, re.M)}
+
+
+def test_server_image_installs_the_server_lock_with_hashes() -> None:
+    """The image installs requirements-server.lock (hashes checked, nothing resolved at build time):
+    every serving dependency of pyproject.toml, at the versions `make setup` installs, and no torch."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY requirements-server.lock" in dockerfile
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r /tmp/requirements-server.lock" in dockerfile
+    assert re.search(r"pip install [^\n]*--no-deps /wheels/\*\.whl", dockerfile)  # the project: no resolve
+    assert "pip wheel --no-cache-dir --no-deps" in dockerfile
+    root = DEPLOY.parent
+    server, full = (root / "requirements-server.lock").read_text(), (root / "requirements.lock").read_text()
+    server_pins, full_pins = _pins(server), _pins(full)
+    hashed = re.findall(r"^([A-Za-z0-9_.\-]+)==\S+ \\\n(?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+", server, re.M)
+    assert len(hashed) == len(server_pins) > 10
+    assert {n: v for n, v in server_pins.items() if full_pins.get(n) != v} == {}  # the same versions
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in project}
+    assert wanted <= set(server_pins), wanted - set(server_pins)
+    assert "torch" not in server_pins
+    makefile = (root / "Makefile").read_text()
+    assert "SERVER_LOCK ?= requirements-server.lock" in makefile and "-c $(LOCK)" in makefile
 
 
 def _restricted(args: list[str]) -> dict[str, str]:

@@ -138,3 +138,40 @@ def test_dashboard_and_alert_metrics_exist_in_real_output(summary: dict, stack: 
     assert len(used) >= 10
     missing = used - names
     assert missing == GPU_ONLY, f"queried but never exported: {sorted(missing - GPU_ONLY)}"
+
+
+def test_load_test_credentials_reach_the_sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from loadtest.credentials import TOKEN_ENV, add_options, credentials_from
+    from server.devcerts import write_dev_certs
+
+    certs = write_dev_certs(tmp_path)
+    (tmp_path / "token").write_text("tok-123\n")
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+
+    def parse(argv: list[str]) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        add_options(parser)
+        return parser.parse_args(argv)
+
+    files = ["--tls-ca", str(certs["ca"]), "--client-cert", str(certs["client"]),
+             "--client-key", str(certs["client_key"])]
+    creds = credentials_from(parse(["--token-file", str(tmp_path / "token"), *files]))
+    assert creds is not None and creds.token == "tok-123" and creds.secure
+    assert creds.root_certificates == certs["ca"].read_bytes()
+    assert creds.client_certificate == certs["client"].read_bytes()
+    assert creds.client_key == certs["client_key"].read_bytes()
+    assert credentials_from(parse([])) is None  # plaintext, no token: as before
+    # python -m loadtest hands them to locust: files on its command line, a token in its environment.
+    options = parse(["--token", "secret-tok", *files])
+    command, env = loadtest.locust_command("h:1", "1-2", 1, 1, "1s", tmp_path, options)
+    assert "secret-tok" not in command and env[TOKEN_ENV] == "secret-tok"
+    monkeypatch.setenv(TOKEN_ENV, env[TOKEN_ENV])
+    locust_side = credentials_from(parse(command[command.index("--tls-ca"):]))  # what the locustfile parses
+    assert locust_side == credentials_from(options)
+    for bad, message in ((["--client-cert", str(certs["client"])], "go together"),
+                         (["--tls-ca", str(tmp_path / "nope.pem")], "no such file"),
+                         (["--token", "a", "--token-file", str(tmp_path / "token")], "not both")):
+        with pytest.raises(ValueError, match=message):
+            credentials_from(parse(bad))

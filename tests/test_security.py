@@ -27,6 +27,8 @@ from server.app import create_server
 from server.auth import DEV, Authenticator, Principal, load_api_keys
 from server.authmatrix import AuthMaterial, auth_matrix
 from server.bundle import Bundle, Fusion, load_bundle
+from server.certidentity import identities, load_cert_principals
+from server.devcerts import write_client_cert, write_dev_certs
 from server.errors import PermissionDenied as DeniedError
 from server.errors import Unauthenticated as UnauthenticatedError
 from server.policy import ADMIN, POLICY, RECOMMENDER, authorize, rule_for
@@ -197,6 +199,32 @@ def test_api_key_file_round_trip(tmp_path: Path) -> None:
         auth.authenticate([("authorization", "Bearer nope")])
     with pytest.raises(ValueError, match="needs a user_id"):
         add_key(path, "bad", ["user"])
+
+
+def test_client_certificates_map_to_principals(tmp_path: Path) -> None:
+    certs = write_dev_certs(tmp_path)
+    cert = write_client_cert(tmp_path, "svc", common_name="svc cn", uris=("spiffe://t/svc",), dns=("svc.local",))
+    named = identities(cert["svc"].read_bytes())
+    assert named == ("uri:spiffe://t/svc", "dns:svc.local", "cn:svc cn")  # most specific first
+    mapping = tmp_path / "certs.json"
+    mapping.write_text('{"dns:svc.local": {"name": "svc", "roles": ["service"]}, '
+                       '"cn:svc cn": {"name": "by-cn", "roles": ["user"], "user_id": 7}}')
+    auth = Authenticator(cert_principals=load_cert_principals(mapping))
+    assert auth.authenticate([], named).name == "svc"  # the first identity the file names wins
+    token = Authenticator(api_keys={"x": DEV}, cert_principals=load_cert_principals(mapping))
+    with pytest.raises(UnauthenticatedError, match="unknown API key"):  # a token sent decides, even a bad one
+        token.authenticate([("authorization", "Bearer nope")], named)
+    client = identities(certs["client"].read_bytes())
+    with pytest.raises(UnauthenticatedError, match=r"\(cn:recsys client\) maps to no principal: add one"):
+        auth.authenticate([], client)
+    with pytest.raises(UnauthenticatedError, match="no credentials"):
+        auth.authenticate([])  # no certificate (TLS without mTLS) and no token
+    mapping.write_text('{"svc cn": {"name": "x", "roles": ["service"]}}')
+    with pytest.raises(ValueError, match="starting with one of uri:, dns:, cn:"):
+        load_cert_principals(mapping)
+    settings = Settings(triton_url="127.0.0.1:1", grpc_port=0, bundle=tmp_path / "none", auth_client_certs=mapping)
+    with pytest.raises(SettingsError, match="without tls_client_ca"):
+        create_server(settings)
 
 
 def test_a_public_host_without_keys_refuses_to_start(tmp_path: Path) -> None:

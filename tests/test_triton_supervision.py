@@ -41,10 +41,51 @@ def test_triton_killed_under_load_comes_back_by_itself(serving_artifacts: Artifa
         print("triton kill under load:", report)
         assert report["triton_restarted"] and report["failed"] == 0, report
         assert report["probes"] > 10 and report["probes_not_serving"] == 0, report
+        assert report["whole_before_kill"] > 0, report  # the models answered before the kill
         assert report["degraded"] > 0, report  # it was down: some answers had to do without it
+        # The timeline is complete: Triton back, then its models (the Triton health service), then answers.
+        assert report["models_ready_after_s"] is not None, report
+        assert report["restarted_after_s"] <= report["models_ready_after_s"], report
+        assert report["first_undegraded_after_s"] is not None, report
         # Reloading the models (a Python stub importing torch each) is most of it on 2 busy cores.
         assert report["undegraded_after_s"] < 150, report
         with RecommenderClient(server.target, retry=NO_RETRY) as client:
             assert client.health(TRITON_HEALTH) == "SERVING"
             answer = client.recommend(user, k=5, budget_ms=2000)
             assert not answer.degraded and all(c.ok for c in answer.model_calls)
+
+
+@pytest.mark.slow
+def test_a_reload_brings_the_default_variant_back_first(serving_artifacts: Artifacts,
+                                                        supervised: EmbeddedTriton) -> None:
+    """The watcher's staged refresh loads the default variant's models before any other variant's,
+    so answers are whole again without waiting for every variant (what a restarted Triton needs)."""
+    import asyncio
+
+    from export.repository import versions
+    from server.latency import LatencyBook
+    from server.triton_models import ModelPool
+
+    models = ["sae_torchscript_fp32", "sae_torchscript_int8"]
+    for model in models:  # as a restarted Triton has them: not loaded
+        supervised.unload(model)
+    deadline = time.monotonic() + 60
+    while any(supervised.client.is_model_ready(m) for m in models) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    async def refresh_twice() -> tuple[set[str], set[str]]:
+        pool = ModelPool(supervised.grpc_url, models, ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32",
+                         LatencyBook(), repository=serving_artifacts.repository, control_key=supervised.control_key)
+        pool.want("test", {m: str(versions(serving_artifacts.repository / m)[-1]) for m in models})
+        await pool.open()
+        try:
+            assert await pool.refresh(load=True, staged=True)
+            first = set(pool.ready)
+            assert await pool.refresh(load=True, staged=True)
+            return first, set(pool.ready)
+        finally:
+            await pool.close()
+
+    first, second = asyncio.run(refresh_twice())
+    assert first == {"sae_torchscript_fp32"}, first  # the default variant alone, at the first check
+    assert second == set(models), second  # the others at the next
