@@ -74,7 +74,7 @@ class RecommendationServer:
                                                           settings.latency_max_age_s), settings.model_repository,
                               control_key=settings.triton_control_key or control_key_for(settings.triton_url))
         # Profiles are read per user from the store when asked for, never replayed at start-up.
-        self.store = open_store(settings.store or sqlite_url(settings.feedback_db))
+        self.store = open_store(settings.store or sqlite_url(settings.feedback_db), settings.dedupe_window_s)
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
         self.profiles, self.recommender = live.profiles, live.recommender
         self.router = Router(live)
