@@ -52,6 +52,7 @@ class DriftMonitor:
                  gauge: Gauge | None, window: int = 10_000, min_samples: int = 200) -> None:
         self.gauge, self.size, self.min_samples = gauge, window, min_samples
         self.version = ""  # the bundle whose reference is watched ("" until ``follow``)
+        self.windows: dict[str, Window] = {}
         self._reset(reference, genres, item_index)
 
     def follow(self, bundle: Bundle) -> None:
@@ -60,7 +61,7 @@ class DriftMonitor:
             self.version = bundle.version
 
     def _reset(self, reference: Reference | None, genres: np.ndarray, item_index: dict[int, int]) -> None:
-        old = set(self.windows) if hasattr(self, "windows") else set()
+        old = set(self.windows)
         self.reference, self.item_index = reference, item_index
         expected = reference.expected if reference is not None else {}
         self._genre = genre_weights(genres)
