@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     horror_items = set(dataset.item_ids.raw_ids[horror].tolist())
     details: dict[str, Any] = {}
     with ValkeyServer(work / "valkey") as valkey, EmbeddedTriton(repo, startup_timeout=180) as triton:
-        replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle)
+        replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle, repo)
         try:
             with RecommenderClient([r.target for r in replicas], timeout=10) as client:
                 sent = replay(client, test, "u1test")

@@ -42,7 +42,8 @@ class Replica:
         return {dict(k)["feature"]: v for k, v in self.metric("recsys_drift_psi").items() if not np.isnan(v)}
 
 
-def start_replicas(triton_url: str, state: Path, store: str, bundle: Path, count: int = 2) -> list[Replica]:
+def start_replicas(triton_url: str, state: Path, store: str, bundle: Path, repository: Path,
+                   count: int = 2) -> list[Replica]:
     replicas = []
     for n in range(count):
         port, admin_port = free_port(), free_port()
@@ -50,7 +51,8 @@ def start_replicas(triton_url: str, state: Path, store: str, bundle: Path, count
         folder.mkdir(parents=True, exist_ok=True)
         # One rollout pointer for all: a rollout started on one replica is followed by the others.
         process, target = start_server(triton_url, folder, "--store", store, "--bundle", str(bundle),
-                                       "--metrics-port", str(port), "--cache-ttl-s", "60",
+                                       "--model-repository", str(repository), "--metrics-port", str(port),
+                                       "--cache-ttl-s", "60",
                                        "--admin-port", str(admin_port), "--rollout-state-dir", str(state / "rollout"))
         replicas.append(Replica(process, target, port, admin_port))
     return replicas
