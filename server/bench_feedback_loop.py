@@ -12,7 +12,8 @@
 6. roll out live: the new bundle is shipped through replica 0's admin service (shadow, canary
    10%, full, retire, each held ``--stage-s`` with Recommend traffic over both replicas); replica 1
    follows the shared rollout pointer; both drift monitors switch to the new bundle's reference.
-   A shifted stream (Horror ratings only) is then sent and the PSI scraped again.
+   A shifted stream (Horror ratings only, then new users who disliked long-tail items asking for
+   recommendations) is then sent and the PSI scraped again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import logging
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test = read_ratings_file(args.data / "u1.test", "ml-100k")
     horror = dataset.genres[:, dataset.genre_names.index("Horror")] == 1
     horror_items = set(dataset.item_ids.raw_ids[horror].tolist())
+    counts = np.bincount(dataset.ratings["item"].to_numpy(), minlength=dataset.n_items)
+    long_tail = np.argsort(-counts, kind="stable")[dataset.n_items // 2:]  # the less rated half of the catalogue
     details: dict[str, Any] = {}
     with ValkeyServer(work / "valkey") as valkey, EmbeddedTriton(repo, startup_timeout=180) as triton:
         replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle, repo)
@@ -107,6 +112,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raw = shifted.assign(user=dataset.user_ids.to_raw(shifted["user"]),
                                      item=dataset.item_ids.to_raw(shifted["item"]))
                 replay(client, raw, "horror", retry_share=0.0)
+                # New users who disliked a dozen long-tail items each ask once: the models' scores shift.
+                rng = np.random.default_rng(0)
+                for n in range(300):
+                    picked = dataset.item_ids.raw_ids[rng.choice(long_tail, 12, replace=False)]
+                    client.recommend(f"bench-shifted-{n}", k=10, ratings={int(i): 1.0 for i in picked})
                 shifted_psi, details["shifted_psi"] = _max_psi(replicas)
         finally:
             stop_replicas(replicas)
