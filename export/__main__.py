@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "repository": {r["repository_model"]: r["version"] for r in rows}}
     bundle = write_bundle(args.bundle, dataset, models["popularity"], models.get("two_tower"), models.get("ensemble"),
                           manifest, repository=args.out)
-    write_drift_reference(bundle, dataset, split.train)
+    write_drift_reference(bundle, dataset, split.train, models)
     print(json.dumps({"repository": str(args.out), "bundle": str(bundle), "models": rows}, indent=1))
     return rows
 

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from export.golden import GOLDEN_FILE, write_golden
 from export.repository import versions
+from export.score_reference import reference_scores
 from server.drift.reference import Reference
 from training.data.dataset import MovieLens
 from training.data.features import AGE_EDGES
@@ -70,12 +71,16 @@ def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tow
     return folder
 
 
-def write_drift_reference(folder: Path, dataset: MovieLens, train: pd.DataFrame) -> Path:
+def write_drift_reference(folder: Path, dataset: MovieLens, train: pd.DataFrame,
+                          models: dict[str, Any] | None = None) -> Path:
     """The reference distributions live traffic is compared with (``server.drift``): history lengths
-    of the users the bundle serves, and the rating, popularity-decile and genre mix of ``train``."""
+    of the users the bundle serves, the rating, popularity-decile and genre mix of ``train``, and,
+    given the trained ``models``, each served model's top scores (``export.score_reference``)."""
     items = train["item"].to_numpy()
     reference = Reference.from_ratings(
         np.bincount(dataset.ratings["user"].to_numpy(), minlength=dataset.n_users), items,
         train["rating"].to_numpy(), np.bincount(items, minlength=dataset.n_items), dataset.genres,
         dataset.genre_names, dataset.scale.levels)
+    if models:
+        reference = reference.with_scores(reference_scores(models, dataset))
     return reference.save(folder)

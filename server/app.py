@@ -34,7 +34,7 @@ from export.triton.launcher import control_key_for
 from server.admin import admin_server
 from server.bundle import load_bundle
 from server.cache import ResponseCache
-from server.drift import DriftMonitor, Reference
+from server.drift import DriftMonitor
 from server.guard import Guard
 from server.latency import LatencyBook
 from server.metrics import Metrics
@@ -74,18 +74,22 @@ class RecommendationServer:
                                                           settings.latency_max_age_s), settings.model_repository,
                               control_key=settings.triton_control_key or control_key_for(settings.triton_url))
         # Profiles are read per user from the store when asked for, never replayed at start-up.
-        self.store = open_store(settings.store or sqlite_url(settings.feedback_db))
+        self.store = open_store(settings.store or sqlite_url(settings.feedback_db), settings.dedupe_window_s)
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
         self.profiles, self.recommender = live.profiles, live.recommender
         self.router = Router(live)
         self.metrics = Metrics()
+        # Drift is judged against the promoted bundle's reference: the rollout manager tells the
+        # monitor when another bundle becomes the live one (bundles exported before drift
+        # references have none; the monitor then watches nothing until one that has is promoted).
+        self.drift = DriftMonitor(None, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi,
+                                  settings.drift_window)
+        self.drift.follow(self.bundle)
         self.rollouts = RolloutManager(settings, self.pool, self.store, self.router,
-                                       RolloutMetrics(self.metrics.registry))
+                                       RolloutMetrics(self.metrics.registry),
+                                       on_live=lambda runtime: self.drift.follow(runtime.bundle))
         self.shadow = Shadow(self.rollouts)
         self.cache = ResponseCache(self.store, settings.cache_ttl_s)
-        reference = Reference.load(self.bundle.folder)  # bundles exported before drift references have none
-        self.drift = None if reference is None else DriftMonitor(
-            reference, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi, settings.drift_window)
         self.health = health.aio.HealthServicer()
         self.dev_mode = dev_mode(settings)
         # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.

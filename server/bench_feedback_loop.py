@@ -9,9 +9,11 @@
    users asking twice measures the response cache;
 5. retrain from the store, gate and export (training.retrain); the gate's NDCG@10 of both
    ensembles on the held-back last ratings is the before/after figure;
-6. roll out: the replicas restart on the new bundle (a restart, not the admin rollout: this bench
-   measures the feedback loop; `make bench-rollout` measures rollouts under load);
-   a shifted stream (Horror ratings only) is sent and the PSI scraped again.
+6. roll out live: the new bundle is shipped through replica 0's admin service (shadow, canary
+   10%, full, retire, each held ``--stage-s`` with Recommend traffic over both replicas); replica 1
+   follows the shared rollout pointer; both drift monitors switch to the new bundle's reference.
+   A shifted stream (Horror ratings only, then new users who disliked long-tail items asking for
+   recommendations) is then sent and the PSI scraped again.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
 from export.triton import EmbeddedTriton
-from server.feedback_loop import cache_probe, replay, start_replicas, stop_replicas
+from server.feedback_loop import cache_probe, replay, roll_out, start_replicas, stop_replicas
 from server.settings import ROOT
 from server.store import open_store
 from server.store.valkey_server import ValkeyServer
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench_feedback_loop")
     parser.add_argument("--cache-calls", type=int, default=2000)
+    parser.add_argument("--stage-s", type=float, default=10.0, help="seconds each rollout stage is held")
     parser.add_argument("--train-arg", action="append", default=[], help="passed to every training run")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "feedback_loop.json")
     args = parser.parse_args(argv)
@@ -76,9 +81,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test = read_ratings_file(args.data / "u1.test", "ml-100k")
     horror = dataset.genres[:, dataset.genre_names.index("Horror")] == 1
     horror_items = set(dataset.item_ids.raw_ids[horror].tolist())
+    counts = np.bincount(dataset.ratings["item"].to_numpy(), minlength=dataset.n_items)
+    long_tail = np.argsort(-counts, kind="stable")[dataset.n_items // 2:]  # the less rated half of the catalogue
     details: dict[str, Any] = {}
     with ValkeyServer(work / "valkey") as valkey, EmbeddedTriton(repo, startup_timeout=180) as triton:
-        replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle)
+        replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle, repo)
         try:
             with RecommenderClient([r.target for r in replicas], timeout=10) as client:
                 sent = replay(client, test, "u1test")
@@ -88,22 +95,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     client.recommend(str(user), k=10)
                 in_psi, details["in_distribution_psi"] = _max_psi(replicas)
                 cache = cache_probe(client, sorted(int(u) for u in dataset.user_ids.raw_ids), args.cache_calls)
-        finally:
-            stop_replicas(replicas)
-        store = open_store(valkey.url)
-        stored = sum(1 for e in store.events_after() if e.event_id.startswith("u1test-"))
-        store.close()
-        gate = retrain.main(["--feedback", valkey.url, "--data", str(args.data), "--state-dir", str(state),
-                             "--out", str(repo), "--bundle", str(bundle),
-                             *(f"--train-arg={a}" for a in args.train_arg)])
-        replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle)  # the rollout: a restart on it
-        try:
+            store = open_store(valkey.url)
+            stored = sum(1 for e in store.events_after() if e.event_id.startswith("u1test-"))
+            store.close()
+            # The replicas keep serving while the retrain runs: the new bundle reaches them live.
+            gate = retrain.main(["--feedback", valkey.url, "--data", str(args.data), "--state-dir", str(state),
+                                 "--out", str(repo), "--bundle", str(bundle),
+                                 *(f"--train-arg={a}" for a in args.train_arg)])
+            users = [str(u) for u in test["user"].unique()]
+            rollout = roll_out(replicas, bundle, users, args.stage_s)
+            details["bundle_after_rollout"] = rollout["promoted_bundle"]
+            # The monitors follow the promoted bundle: its reference, windows started afresh.
+            details["psi_right_after_rollout"] = _max_psi(replicas)[1]
             with RecommenderClient([r.target for r in replicas], timeout=10) as client:
-                details["bundle_after_rollout"] = client.list_models().bundle_version
                 shifted = dataset.ratings[horror[dataset.ratings["item"].to_numpy()]].sample(3000, random_state=0)
                 raw = shifted.assign(user=dataset.user_ids.to_raw(shifted["user"]),
                                      item=dataset.item_ids.to_raw(shifted["item"]))
                 replay(client, raw, "horror", retry_share=0.0)
+                # New users who disliked a dozen long-tail items each ask once: the models' scores shift.
+                rng = np.random.default_rng(0)
+                for n in range(300):
+                    picked = dataset.item_ids.raw_ids[rng.choice(long_tail, 12, replace=False)]
+                    client.recommend(f"bench-shifted-{n}", k=10, ratings={int(i): 1.0 for i in picked})
                 shifted_psi, details["shifted_psi"] = _max_psi(replicas)
         finally:
             stop_replicas(replicas)
@@ -117,16 +130,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           "eval": f"ensemble NDCG@10 on the {held} held-back ratings (each u1.test user's last "
                                   "rating, never replayed; relevant >= 4); both models rank the full catalogue "
                                   "given u1.base + the replayed feedback as history"},
-              "drift": {"in_distribution_max_psi": round(in_psi, 4), "shifted_max_psi": round(shifted_psi, 4)}}
+              "drift": {"in_distribution_max_psi": round(in_psi, 4), "shifted_max_psi": round(shifted_psi, 4)},
+              "rollout": {k: rollout[k] for k in ("method", "outcome", "promoted_bundle", "replica_bundles",
+                                                  "seconds", "answers_by_bundle", "failed_calls")}}
     details.update(retries=sent.retried_events, new_events_reported=sent.new_events, gate=gate["gate"],
-                   cache_calls=cache["calls"], rollout="replicas restarted on the new bundle")
+                   cache_calls=cache["calls"], rollout_log=rollout["log"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     args.out.with_name("feedback_loop_details.json").write_text(json.dumps(details, indent=1, default=str))
     bars = {"events_stored == unique events sent": report["events_stored"] == sent.events_sent,
             "duplicates_ignored == retried events": sent.duplicates_ignored == sent.retried_events,
             "cross_replica_ok": cross_ok, "in-distribution max PSI < 0.1": in_psi < 0.1,
-            "shifted max PSI > 0.25": shifted_psi > 0.25}
+            "shifted max PSI > 0.25": shifted_psi > 0.25,
+            "rolled out live to every replica": rollout["outcome"] == "retired"
+            and set(rollout["replica_bundles"]) == {rollout["promoted_bundle"]}}
     print(json.dumps({**report, "bars": bars}, indent=1))
     return report
 

@@ -1,9 +1,11 @@
 """The feedback loop's moving parts for ``make bench-feedback-loop`` (server.bench_feedback_loop):
-replicas over one Valkey, the u1.test replay with retries, the cache probe and PSI scrapes."""
+replicas over one Valkey (and one rollout pointer), the u1.test replay with retries, the cache
+probe, PSI scrapes and the live rollout of the retrained bundle."""
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -13,6 +15,8 @@ import numpy as np
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.admin import RolloutAdminClient, ship
+from clients.errors import RecsysError
 from clients.feedback import Feedback
 from clients.sync import RecommenderClient
 from export.triton.launcher import free_port
@@ -24,6 +28,7 @@ class Replica:
     process: object
     target: str
     metrics_port: int
+    admin_port: int
 
     def metric(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
@@ -37,15 +42,19 @@ class Replica:
         return {dict(k)["feature"]: v for k, v in self.metric("recsys_drift_psi").items() if not np.isnan(v)}
 
 
-def start_replicas(triton_url: str, state: Path, store: str, bundle: Path, count: int = 2) -> list[Replica]:
+def start_replicas(triton_url: str, state: Path, store: str, bundle: Path, repository: Path,
+                   count: int = 2) -> list[Replica]:
     replicas = []
     for n in range(count):
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         folder = state / f"replica{n}"
         folder.mkdir(parents=True, exist_ok=True)
+        # One rollout pointer for all: a rollout started on one replica is followed by the others.
         process, target = start_server(triton_url, folder, "--store", store, "--bundle", str(bundle),
-                                       "--metrics-port", str(port), "--cache-ttl-s", "60")
-        replicas.append(Replica(process, target, port))
+                                       "--model-repository", str(repository), "--metrics-port", str(port),
+                                       "--cache-ttl-s", "60",
+                                       "--admin-port", str(admin_port), "--rollout-state-dir", str(state / "rollout"))
+        replicas.append(Replica(process, target, port, admin_port))
     return replicas
 
 
@@ -109,3 +118,56 @@ def cache_probe(client: RecommenderClient, users: list[int], calls: int, zipf_s:
             "p50_ms_hit": round(float(np.median(hits)), 3) if hits else float("nan"),
             "p50_ms_miss": round(float(np.median(misses)), 3) if misses else float("nan"),
             "calls": made}
+
+
+def roll_out(replicas: list[Replica], bundle: Path, users: list[str], stage_s: float) -> dict[str, object]:
+    """Ship ``bundle`` live through the first replica's admin service (what ``python -m clients rollout
+    ship`` does: shadow, canary 10%, full, retire, each held ``stage_s`` while the guardrails watch),
+    with Recommend traffic over every replica meanwhile; then wait until every replica answers with
+    the promoted bundle. Returns the outcome, the bundle each replica answers with, and the traffic."""
+    answered: dict[str, int] = {}
+    failures, stop = [0], threading.Event()
+
+    def traffic() -> None:
+        rng = random.Random(1)
+        with RecommenderClient([r.target for r in replicas], timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    version = client.recommend(rng.choice(users), k=10).bundle_version
+                    answered[version] = answered.get(version, 0) + 1
+                except RecsysError:
+                    failures[0] += 1
+
+    log: list[str] = []
+    driver = threading.Thread(target=traffic, daemon=True)
+    started = time.monotonic()
+    driver.start()
+    try:
+        with RolloutAdminClient(f"127.0.0.1:{replicas[0].admin_port}", timeout=600) as admin:
+            try:
+                state = ship(admin, str(bundle.resolve()), shadow_s=stage_s, canary_s=stage_s, canary_percent=10,
+                             print_=log.append)
+            except RecsysError as err:  # refused, or rolled back by a guardrail: reported, not hidden
+                log.append(f"stopped: {err.message}")
+                state = admin.get()
+        versions = _converged(replicas, state.promoted_bundle, timeout_s=120)
+    finally:
+        stop.set()
+        driver.join(30)
+    return {"method": "admin rollout (clients.admin.ship) on replica 0, followed by the others",
+            "outcome": state.outcome, "promoted_bundle": state.promoted_bundle, "replica_bundles": versions,
+            "stage_s": stage_s, "seconds": round(time.monotonic() - started, 1),
+            "answers_by_bundle": answered, "failed_calls": failures[0], "log": log}
+
+
+def _converged(replicas: list[Replica], version: str, timeout_s: float) -> list[str]:
+    """The bundle each replica answers with, once all answer with ``version`` (or at the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = []
+        for replica in replicas:
+            with RecommenderClient(replica.target, timeout=10) as client:
+                seen.append(client.list_models().bundle_version)
+        if set(seen) == {version} or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)

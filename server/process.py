@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clients.errors import RecsysError
 from clients.sync import RecommenderClient
-from export.triton.launcher import free_port
+from export.triton.launcher import control_key_for, free_port
 
 
 def start_server(triton_url: str, state: Path, *extra: str, timeout: float = 180.0
@@ -22,7 +22,11 @@ def start_server(triton_url: str, state: Path, *extra: str, timeout: float = 180
     # The child imports this checkout's code and generated stubs, whatever else is installed.
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join(p for p in (str(root), str(root / "protos"), os.environ.get("PYTHONPATH", "")) if p)
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path}, cwd=root)
+    env = {**os.environ, "PYTHONPATH": path}
+    key = control_key_for(triton_url)
+    if key:  # an embedded Triton this process started: the child needs its control key to load models
+        env["RECSYS_TRITON_CONTROL_KEY"] = key  # the environment, not argv (which `ps` shows)
+    process = subprocess.Popen(command, env=env, cwd=root)
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     with RecommenderClient(target, timeout=2) as client:

@@ -57,6 +57,8 @@ class Answer:
     degraded_reasons: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     reasons: dict[int, list[str]] = field(default_factory=dict)
+    # Each model list's scores, best first (views, no copy): the drift monitor reads their top.
+    model_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def degraded(self) -> bool:
@@ -119,7 +121,7 @@ class Recommender:
         picked, scores = self._pick(fused, eligible, query)
         timings["fusion"] = _since(mark)
         answer = Answer(picked.tolist(), scores.tolist(), strategy, rung, plan.name, budget_ms, len(profile),
-                        calls, degraded, timings)
+                        calls, degraded, timings, model_scores={b: r.scores for b, r in lists.items()})
         if query.explain and len(picked):
             liked = profile.item_idx[profile.ratings >= self.bundle.liked_threshold]
             answer.reasons = reasons(self.bundle, picked, liked, lists, segment)

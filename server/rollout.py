@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from server.guardrails import Guardrails
@@ -32,8 +33,9 @@ ORDER = (SHADOW, CANARY, FULL, "retire")
 
 class RolloutManager:
     def __init__(self, settings: Settings, pool: ModelPool, store: Store, router: Router,
-                 metrics: RolloutMetrics) -> None:
+                 metrics: RolloutMetrics, on_live: Callable[[BundleRuntime], None] | None = None) -> None:
         self.settings, self.pool, self.store, self.router, self.metrics = settings, pool, store, router, metrics
+        self.on_live = on_live  # told each time another bundle becomes the live one (the drift monitor)
         self.pointer = PointerFile(settings.rollout_state_dir)
         self.guardrails = Guardrails(settings)
         self.applied = self.pointer.read().generation - 1  # the first tick applies what the pointer says
@@ -135,6 +137,8 @@ class RolloutManager:
                     return
             old, router.live = router.live, new_live
             self._retire(old)
+            if self.on_live is not None:
+                self.on_live(new_live)
         if state.candidate and (router.candidate is None or not _same(state.candidate, router.candidate)):
             self._drop_candidate()
             router.candidate = await self._bring_up(state.candidate)

@@ -167,8 +167,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 request_id=rid, unknown_item_ids=query.unknown_item_ids, budget_ms=int(answer.budget_ms),
                 plan=answer.plan, bundle_version=bundle.version, history_size=answer.history_size,
                 profile_version=version or 0)
-            if self.drift is not None:
-                self.drift.observe_answer(query.user_id, answer.history_size)
+            if self.drift is not None and runtime is self.router.live:  # a candidate is not yet what is watched
+                self.drift.observe_answer(query.user_id, answer.history_size, answer.model_scores)
             if key is not None and self.cache is not None:
                 stored = await self.cache.put(key, response)
                 self.metrics.cache.labels("miss" if stored else "uncacheable").inc()

@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     feedback_db: Path = Field(ROOT / "var" / "feedback.sqlite", description="the SQLite store when store is not set")
     store: str | None = Field(None, description="feedback store and response cache: sqlite:///PATH (one node) "
                               "or redis://HOST:PORT/DB (shared by replicas); default: sqlite at feedback_db")
+    dedupe_window_s: float = Field(7 * 24 * 3600.0, gt=0, description="how long a shared (Valkey) store "
+                                   "remembers feedback event ids: a retry within it is ignored")
     profile_cache_size: int = Field(10_000, ge=1, description="user profiles kept in memory (LRU)")
     cache_ttl_s: float = Field(30.0, ge=0, description="Recommend response cache TTL; 0 = off")
     drift_window: int = Field(10_000, ge=10, description="observations per drift feature's rolling window")

@@ -46,7 +46,7 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
     folder = write_bundle(root / "serving_bundle", dataset, trained.models["popularity"], trained.models["two_tower"],
                           ensemble, manifest, repository=repository)
-    write_drift_reference(folder, dataset, split.train)
+    write_drift_reference(folder, dataset, split.train, trained.models)
     return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
 
 

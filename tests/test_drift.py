@@ -13,13 +13,16 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.retry import NO_RETRY
+from clients.sync import RecommenderClient
 from export.bundle import write_drift_reference
+from export.triton import EmbeddedTriton
 from server.drift import DriftMonitor, psi
 from server.drift.reference import Reference
 from server.drift.report import live_monitor, write_report
 from server.metrics import Metrics
 from server.store import Event, open_store, sqlite_url
-from tests.stack import Artifacts
+from tests.stack import Artifacts, ServerThread, settings_for
 from training.data import MovieLens
 from training.data.splits import make_split
 
@@ -119,3 +122,77 @@ def test_offline_report_writes_png_and_html(serving_artifacts: Artifacts, tmp_pa
     assert summary["psi"]["rating"] > 0.1
     assert (tmp_path / "report" / "drift.png").stat().st_size > 10_000
     assert "drift.png" in (tmp_path / "report" / "drift.html").read_text()
+
+
+@pytest.mark.slow
+def test_live_model_score_features_in_distribution_and_shifted(serving_artifacts: Artifacts,
+                                                               serving_triton: EmbeddedTriton, tmp_path: Path) -> None:
+    """The server observes each model's top scores in its live answers (real Triton): the bundle's
+    users asking with their histories keep every score_<model> PSI below 0.1, which checks that the
+    live lists are binned like export's reference; a stream of new users who disliked only long-tail
+    items moves every score PSI above 0.25 and the alert fires for them."""
+    from server.bundle import load_bundle
+
+    bundle = load_bundle(serving_artifacts.bundle)
+    reference = Reference.load(bundle.folder)
+    assert reference is not None
+    scored = [f"score_{m}" for m in ("sae", "rbm", "two_tower")]
+    assert set(scored) <= set(reference.features)
+    # fp32 only: the reference is the fp32 graphs' (int8 scores differ by their quantisation error).
+    # A window of 1,000 scores (100 answers) so that the shifted stream below fills it.
+    settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path, variants=["torchscript_fp32"],
+                            drift_window=1_000)
+    rng = np.random.default_rng(0)
+    with ServerThread(settings) as server, RecommenderClient(server.target, timeout=30, retry=NO_RETRY) as client:
+        assert server.server is not None and server.server.metrics_port is not None
+        for user in rng.permutation(list(bundle.user_index)):
+            client.recommend(str(user), k=10, budget_ms=5000)  # every model answers, however busy the cores
+        values = server.server.drift.psi()
+        assert all(values[k] is not None and values[k] < 0.1 for k in scored), values
+        assert not any(_alert_fires(server.server.metrics_port)[k] for k in scored)
+        tail = np.flatnonzero(reference.item_decile >= 5)
+        for n in range(120):  # new users (ids the bundle does not know), 12 long-tail items rated 1 each
+            picked = bundle.item_ids[rng.choice(tail, 12, replace=False)]
+            client.recommend(f"shifted-{n}", k=10, budget_ms=5000, ratings={int(i): 1.0 for i in picked})
+        shifted = server.server.drift.psi()
+        assert all(shifted[k] is not None and shifted[k] > 0.25 for k in scored), shifted
+        assert all(_alert_fires(server.server.metrics_port)[k] for k in scored)
+
+
+def test_the_monitor_follows_another_bundles_reference(serving_artifacts: Artifacts, tmp_path: Path) -> None:
+    """A promoted bundle brings its own reference: the monitor switches to it, empties its windows,
+    and drops the gauge of a model the new bundle does not serve (RolloutManager calls ``follow``)."""
+    import json
+    import shutil
+
+    from server.bundle import load_bundle
+
+    first = load_bundle(serving_artifacts.bundle)
+    folder = shutil.copytree(first.folder, tmp_path / "7")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "bundle_version": 7}))
+    data = json.loads((folder / "drift_reference.json").read_text())
+    del data["features"]["score_rbm"], data["score_edges"]["score_rbm"]  # the new bundle serves no RBM
+    data["features"]["rating"]["expected"] = [0.0, 0.0, 0.0, 0.0, 1.0]  # and was trained on 5-star ratings only
+    (folder / "drift_reference.json").write_text(json.dumps(data))
+    second = load_bundle(folder)
+
+    metrics = Metrics()
+    monitor = DriftMonitor(None, first.genres, first.item_index, metrics.drift_psi, min_samples=1)
+    assert monitor.psi() == {}  # no reference yet: nothing watched
+    monitor.follow(first)
+    assert monitor.version == first.version and "score_rbm" in monitor.windows
+    item = int(first.item_ids[0])
+    monitor.observe_feedback([Event("u", item, "rating", 5.0, 1)])
+    monitor.observe_answer("u", 20, {"rbm": np.array([0.5, 0.4])})
+    assert monitor.psi()["rating"] > 0.25 and len(monitor.windows["score_rbm"]) == 2
+    monitor.follow(second)
+    assert monitor.version == "7" and "score_rbm" not in monitor.windows
+    assert not any(len(w) for w in monitor.windows.values())
+    monitor.observe_feedback([Event("u", item, "rating", 5.0, 2)])
+    assert monitor.psi()["rating"] == pytest.approx(0.0, abs=1e-6)  # judged by the new reference
+    port = metrics.serve("127.0.0.1", 0)
+    try:
+        assert "score_rbm" not in _alert_fires(port) and "score_sae" in _alert_fires(port)
+    finally:
+        metrics.stop()

@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
+from server.drift.reference import Reference
 from server.store import Event, open_store, sqlite_url
 from training import retrain
 from training.data import load_movielens
@@ -88,7 +89,8 @@ def test_retrain_records_lineage_gates_and_exports(synthetic_dirs: dict[str, Pat
     result = retrain.main(args)
     assert result["gate"] == "passed" and result["before_version"] == 1 and result["after_version"] == 2
     assert 0 <= result["before_ndcg@10"] <= 1 and 0 <= result["after_ndcg@10"] <= 1
-    assert (tmp_path / "bundle" / "1" / "drift_reference.json").is_file()
+    reference = Reference.load(tmp_path / "bundle" / "1")  # with the registry models' score distributions
+    assert reference is not None and {"score_sae", "score_rbm", "score_two_tower"} <= set(reference.features)
     runs = mlflow.search_runs(filter_string="attributes.run_name = 'train'", order_by=["start_time DESC"])
     run = mlflow.get_run(runs.run_id.iloc[0])  # the parent run of the retraining
     params = run.data.params

@@ -193,10 +193,16 @@ def test_stages_then_promoted_bundle_survives_a_restart(serving_artifacts: Artif
             assert (state.stage, state.canary_percent) == ("canary", 50)
             expected = {u: "2" if bucket(u) < 5000 else "1" for u in USERS}
             assert answers(server) == expected == answers(server)  # stable per user
+            assert server.server is not None
+            drift = server.server.drift  # watches the live bundle's answers only, against its reference
+            assert drift.version == "1" and len(drift.windows["history_length"]) == list(expected.values()).count("1")
             assert admin.promote().stage == "full"
             assert set(answers(server).values()) == {"2"}
             state = admin.promote()
             assert (state.stage, state.promoted_bundle, state.outcome) == ("idle", "2", "retired")
+            # Promoted: the monitor follows bundle 2's own reference, with empty windows.
+            assert drift.version == "2" and drift.item_index is server.server.router.live.bundle.item_index
+            assert not any(len(w) for w in drift.windows.values())
         eventually(lambda: "1" not in triton_ready(serving_triton, "sae_torchscript_fp32"))
     finally:
         server.stop()

@@ -121,6 +121,40 @@ def test_valkey_killed_keeps_every_acknowledged_event(tmp_path: Path) -> None:
         reopened.close()
 
 
+def test_valkey_remembers_event_ids_for_the_dedupe_window_only(valkey: ValkeyServer) -> None:
+    """A retry within the window is ignored; the id set holds one window of ids, not every id ever
+    written (each append drops the older ones atomically), and a retry after the window is new."""
+    admin = redis.Redis.from_url(valkey.url)
+    admin.flushdb()
+    store = open_store(valkey.url, dedupe_window_s=0.5)
+    assert store.append([ev("u", 1, 4.0, 1, "a"), ev("u", 2, 4.0, 2, "b")], "r1") == 2
+    assert store.append([ev("u", 1, 4.0, 1, "a")], "r1-retry") == 0  # within the window
+    assert admin.zcard("fb:ids:recent") == 2
+    time.sleep(0.7)
+    for n in range(20):  # a steady stream past the window: the set keeps only the recent ids
+        assert store.append([ev("u", 100 + n, 3.0, 100 + n, f"s{n}")], "r") == 1
+        time.sleep(0.05)
+    recent = {m.decode(): t for m, t in admin.zrange("fb:ids:recent", 0, -1, withscores=True)}
+    # The stream lasted over 1 s: a set of every id would hold 22; this one holds at most one window.
+    assert {"a", "b"}.isdisjoint(recent) and 1 <= len(recent) < 20
+    assert max(recent.values()) - min(recent.values()) <= 500
+    assert store.append([ev("u", 1, 4.0, 1, "a")], "late-retry") == 1  # past the window: stored again
+    assert store.count() == 23
+    store.close()
+    with pytest.raises(StoreError, match="positive"):
+        open_store(valkey.url, dedupe_window_s=0)
+
+
+def test_valkey_ids_from_before_the_window_are_migrated(valkey: ValkeyServer) -> None:
+    admin = redis.Redis.from_url(valkey.url)
+    admin.flushdb()
+    admin.sadd("fb:ids", "old1", "old2")  # what the store wrote before the dedupe window
+    store = open_store(valkey.url)
+    assert admin.type("fb:ids") == b"none" and admin.zcard("fb:ids:recent") == 2
+    assert store.append([ev("u", 1, 4.0, 1, "old1"), ev("u", 2, 4.0, 2, "new")], "r") == 1
+    store.close()
+
+
 @pytest.mark.parametrize("bad", ["mysql://x", "sqlite:///", "sqlite://relative.db"])
 def test_bad_store_urls_say_what_to_use(bad: str) -> None:
     with pytest.raises(StoreError, match="sqlite:///"):

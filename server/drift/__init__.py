@@ -1,9 +1,10 @@
 """Live drift: rolling windows over requests and feedback, compared with the bundle's reference.
 
-The server feeds every new feedback event and every computed answer in; each feature keeps its
-last ``window`` observations, and once a feature has ``min_samples`` its PSI against the bundle's
-reference is exported as ``recsys_drift_psi{feature}`` (alert: > 0.25). ``python -m server.drift``
-writes the same comparison as an offline report (PNG + HTML) from the store's events.
+The server feeds every new feedback event and every computed answer in (its profile size and
+each model's top scores); each feature keeps its last ``window`` observations, and once a
+feature has ``min_samples`` its PSI against the bundle's reference is exported as
+``recsys_drift_psi{feature}`` (alert: > 0.25). ``python -m server.drift`` writes the same
+comparison as an offline report (PNG + HTML) from the store's events.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 from prometheus_client import Gauge
 
-from server.drift.reference import FEATURES, Reference, genre_weights, length_bins, psi
+from server.bundle import Bundle
+from server.drift.reference import SCORE_DEPTH, Reference, genre_weights, length_bins, psi, score_bins, score_feature
 from server.store import Event
 
 __all__ = ["DriftMonitor", "Reference", "Window", "psi"]
@@ -39,20 +41,43 @@ class Window:
 
 
 class DriftMonitor:
-    def __init__(self, reference: Reference, genres: np.ndarray, item_index: dict[int, int], gauge: Gauge | None,
-                 window: int = 10_000, min_samples: int = 200) -> None:
-        self.reference, self.item_index, self.gauge = reference, item_index, gauge
-        self.min_samples = min_samples
+    """Rolling windows of every feature of the reference, and their PSI as gauges.
+
+    ``follow`` switches to another bundle's reference (a rollout promoted it): the windows start
+    empty, since what was observed under the old bundle says nothing about the new one. Without a
+    reference (a bundle exported before drift references) the monitor observes nothing.
+    """
+
+    def __init__(self, reference: Reference | None, genres: np.ndarray, item_index: dict[int, int],
+                 gauge: Gauge | None, window: int = 10_000, min_samples: int = 200) -> None:
+        self.gauge, self.size, self.min_samples = gauge, window, min_samples
+        self.version = ""  # the bundle whose reference is watched ("" until ``follow``)
+        self.windows: dict[str, Window] = {}
+        self._reset(reference, genres, item_index)
+
+    def follow(self, bundle: Bundle) -> None:
+        if bundle.version != self.version:
+            self._reset(Reference.load(bundle.folder), bundle.genres, bundle.item_index)
+            self.version = bundle.version
+
+    def _reset(self, reference: Reference | None, genres: np.ndarray, item_index: dict[int, int]) -> None:
+        old = set(self.windows)
+        self.reference, self.item_index = reference, item_index
+        expected = reference.expected if reference is not None else {}
         self._genre = genre_weights(genres)
-        self._onehot = {k: np.eye(len(reference.expected[k])) for k in ("history_length", "rating",
-                                                                           "popularity_decile")}
-        self.windows = {k: Window(len(reference.expected[k]), window) for k in FEATURES}
-        self._recent: OrderedDict[str, None] = OrderedDict()  # users counted in the history-length window
-        if gauge is not None:  # NaN until measured: "not yet known" (never > 0.25), not "no drift"
-            for feature in FEATURES:
-                gauge.labels(feature).set(float("nan"))
+        self._onehot = {k: np.eye(len(v)) for k, v in expected.items() if k != "genre"}
+        self.windows = {k: Window(len(v), self.size) for k, v in expected.items()}
+        # Per user, the features already counted for it in the window (see observe_answer).
+        self._recent: OrderedDict[str, set[str]] = OrderedDict()
+        if self.gauge is not None:  # NaN until measured: "not yet known" (never > 0.25), not "no drift"
+            for feature in old - set(self.windows):
+                self.gauge.remove(feature)  # a model the new bundle does not serve
+            for feature in self.windows:
+                self.gauge.labels(feature).set(float("nan"))
 
     def observe_feedback(self, events: Iterable[Event]) -> None:
+        if self.reference is None:
+            return
         for event in events:
             idx = self.item_index.get(event.item_id)
             if idx is None:
@@ -64,21 +89,37 @@ class DriftMonitor:
             self.windows["genre"].add(self._genre[idx])
         self._publish(("rating", "popularity_decile", "genre"))
 
-    def observe_answer(self, user_id: str, history_size: int) -> None:
-        """One computed Recommend answer: the size of the profile it ranked for. The reference counts
-        each user once, so a user already in the window is not counted again (a heavy requester
-        would otherwise look like a shift in users' histories)."""
-        if not user_id or history_size <= 0:
+    def observe_answer(self, user_id: str, history_size: int, model_scores: dict[str, np.ndarray] | None = None,
+                       ) -> None:
+        """One computed Recommend answer: the size of the profile it ranked for, and each model's
+        top scores (best first; the first ``SCORE_DEPTH`` count, so O(k) per answer). The
+        reference counts each user once, so a feature already counted for a user in the window is
+        not counted again (a heavy requester would otherwise look like a shift in users)."""
+        if not user_id or history_size <= 0 or self.reference is None:
             return
-        if user_id in self._recent:
+        counted = self._recent.get(user_id)
+        if counted is None:
+            counted = self._recent[user_id] = set()
+            while len(self._recent) > self.size:
+                self._recent.popitem(last=False)
+        else:
             self._recent.move_to_end(user_id)
-            return
-        self._recent[user_id] = None
-        while len(self._recent) > self.windows["history_length"].size:
-            self._recent.popitem(last=False)
-        b = int(length_bins(self.reference.length_edges, [history_size])[0])
-        self.windows["history_length"].add(self._onehot["history_length"][b])
-        self._publish(("history_length",))
+        changed = []
+        if "history_length" not in counted:
+            b = int(length_bins(self.reference.length_edges, [history_size])[0])
+            self.windows["history_length"].add(self._onehot["history_length"][b])
+            changed.append("history_length")
+        for model, scores in (model_scores or {}).items():
+            feature = score_feature(model)
+            if feature in counted or feature not in self.windows:
+                continue
+            top = np.asarray(scores[:SCORE_DEPTH], np.float64)
+            onehot, window = self._onehot[feature], self.windows[feature]
+            for b in score_bins(self.reference.score_edges[feature], top[np.isfinite(top)]):
+                window.add(onehot[b])
+            changed.append(feature)
+        counted.update(changed)
+        self._publish(changed)
 
     def psi(self) -> dict[str, float | None]:
         """PSI per feature; None until the feature's window holds ``min_samples`` observations."""
@@ -86,7 +127,7 @@ class DriftMonitor:
                 for k, w in self.windows.items()}
 
     def _publish(self, features: Iterable[str]) -> None:
-        if self.gauge is None:
+        if self.gauge is None or self.reference is None:
             return
         for feature in features:
             window = self.windows[feature]

@@ -11,19 +11,31 @@ rolling windows). PSI = sum over bins of (live - ref) * ln(live / ref), proporti
 - ``popularity_decile``: which tenth of the catalogue, by training popularity, a rated or
   clicked item falls in (decile 0 = the most popular tenth of the items).
 - ``genre``: the genre mix of rated/clicked items (an item with k genres adds 1/k to each).
+- ``score_<model>`` (one per catalogue model the bundle serves: ``score_sae``, ``score_rbm``,
+  ``score_two_tower``): the scores of the model's top ``SCORE_DEPTH`` items. Reference: the
+  exported fp32 graph run for the bundle's users on the histories the server holds for them,
+  i.e. the answers the model gives when live users look like the users it learnt from; live: the
+  top of each model list in each computed answer. Bins are the reference's score deciles. A
+  moving score mix means the inputs moved (new kinds of users, other histories) or the served
+  model no longer matches its reference (a bad variant, a bundle without its own reference).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 EPSILON = 1e-4
 FILE = "drift_reference.json"
-FEATURES = ("history_length", "rating", "popularity_decile", "genre")
+FEATURES = ("history_length", "rating", "popularity_decile", "genre")  # every bundle's reference has these
+SCORE_DEPTH = 10  # top scores per model and answer, offline and live: a fixed depth, whatever k asked
+
+
+def score_feature(model: str) -> str:
+    return f"score_{model}"
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -51,6 +63,11 @@ def length_bins(edges: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, np.asarray(lengths), side="right")
 
 
+def score_bins(edges: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Bin i holds edges[i-1] < score <= edges[i] (what the labels' "<= edge" say)."""
+    return np.searchsorted(edges, np.asarray(scores), side="left")
+
+
 @dataclass(frozen=True)
 class Reference:
     """The training data's histograms plus what the server needs to bin live traffic the same way."""
@@ -60,6 +77,11 @@ class Reference:
     length_edges: np.ndarray  # inner edges of the history-length bins
     levels: np.ndarray  # rating levels
     item_decile: np.ndarray  # per item index
+    score_edges: dict[str, np.ndarray] = field(default_factory=dict)  # per score feature: inner bin edges
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.expected)
 
     @classmethod
     def from_ratings(cls, lengths: np.ndarray, items: np.ndarray, ratings: np.ndarray, counts: np.ndarray,
@@ -81,11 +103,28 @@ class Reference:
         return cls({k: v / max(v.sum(), 1e-12) for k, v in expected.items()}, labels, edges,
                    np.asarray(levels, float), deciles)
 
+    def with_scores(self, scores: dict[str, np.ndarray]) -> Reference:
+        """This reference plus a ``score_<model>`` feature per model: ``scores[model]`` holds the
+        reference top-``SCORE_DEPTH`` scores (all users' together); its deciles become the bins."""
+        expected, labels, edges = dict(self.expected), dict(self.labels), dict(self.score_edges)
+        for model, values in scores.items():
+            values = np.asarray(values, np.float64)
+            values = values[np.isfinite(values)]
+            if not len(values):
+                continue
+            name = score_feature(model)
+            edges[name] = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
+            counts = np.bincount(score_bins(edges[name], values), minlength=len(edges[name]) + 1).astype(float)
+            expected[name] = counts / counts.sum()
+            labels[name] = [f"<= {e:.3g}" for e in edges[name]] + [f"> {edges[name][-1]:.3g}"]
+        return replace(self, expected=expected, labels=labels, score_edges=edges)
+
     def save(self, folder: Path) -> Path:
         data = {"features": {k: {"labels": self.labels[k], "expected": self.expected[k].tolist()}
-                             for k in FEATURES},
+                             for k in self.features},
                 "length_edges": self.length_edges.tolist(), "levels": self.levels.tolist(),
-                "item_decile": self.item_decile.tolist()}
+                "item_decile": self.item_decile.tolist(),
+                "score_edges": {k: v.tolist() for k, v in self.score_edges.items()}}
         path = Path(folder) / FILE
         path.write_text(json.dumps(data))
         return path
@@ -97,6 +136,8 @@ class Reference:
             return None
         data = json.loads(path.read_text())
         features = data["features"]
-        return cls({k: np.asarray(features[k]["expected"], float) for k in FEATURES},
-                   {k: list(features[k]["labels"]) for k in FEATURES}, np.asarray(data["length_edges"], float),
-                   np.asarray(data["levels"], float), np.asarray(data["item_decile"], np.int64))
+        # References written before score features have none: the monitor then watches the rest.
+        return cls({k: np.asarray(v["expected"], float) for k, v in features.items()},
+                   {k: list(v["labels"]) for k, v in features.items()}, np.asarray(data["length_edges"], float),
+                   np.asarray(data["levels"], float), np.asarray(data["item_decile"], np.int64),
+                   {k: np.asarray(v, float) for k, v in data.get("score_edges", {}).items()})

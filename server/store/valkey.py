@@ -1,10 +1,17 @@
 """The shared backend: Valkey (or Redis) that every replica reads and writes.
 
 One Lua script per append makes the idempotency check, the writes and the version bump atomic:
-an event id already in ``fb:ids`` is skipped; a new one gets the next ``fb:seq`` and goes to the
-global log (list index = seq - 1, the retraining watermark) and to the user's own list (what a
-profile read costs). Valkey runs scripts one at a time, so replicas appending at once never
-interleave halfway. Durability comes from the server's AOF, checked when the store opens.
+an event id already in ``fb:ids:recent`` is skipped; a new one gets the next ``fb:seq`` and goes
+to the global log (list index = seq - 1, the retraining watermark) and to the user's own list
+(what a profile read costs). Valkey runs scripts one at a time, so replicas appending at once
+never interleave halfway. Durability comes from the server's AOF, checked when the store opens.
+
+Idempotency is promised within the dedupe window (``dedupe_window_s``, 7 days by default): a
+retry that arrives within the window after the first write of its id is ignored; one that arrives
+later is stored again. The ids are a sorted set scored by arrival time on Valkey's clock (one
+clock for every replica), and each append first drops the ids older than the window, in the same
+script, so the set holds one window of ids instead of every id ever written. The events
+themselves are kept (they are the training data). Give every replica the same window.
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ import redis
 
 from server.store.events import Event, StoreError
 
-# Event payloads are JSON built in Python, sent as pairs (id, payload); the script adds the seq.
+# Event payloads are JSON built in Python, sent as pairs (id, payload) after the window (ms);
+# the script adds the seq. TIME is Valkey's clock: scripts replicate by effects, so it is allowed.
 APPEND = """
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', tonumber(now) - tonumber(ARGV[1])))
 local new = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+for i = 2, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) == 1 then
     local seq = redis.call('INCR', KEYS[2])
     local row = '{"seq":' .. seq .. ',' .. string.sub(ARGV[i + 1], 2)
     redis.call('RPUSH', KEYS[3], row)
@@ -32,7 +43,25 @@ for i = 1, #ARGV, 2 do
 end
 return new
 """
-IDS, SEQ, LOG = "fb:ids", "fb:seq", "fb:log"
+# Stores written before the window kept every id in a plain set (``fb:ids``): its ids move into
+# the window once, as if written now, so a retry of one of them is still recognised for a window.
+MIGRATE = """
+local ids = redis.call('SMEMBERS', KEYS[1])
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+for i = 1, #ids, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #ids) do
+    args[#args + 1] = now
+    args[#args + 1] = ids[j]
+  end
+  redis.call('ZADD', KEYS[2], 'NX', unpack(args))
+end
+redis.call('DEL', KEYS[1])
+return #ids
+"""
+DEDUPE_WINDOW_S = 7 * 24 * 3600.0
+LEGACY_IDS, IDS, SEQ, LOG = "fb:ids", "fb:ids:recent", "fb:seq", "fb:log"
 CACHE = "cache:"
 
 
@@ -47,7 +76,10 @@ def _event(row: bytes) -> Event:
 
 
 class ValkeyStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
+        if dedupe_window_s <= 0:
+            raise StoreError(f"dedupe window {dedupe_window_s} s: it must be positive")
+        self.window_ms = max(int(dedupe_window_s * 1000), 1)
         parts = urlsplit(url.replace("valkey://", "redis://", 1))
         options = parse_qs(parts.query)
         relaxed = options.get("durability", ["strict"])[0] == "relaxed"
@@ -57,6 +89,8 @@ class ValkeyStore:
         try:
             self._check_durability(relaxed)
             self._append = self._db.register_script(APPEND)
+            if self._db.type(LEGACY_IDS) == b"set":
+                self._db.register_script(MIGRATE)(keys=[LEGACY_IDS, IDS])
         except redis.RedisError as err:
             raise StoreError(f"cannot use the feedback store {self.url}: {err}") from None
 
@@ -75,7 +109,7 @@ class ValkeyStore:
         users = {e.user_id for e in events}
         if len(users) != 1:
             raise ValueError("one append holds one user's events")
-        args: list[str] = []
+        args: list[str | int] = [self.window_ms]
         for e in (e.with_id() for e in events):
             args += [e.event_id, json.dumps({"event_id": e.event_id, "user_id": e.user_id, "item_id": e.item_id,
                                              "kind": e.kind, "rating": e.rating, "timestamp_ms": e.timestamp_ms,
