@@ -19,6 +19,8 @@ def start_server(triton_url: str, state: Path, *extra: str, timeout: float = 180
     port = free_port()
     command = [sys.executable, "-m", "server", "--triton-url", triton_url, "--grpc-port", str(port),
                "--feedback-db", str(state / "feedback.sqlite"), "--log-level", "WARNING", *extra]
+    if "--admin-port" not in extra:  # the default 50052 would collide between children and with a running server
+        command += ["--admin-port", "null"]
     # The child imports this checkout's code and generated stubs, whatever else is installed.
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join(p for p in (str(root), str(root / "protos"), os.environ.get("PYTHONPATH", "")) if p)
