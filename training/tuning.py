@@ -50,6 +50,11 @@ SPACES: dict[str, Space] = {
     },
 }
 
+# Settings every trial runs with that the final training does not: the SAE's item-based rating
+# path never touches the ranking scores (it trains on its own random streams), so a trial judged
+# on NDCG@10 skips it. Settings pinned by the caller win.
+TRIAL_ONLY: dict[str, dict[str, Any]] = {"sae": {"item_hidden": None}}
+
 
 @dataclass
 class TuningResult:
@@ -98,7 +103,8 @@ def tune(data: TrainingData, names: list[str], budget_minutes: float, *, seed: i
             from training.pipeline import make_config
 
             overrides = {**SPACES[name](trial), **pinned}
-            config = make_config(name, overrides, seed=seed, device=device, max_epochs=max_epochs)
+            config = make_config(name, {**TRIAL_ONLY.get(name, {}), **overrides}, seed=seed, device=device,
+                                 max_epochs=max_epochs)
             trial_started = time.perf_counter()
             model, history = MODELS[name][0](data, config, progress=False)
             value = validation_metrics(model, data).get("ndcg@10", 0.0)
