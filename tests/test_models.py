@@ -147,10 +147,10 @@ def test_sae_item_path_serves_training_users_only(tiny_data: TrainingData, tmp_p
     histories = tiny_data.train[:4]
     user_path = model.predict_ratings(histories)  # no user indices: the user-based path alone
     known = model.predict_ratings(histories, np.arange(4))
-    unknown = model.predict_ratings(histories, np.array([-1, 0, -1, 10**6]))
+    unknown = model.predict_ratings(histories, np.array([-1, 1, -1, 10**6]))
     assert not np.allclose(known, user_path)
     np.testing.assert_allclose(unknown[[0, 2, 3]], user_path[[0, 2, 3]], rtol=1e-6)
-    np.testing.assert_allclose(unknown[1], known[0], rtol=1e-6)
+    np.testing.assert_allclose(unknown[1], known[1], rtol=1e-6)
     scale = tiny_data.dataset.scale
     assert known.min() >= scale.low - 1e-5 and known.max() <= scale.high + 1e-5
     loaded = load_model(model.save(tmp_path / "sae"))
