@@ -162,5 +162,8 @@ def test_sae_without_item_path_keeps_the_user_path(tiny_data: TrainingData, tmp_
     model, _ = sae.train(tiny_data, config, progress=False)
     histories = tiny_data.train[:3]
     assert model.item_net is None
+    # The item path trains on its own random streams: the ranking scores are the same with it.
+    with_item_path, _ = sae.train(tiny_data, make_config("sae", QUICK["sae"], device="cpu"), progress=False)
+    np.testing.assert_array_equal(with_item_path.score(histories), model.score(histories))
     np.testing.assert_allclose(model.predict_ratings(histories, np.arange(3)), model.predict_ratings(histories))
     assert not (model.save(tmp_path / "sae") / sae.ITEM_WEIGHTS).exists()
