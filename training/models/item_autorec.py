@@ -49,8 +49,8 @@ class ItemAutoRec(nn.Module):
 
     @torch.no_grad()
     def predict_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        u = torch.as_tensor(users, dtype=torch.long, device=self.codes.device)
-        i = torch.as_tensor(items, dtype=torch.long, device=self.codes.device)
+        u = torch.from_numpy(np.array(users, dtype=np.int64)).to(self.codes.device)  # a copy: pandas gives read-only
+        i = torch.from_numpy(np.array(items, dtype=np.int64)).to(self.codes.device)
         return (self.decoder.bias[u] + (self.decoder.weight[u] * self.codes[i]).sum(1)).cpu().numpy()
 
     def penalty(self) -> torch.Tensor:
