@@ -103,6 +103,8 @@ def test_configs_reject_nonsense() -> None:
         rbm.RBMConfig(visible="stars")
     with pytest.raises(ValueError, match="ranking_target"):
         sae.SAEConfig(ranking_target="clicked")
+    with pytest.raises(ValueError, match="rating_blend"):
+        sae.SAEConfig(rating_blend=1.5)
     with pytest.raises(ValueError, match="target"):
         two_tower.TwoTowerConfig(target="clicked")
     with pytest.raises(ValueError, match="negatives"):
@@ -122,3 +124,46 @@ def test_liked_rbm_is_binary_and_starts_from_the_item_marginals(tiny_data: Train
     assert bias[0, 1] > bias[1, 1] > bias[3, 1]  # liked by all three > liked by one > never rated
     model, _ = rbm.train(tiny_data, make_config("rbm", {"max_epochs": 3}, device="cpu"), progress=False)
     assert (model.net.weight[:, 0, :] == 0).all() and (model.net.visible_bias[:, 0] == 0).all()
+
+
+def _validation_rmse(model: sae.SAE, data: TrainingData) -> float:
+    from training.evaluation.rating import rating_metrics
+
+    return float(rating_metrics(model, data.train, data.validation_ratings)["rmse"])
+
+
+def test_sae_rating_blend_is_chosen_on_validation(tiny_data: TrainingData) -> None:
+    model, _ = sae.train(tiny_data, make_config("sae", QUICK["sae"], device="cpu"), progress=False)
+    assert model.item_net is not None and 0.0 <= model.item_share <= 1.0
+    chosen = _validation_rmse(model, tiny_data)
+    for share in (0.0, 1.0):  # the grid holds both paths alone, so the chosen blend is no worse than either
+        model.item_share = share
+        assert chosen <= _validation_rmse(model, tiny_data) + 1e-9
+
+
+def test_sae_item_path_serves_training_users_only(tiny_data: TrainingData, tmp_path: Path) -> None:
+    config = make_config("sae", {**QUICK["sae"], "rating_blend": 0.5}, device="cpu")
+    model, _ = sae.train(tiny_data, config, progress=False)
+    histories = tiny_data.train[:4]
+    user_path = model.predict_ratings(histories)  # no user indices: the user-based path alone
+    known = model.predict_ratings(histories, np.arange(4))
+    unknown = model.predict_ratings(histories, np.array([-1, 1, -1, 10**6]))
+    assert not np.allclose(known, user_path)
+    np.testing.assert_allclose(unknown[[0, 2, 3]], user_path[[0, 2, 3]], rtol=1e-6)
+    np.testing.assert_allclose(unknown[1], known[1], rtol=1e-6)
+    scale = tiny_data.dataset.scale
+    assert known.min() >= scale.low - 1e-5 and known.max() <= scale.high + 1e-5
+    loaded = load_model(model.save(tmp_path / "sae"))
+    np.testing.assert_allclose(loaded.predict_ratings(histories, np.arange(4)), known, rtol=1e-5, atol=1e-5)
+
+
+def test_sae_without_item_path_keeps_the_user_path(tiny_data: TrainingData, tmp_path: Path) -> None:
+    config = make_config("sae", {**QUICK["sae"], "item_hidden": None}, device="cpu")
+    model, _ = sae.train(tiny_data, config, progress=False)
+    histories = tiny_data.train[:3]
+    assert model.item_net is None
+    # The item path trains on its own random streams: the ranking scores are the same with it.
+    with_item_path, _ = sae.train(tiny_data, make_config("sae", QUICK["sae"], device="cpu"), progress=False)
+    np.testing.assert_array_equal(with_item_path.score(histories), model.score(histories))
+    np.testing.assert_allclose(model.predict_ratings(histories, np.arange(3)), model.predict_ratings(histories))
+    assert not (model.save(tmp_path / "sae") / sae.ITEM_WEIGHTS).exists()

@@ -11,6 +11,18 @@ starts before its model's share runs out finishes, so a run can overshoot by one
 
 Every trial is an MLflow run nested under a ``tune`` run, and the chosen settings are logged
 there as ``tuned_settings.json`` (and again with the training run that uses them).
+
+How a search result becomes a default (what the model configs' defaults are meant to be):
+
+1. Run ``--tune`` on every tuning data set: ml-100k u1 (its validation slice) and the synthetic
+   10k-item holdout (``training.data.synthetic``). Never on u2-u5, the synthetic test parts or any
+   held-back release: those stay checks.
+2. For each searched setting, a new default must win on *every* tuning data set: the tuned
+   trial's validation NDCG@10 beats the default trial (trial 0, the defaults) by more than 1%
+   relative, about the spread between seeds. A setting that wins on one data set only stays.
+3. The new value is the median of the chosen values over the data sets (on a log scale for
+   learning rates and decays); a categorical takes the value most data sets chose.
+4. Each change gets a row in README "How the defaults were derived", with the validation figures.
 """
 
 from __future__ import annotations
@@ -49,6 +61,11 @@ SPACES: dict[str, Space] = {
         "history_dropout": t.suggest_float("history_dropout", 0.2, 0.8),
     },
 }
+
+# Settings every trial runs with that the final training does not: the SAE's item-based rating
+# path never touches the ranking scores (it trains on its own random streams), so a trial judged
+# on NDCG@10 skips it. Settings pinned by the caller win.
+TRIAL_ONLY: dict[str, dict[str, Any]] = {"sae": {"item_hidden": None}}
 
 
 @dataclass
@@ -98,7 +115,8 @@ def tune(data: TrainingData, names: list[str], budget_minutes: float, *, seed: i
             from training.pipeline import make_config
 
             overrides = {**SPACES[name](trial), **pinned}
-            config = make_config(name, overrides, seed=seed, device=device, max_epochs=max_epochs)
+            config = make_config(name, {**TRIAL_ONLY.get(name, {}), **overrides}, seed=seed, device=device,
+                                 max_epochs=max_epochs)
             trial_started = time.perf_counter()
             model, history = MODELS[name][0](data, config, progress=False)
             value = validation_metrics(model, data).get("ndcg@10", 0.0)

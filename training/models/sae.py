@@ -6,6 +6,10 @@ default, the ranking path one layer of 200, each configurable):
 * the rating path predicts ratings on the data set's scale, trained with MSE on observed
   ratings only (the classic SAE / AutoRec objective); it also sees the user's shrunk mean
   rating, a signal a narrow bottleneck otherwise has to relearn;
+* an item-based rating path (I-AutoRec, ``training.models.item_autorec``) predicts the ratings
+  of training users from each item's column of ratings; the two rating predictions are blended
+  with a share chosen on validation RMSE (u1 validation: user path 0.919, item path 0.908,
+  blend 0.887);
 * the ranking path is a Mult-DAE (Liang et al. 2018): the user's rated items as a 0/1 vector,
   L2-normalised, through tanh layers (600 by default), scored with the multinomial
   log-likelihood of the rated items, because an MSE-on-ratings model ranks poorly for top-N:
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +38,7 @@ from training.data.dataset import IdMap, RatingScale
 from training.data.matrices import dense_rows, normalised
 from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
 from training.models.fitting import FitHistory, corrupt, fit, liked_targets, multinomial_nll, user_batches
+from training.models.item_autorec import ItemAutoRec, train_item_path
 from training.runtime import pick_device, seed_everything
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
@@ -62,6 +67,14 @@ class SAEConfig:
     max_epochs: int = 300
     patience: int = 20  # best epochs on ml-100k u1 validation were 15-30 per path; 40 only cost time
     user_mean_shrinkage: float = 5.0  # pseudo-ratings at the global mean in the user-offset feature
+    # The item-based rating path (None: off). Chosen on u1's validation RMSE: weight decay 1e-3
+    # (1e-4 overfits by epoch 9: 0.914; 1e-2: 1.005), 500 units (300: 0.909 vs 0.908), no corruption.
+    item_hidden: int | None = 500
+    item_lr: float = 1e-3
+    item_weight_decay: float = 1e-3
+    item_input_dropout: float = 0.0
+    item_batch_size: int = 32
+    rating_blend: float | None = None  # the item path's share of a rating; None: chosen on validation
     seed: int = 0
     device: str = "auto"
 
@@ -75,6 +88,8 @@ class SAEConfig:
             raise ValueError(f"rank_by must be 'likelihood' or 'rating', got {self.rank_by!r}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        if self.rating_blend is not None and not 0.0 <= self.rating_blend <= 1.0:
+            raise ValueError(f"rating_blend must be in [0, 1], got {self.rating_blend}")
 
 
 def _stack(n_items: int, config: SAEConfig, hidden: tuple[int, ...], activation: str) -> nn.Sequential:
@@ -116,12 +131,17 @@ class SAENet(nn.Module):
         return ratings, self.ranking_path(rated)
 
 
+ITEM_WEIGHTS = "item_autorec.pt"
+
+
 class SAE(TorchScorer):
     name: ClassVar[str] = "sae"
 
-    def __init__(self, item_ids: IdMap, scale: RatingScale, config: SAEConfig, net: SAENet) -> None:
+    def __init__(self, item_ids: IdMap, scale: RatingScale, config: SAEConfig, net: SAENet,
+                 item_net: ItemAutoRec | None = None, item_share: float = 0.0) -> None:
         super().__init__(item_ids, scale)
         self.config, self.net = config, net
+        self.item_net, self.item_share = item_net, item_share
 
     @property
     def device(self) -> torch.device:
@@ -138,7 +158,27 @@ class SAE(TorchScorer):
         return (logits if self.config.rank_by == "likelihood" else ratings).cpu().numpy()
 
     def predict_ratings(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
-        return self._forward(histories)[0].cpu().numpy()
+        ratings = self._forward(histories)[0]
+        if self.item_net is None or users is None or self.item_share == 0.0:
+            return ratings.cpu().numpy()
+        # Only users the item path was trained on have an output unit there; others keep the user path.
+        users = np.asarray(users)
+        known = (users >= 0) & (users < self.item_net.decoder.out_features)
+        if known.any():
+            rows = torch.as_tensor(np.flatnonzero(known), device=ratings.device)
+            item = self.item_net.predict(users[known]).clamp(float(self.scale.low), float(self.scale.high))
+            ratings[rows] = (1.0 - self.item_share) * ratings[rows] + self.item_share * item
+        return ratings.cpu().numpy()
+
+    def _save_weights(self, folder: Path) -> None:
+        super()._save_weights(folder)
+        if self.item_net is not None:
+            torch.save(self.item_net.state_dict(), folder / ITEM_WEIGHTS)
+
+    def _extra_meta(self) -> dict[str, Any]:
+        if self.item_net is None:
+            return {}
+        return {"item_share": self.item_share, "item_path_users": self.item_net.decoder.out_features}
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> SAE:
@@ -149,7 +189,13 @@ class SAE(TorchScorer):
         scale = scale_from(meta)
         net = SAENet(len(meta["item_ids"]), config, scale, 0.0)  # the mean is a buffer in the weights
         net.load_state_dict(cls.load_state(folder, device))
-        return cls(IdMap(meta["item_ids"]), scale, config, net.to(device).eval())
+        item_net = None
+        if "item_path_users" in meta and config.item_hidden:
+            item_net = ItemAutoRec(meta["item_path_users"], len(meta["item_ids"]), config.item_hidden)
+            item_net.load_state_dict(torch.load(folder / ITEM_WEIGHTS, map_location=device, weights_only=True))
+            item_net = item_net.to(device).eval()
+        return cls(IdMap(meta["item_ids"]), scale, config, net.to(device).eval(), item_net,
+                   float(meta.get("item_share", 0.0)))
 
 
 def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool = True,
@@ -189,6 +235,10 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
     common = dict(max_epochs=config.max_epochs, patience=config.patience, progress=progress)
     history = fit(net, "sae-ratings", make_epoch(net.rating_parameters(), ranking=False), validate,
                   monitor="rmse", lower_is_better=True, **common)
+    if config.item_hidden:
+        # Its own random streams, so adding this path leaves the ranking path's training unchanged.
+        with torch.random.fork_rng(devices=[]):
+            _add_item_path(model, data, config, np.random.default_rng(config.seed + 1), device, progress)
     if config.rank_by == "likelihood":
         ranking_history = fit(net, "sae-ranking", make_epoch(list(net.ranking_path.parameters()), ranking=True),
                               validate, checkpoint=checkpoint, **common)
@@ -197,3 +247,26 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
         history.best, history.best_epoch = ranking_history.best, ranking_history.best_epoch + offset
         history.monitor, history.seconds = ranking_history.monitor, history.seconds + ranking_history.seconds
     return model, history
+
+
+def _add_item_path(model: SAE, data: TrainingData, config: SAEConfig, rng: np.random.Generator,
+                   device: torch.device, progress: bool) -> None:
+    """Train the item-based rating path and blend it in with the share that minimises validation RMSE."""
+    pairs = data.validation_ratings
+    validation = None if pairs is None or not len(pairs) else (
+        pairs["user"].to_numpy(), pairs["item"].to_numpy(), pairs["rating"].to_numpy().astype(np.float64))
+    item_net = ItemAutoRec(data.train.shape[0], data.dataset.n_items, config.item_hidden or 0).to(device)
+    train_item_path(item_net, data.train, validation, lr=config.item_lr, weight_decay=config.item_weight_decay,
+                    input_dropout=config.item_input_dropout, batch_size=config.item_batch_size,
+                    max_epochs=config.max_epochs, patience=config.patience, rng=rng, progress=progress)
+    model.item_net = item_net.eval()
+    if config.rating_blend is not None or validation is None:
+        model.item_share = 0.5 if config.rating_blend is None else config.rating_blend
+        return
+    users, items, ratings = validation
+    low, high = float(model.scale.low), float(model.scale.high)
+    user_path = np.take_along_axis(model.predict_ratings(data.train[users]), items[:, None], 1)[:, 0]
+    item_path = np.clip(item_net.predict_pairs(users, items), low, high)
+    shares = np.linspace(0.0, 1.0, 11)
+    errors = [np.sqrt(np.mean(((1 - s) * user_path + s * item_path - ratings) ** 2)) for s in shares]
+    model.item_share = float(shares[int(np.argmin(errors))])
