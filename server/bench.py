@@ -304,6 +304,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                            # Every answer computed: cached answers would skip the models the
                                            # bench compares with direct calls.
                                            "--cache-ttl-s", "0",
+                                           # The server loads its pinned versions with the config of its own
+                                           # repository: without this, the unbatched Triton got batching back.
+                                           "--model-repository", str(repository),
                                            "--variants", json.dumps([settings.default_variant]), timeout=900)
             running.callback(stop_server, process)
             stacks.append(Stack(label, triton, target))
