@@ -98,9 +98,16 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         rid = str(headers.get("x-request-id") or uuid.uuid4().hex)[:64]
         token = request_id.set(rid)
         started = time.perf_counter()
-        strategy, outcome = "", "ok"
+        strategy, outcome, counted = "", "ok", False
         self.metrics.inflight.inc()
         context.set_trailing_metadata((("x-request-id", rid),))
+
+        def count() -> bool:
+            self.metrics.inflight.dec()
+            self.metrics.requests.labels(rpc, strategy, outcome).inc()
+            self.metrics.latency.labels(rpc, strategy, outcome).observe(time.perf_counter() - started)
+            return True
+
         try:
             response, strategy, outcome = await handler(rid)
             return response
@@ -115,12 +122,13 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 log.exception("rpc failed", extra={"rpc": rpc})
             else:
                 log.info("rpc refused", extra={"rpc": rpc, "code": code.name, "reason": message})
+            # Counted before the abort: abort sends the status at once, and a caller that reads the
+            # metrics right after its error must find it counted.
+            counted = count()
             await context.abort(code, f"{message} (request {rid})")
         finally:
-            seconds = time.perf_counter() - started
-            self.metrics.inflight.dec()
-            self.metrics.requests.labels(rpc, strategy, outcome).inc()
-            self.metrics.latency.labels(rpc, strategy, outcome).observe(seconds)
+            if not counted:
+                count()
             request_id.reset(token)
 
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
