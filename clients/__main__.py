@@ -1,13 +1,13 @@
 """``python -m clients``: call the recommendation server from a shell and print a readable table.
 
-    python -m clients recommend --user 42 -k 10 --explain
-    python -m clients recommend --rate 1=5 --rate 50=4 -k 5
-    python -m clients similar 1 -k 5
-    python -m clients onboarding -k 12
-    python -m clients feedback --user new-7 --rate 1=5 --click 50
-    python -m clients models
-    python -m clients --json models                    # any command: the typed result as JSON
-    python -m clients rollout ship serving_bundle       # the admin service: see clients/rollout_cli.py
+python -m clients recommend --user 42 -k 10 --explain
+python -m clients recommend --rate 1=5 --rate 50=4 -k 5
+python -m clients similar 1 -k 5
+python -m clients onboarding -k 12
+python -m clients feedback --user new-7 --rate 1=5 --click 50
+python -m clients models
+python -m clients --json models                    # any command: the typed result as JSON
+python -m clients rollout ship serving_bundle       # the admin service: see clients/rollout_cli.py
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ def _table(items: list[Item], explain: bool = False) -> str:
 
 def _summary(result: Recommendations) -> str:
     calls = ", ".join(f"{c.model} {c.ms:.1f} ms" + ("" if c.ok else f" ({c.error})") for c in result.model_calls)
-    text = (f"strategy {result.strategy}, rung {result.rung}, plan {result.plan}, budget {result.budget_ms} ms, "
-            f"total {result.timings_ms.get('total', 0):.1f} ms, history {result.history_size} ratings, "
-            f"request {result.request_id}\nmodels: {calls or 'none'}")
+    text = (
+        f"strategy {result.strategy}, rung {result.rung}, plan {result.plan}, budget {result.budget_ms} ms, "
+        f"total {result.timings_ms.get('total', 0):.1f} ms, history {result.history_size} ratings, "
+        f"request {result.request_id}\nmodels: {calls or 'none'}"
+    )
     if result.degraded:
         text += "\nDEGRADED: " + "; ".join(result.degraded_reasons)
     if result.unknown_item_ids:
@@ -67,10 +69,15 @@ def _summary(result: Recommendations) -> str:
 
 
 def _models(models: Models) -> str:
-    lines = [f"bundle {models.bundle_version} ({models.dataset}, {models.catalog_size} items), "
-             f"Triton {'up' if models.triton_ready else 'DOWN'}, fusion {models.fusion_method} {models.fusion_weights}"]
-    lines += [f"  {m.name:<36} {'ready' if m.ready else 'NOT READY':<9} versions {','.join(m.versions):<5}"
-              f" p95 {m.p95_ms:6.2f} ms  calls {m.calls}" for m in models.models]
+    lines = [
+        f"bundle {models.bundle_version} ({models.dataset}, {models.catalog_size} items), "
+        f"Triton {'up' if models.triton_ready else 'DOWN'}, fusion {models.fusion_method} {models.fusion_weights}"
+    ]
+    lines += [
+        f"  {m.name:<36} {'ready' if m.ready else 'NOT READY':<9} versions {','.join(m.versions):<5}"
+        f" p95 {m.p95_ms:6.2f} ms  calls {m.calls}"
+        for m in models.models
+    ]
     return "\n".join(lines)
 
 
@@ -86,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051", help="server address (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
-    parser.add_argument("--token", default=os.environ.get("RECSYS_TOKEN"),
-                        help="bearer token (default: $RECSYS_TOKEN); not needed by a dev-mode server")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("RECSYS_TOKEN"),
+        help="bearer token (default: $RECSYS_TOKEN); not needed by a dev-mode server",
+    )
     parser.add_argument("--json", action="store_true", help="print each result as JSON instead of a table")
     parser.add_argument("--tls-roots", help="PEM CA bundle: connect with TLS, trusting these roots")
     parser.add_argument("--tls-cert", help="PEM client certificate (mTLS)")
@@ -119,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     rollout_cli.add_parser(commands)
     args = parser.parse_args(argv)
     try:
-        credentials = Credentials.from_files(token=args.token, roots=args.tls_roots, cert=args.tls_cert,
-                                             key=args.tls_key)
+        credentials = Credentials.from_files(
+            token=args.token, roots=args.tls_roots, cert=args.tls_cert, key=args.tls_key
+        )
     except (OSError, ValueError) as err:  # a certificate file missing or unreadable
         print(f"error: {err}", file=sys.stderr)
         return USAGE_ERROR
@@ -130,9 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     with RecommenderClient(args.target, timeout=args.timeout, credentials=credentials) as client:
         try:
             if args.command == "recommend":
-                result = client.recommend(args.user, k=args.k, ratings=_pairs(args.rate), strategy=args.strategy,
-                                          variant=args.variant, budget_ms=args.budget_ms, genres=args.genre,
-                                          exclude=args.exclude, diversity=args.diversity, explain=args.explain)
+                result = client.recommend(
+                    args.user,
+                    k=args.k,
+                    ratings=_pairs(args.rate),
+                    strategy=args.strategy,
+                    variant=args.variant,
+                    budget_ms=args.budget_ms,
+                    genres=args.genre,
+                    exclude=args.exclude,
+                    diversity=args.diversity,
+                    explain=args.explain,
+                )
                 _show(args, result, lambda: f"{_table(result.items, args.explain)}\n{_summary(result)}")
             elif args.command == "similar":
                 similar = client.similar_items(args.item, k=args.k)
@@ -142,8 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                 _show(args, onboarding, lambda: _table(onboarding.items))
             elif args.command == "feedback":
                 receipt = client.record_feedback(args.user, ratings=_pairs(args.rate), clicks=args.click)
-                _show(args, receipt, lambda: f"stored {receipt.new_events} new events ({receipt.duplicates} already "
-                                             f"stored); {args.user} now has {receipt.profile_size} ratings")
+                _show(
+                    args,
+                    receipt,
+                    lambda: (
+                        f"stored {receipt.new_events} new events ({receipt.duplicates} already "
+                        f"stored); {args.user} now has {receipt.profile_size} ratings"
+                    ),
+                )
             elif args.command == "models":
                 models = client.list_models()
                 _show(args, models, lambda: _models(models))

@@ -31,8 +31,14 @@ class RolledBack(RecsysError):
 
 
 class RolloutAdminClient:
-    def __init__(self, target: str, *, timeout: float = 180.0, channel: grpc.Channel | None = None,
-                 credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 180.0,
+        channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         # StartRollout loads, warms up and checks a bundle: seconds to minutes, hence the long default.
         self.credentials = credentials or Credentials()  # an admin token (and TLS) when the server wants them
         self.channel = channel or self.credentials.channel(target)
@@ -81,8 +87,15 @@ def hold(admin: RolloutAdminClient, rollout_id: int, seconds: float, poll_s: flo
         time.sleep(poll_s)
 
 
-def ship(admin: RolloutAdminClient, bundle: str, *, shadow_s: float, canary_s: float, canary_percent: float,
-         print_: Callable[[str], None] = print) -> apb.Rollout:
+def ship(
+    admin: RolloutAdminClient,
+    bundle: str,
+    *,
+    shadow_s: float,
+    canary_s: float,
+    canary_percent: float,
+    print_: Callable[[str], None] = print,
+) -> apb.Rollout:
     """StartRollout, then shadow -> canary -> full -> retire, holding each stage while the guardrails watch."""
     state = admin.start(bundle)
     print_(f"rollout {state.rollout_id}: bundle {state.candidate_bundle} in shadow beside {state.promoted_bundle}")

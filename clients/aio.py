@@ -1,7 +1,7 @@
 """The asyncio client: the same methods as the blocking one, awaited.
 
-    async with AsyncRecommenderClient("localhost:50051") as client:
-        result = await client.recommend(42, k=10, budget_ms=50)
+async with AsyncRecommenderClient("localhost:50051") as client:
+    result = await client.recommend(42, k=10, budget_ms=50)
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ from clients.retry import DEFAULT_RETRY, RetryPolicy
 
 
 class AsyncRecommenderClient(RecommenderApi):
-    def __init__(self, target: str | Sequence[str], *, timeout: float | None = 5.0, retry: RetryPolicy = DEFAULT_RETRY,
-                 header_hook: HeaderHook | None = None, credentials: Credentials | None = None,
-                 channel: grpc.aio.Channel | None = None) -> None:
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        *,
+        timeout: float | None = 5.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        header_hook: HeaderHook | None = None,
+        credentials: Credentials | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
         """``target``: HOST:PORT, several (a list or comma-separated) or dns:///NAME:PORT; calls are
         spread round-robin over every address (clients.targets)."""
         credentials = credentials or Credentials()
@@ -44,6 +51,7 @@ class AsyncRecommenderClient(RecommenderApi):
     async def __aenter__(self) -> AsyncRecommenderClient:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()

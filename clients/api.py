@@ -15,8 +15,13 @@ from recsys.v1 import recommender_pb2 as pb
 from clients.feedback import Feedback, feedback_events
 from clients.results import FeedbackReceipt, Models, Onboarding, Recommendations, SimilarItems
 
-STRATEGIES = {"ensemble": pb.STRATEGY_ENSEMBLE, "sae": pb.STRATEGY_SAE, "rbm": pb.STRATEGY_RBM,
-              "two_tower": pb.STRATEGY_TWO_TOWER, "popular": pb.STRATEGY_POPULAR}
+STRATEGIES = {
+    "ensemble": pb.STRATEGY_ENSEMBLE,
+    "sae": pb.STRATEGY_SAE,
+    "rbm": pb.STRATEGY_RBM,
+    "two_tower": pb.STRATEGY_TWO_TOWER,
+    "popular": pb.STRATEGY_POPULAR,
+}
 VARIANTS = {"auto": pb.VARIANT_AUTO, "fp32": pb.VARIANT_FP32, "int8": pb.VARIANT_INT8, "fp16": pb.VARIANT_FP16}
 
 
@@ -32,35 +37,74 @@ class RecommenderApi:
     def _call(self, method: str, request: Any, parse: Callable[[Any], Any], timeout: float | None) -> Any:
         raise NotImplementedError
 
-    def recommend(self, user_id: str | int | None = None, *, k: int = 10, ratings: dict[int, float] | None = None,
-                  strategy: str = "ensemble", variant: str = "auto", budget_ms: int = 0,
-                  exclude: Iterable[int] = (), genres: Iterable[str] = (), min_year: int = 0, max_year: int = 0,
-                  explain: bool = False, diversity: float = 0.0, age: int = 0, gender: str = "",
-                  occupation: str = "", timeout: float | None = None) -> Recommendations:
+    def recommend(
+        self,
+        user_id: str | int | None = None,
+        *,
+        k: int = 10,
+        ratings: dict[int, float] | None = None,
+        strategy: str = "ensemble",
+        variant: str = "auto",
+        budget_ms: int = 0,
+        exclude: Iterable[int] = (),
+        genres: Iterable[str] = (),
+        min_year: int = 0,
+        max_year: int = 0,
+        explain: bool = False,
+        diversity: float = 0.0,
+        age: int = 0,
+        gender: str = "",
+        occupation: str = "",
+        timeout: float | None = None,
+    ) -> Recommendations:
         request = pb.RecommendRequest(
-            user_id="" if user_id is None else str(user_id), k=k,
+            user_id="" if user_id is None else str(user_id),
+            k=k,
             ratings=[pb.Rating(item_id=i, rating=r) for i, r in (ratings or {}).items()],
-            strategy=_choice(STRATEGIES, strategy, "strategy"), variant=_choice(VARIANTS, variant, "variant"),
-            latency_budget_ms=budget_ms, exclude_item_ids=list(exclude), genres=list(genres), min_year=min_year,
-            max_year=max_year, explain=explain, diversity=diversity)
+            strategy=_choice(STRATEGIES, strategy, "strategy"),
+            variant=_choice(VARIANTS, variant, "variant"),
+            latency_budget_ms=budget_ms,
+            exclude_item_ids=list(exclude),
+            genres=list(genres),
+            min_year=min_year,
+            max_year=max_year,
+            explain=explain,
+            diversity=diversity,
+        )
         if age or gender or occupation:
             request.demographics.CopyFrom(pb.Demographics(age=age, gender=gender, occupation=occupation))
         return self._call("Recommend", request, Recommendations.from_pb, timeout)
 
-    def similar_items(self, item_id: int, *, k: int = 10, genres: Iterable[str] = (), min_year: int = 0,
-                      max_year: int = 0, timeout: float | None = None) -> SimilarItems:
-        request = pb.SimilarItemsRequest(item_id=item_id, k=k, genres=list(genres), min_year=min_year,
-                                         max_year=max_year)
+    def similar_items(
+        self,
+        item_id: int,
+        *,
+        k: int = 10,
+        genres: Iterable[str] = (),
+        min_year: int = 0,
+        max_year: int = 0,
+        timeout: float | None = None,
+    ) -> SimilarItems:
+        request = pb.SimilarItemsRequest(
+            item_id=item_id, k=k, genres=list(genres), min_year=min_year, max_year=max_year
+        )
         return self._call("SimilarItems", request, SimilarItems.from_pb, timeout)
 
-    def onboarding_items(self, *, k: int = 20, genres: Iterable[str] = (), exclude: Iterable[int] = (),
-                         timeout: float | None = None) -> Onboarding:
+    def onboarding_items(
+        self, *, k: int = 20, genres: Iterable[str] = (), exclude: Iterable[int] = (), timeout: float | None = None
+    ) -> Onboarding:
         request = pb.OnboardingRequest(k=k, genres=list(genres), exclude_item_ids=list(exclude))
         return self._call("GetOnboardingItems", request, Onboarding.from_pb, timeout)
 
-    def record_feedback(self, user_id: str | int, *, ratings: dict[int, float] | None = None,
-                        clicks: Iterable[int] = (), events: Iterable[Feedback] = (),
-                        timeout: float | None = None) -> FeedbackReceipt:
+    def record_feedback(
+        self,
+        user_id: str | int,
+        *,
+        ratings: dict[int, float] | None = None,
+        clicks: Iterable[int] = (),
+        events: Iterable[Feedback] = (),
+        timeout: float | None = None,
+    ) -> FeedbackReceipt:
         """Ratings, clicks and ``Feedback`` events (with your own ids/times); the request, ids
         included, is built once, so the retries of this call cannot store an event twice."""
         request = pb.RecordFeedbackRequest(user_id=str(user_id), events=feedback_events(ratings, clicks, events))
@@ -71,5 +115,9 @@ class RecommenderApi:
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """``grpc.health.v1`` status: "SERVING", "NOT_SERVING", ... (service "" is the whole server)."""
-        return self._call("health.Check", health_pb2.HealthCheckRequest(service=service),
-                          lambda r: health_pb2.HealthCheckResponse.ServingStatus.Name(r.status), timeout)
+        return self._call(
+            "health.Check",
+            health_pb2.HealthCheckRequest(service=service),
+            lambda r: health_pb2.HealthCheckResponse.ServingStatus.Name(r.status),
+            timeout,
+        )

@@ -20,8 +20,14 @@ HeaderHook = Callable[[], Sequence[tuple[str, str]]]
 
 
 class ClientCore:
-    def __init__(self, channel: grpc.Channel | grpc.aio.Channel, timeout: float | None, retry: RetryPolicy,
-                 header_hook: HeaderHook | None, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel | grpc.aio.Channel,
+        timeout: float | None,
+        retry: RetryPolicy,
+        header_hook: HeaderHook | None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.channel, self.timeout, self.retry, self.header_hook = channel, timeout, retry, header_hook
         self.credentials = credentials or Credentials()
         self.stubs = {"": pb_grpc.RecommenderStub(channel), "health": health_pb2_grpc.HealthStub(channel)}

@@ -1,7 +1,7 @@
 """What the SDK presents: a bearer token, and/or TLS (the server's CA roots, plus a client certificate for mTLS).
 
-    creds = Credentials.from_files(token=os.environ["RECSYS_TOKEN"], roots="ca.pem")
-    with RecommenderClient("recs.example.com:443", credentials=creds) as client: ...
+creds = Credentials.from_files(token=os.environ["RECSYS_TOKEN"], roots="ca.pem")
+with RecommenderClient("recs.example.com:443", credentials=creds) as client: ...
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ class Credentials:
     server_name: str | None = None  # the name the certificate must carry, when it differs from the target
 
     @classmethod
-    def from_files(cls, *, token: str | None = None, roots: str | Path | None = None,
-                   cert: str | Path | None = None, key: str | Path | None = None,
-                   server_name: str | None = None) -> Credentials:
+    def from_files(
+        cls,
+        *,
+        token: str | None = None,
+        roots: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        server_name: str | None = None,
+    ) -> Credentials:
         def read(path: str | Path | None) -> bytes | None:
             return None if path is None else Path(path).read_bytes()
 

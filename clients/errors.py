@@ -8,8 +8,9 @@ import grpc
 class RecsysError(Exception):
     """Base of every SDK error; ``code`` is the gRPC status, ``request_id`` the server's id for the call."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, request_id: str = "",
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, request_id: str = "", retry_after_s: float | None = None
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code, self.message, self.request_id = code, message, request_id
         self.retry_after_s = retry_after_s  # the server's hint (rate limit, busy), when it gave one
@@ -44,15 +45,21 @@ class PermissionDenied(RecsysError):
     """The token is valid but its roles do not allow this call (or this user id)."""
 
 
-ERRORS = {grpc.StatusCode.UNAUTHENTICATED: Unauthenticated, grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-          grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument, grpc.StatusCode.NOT_FOUND: NotFound,
-          grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded, grpc.StatusCode.UNAVAILABLE: Unavailable,
-          grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted}
+ERRORS = {
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+}
 
 
 def from_rpc_error(error: grpc.RpcError) -> RecsysError:
     code = error.code()  # type: ignore[attr-defined]
     trailing = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
     hint = trailing.get("retry-after-ms")
-    return ERRORS.get(code, RecsysError)(code, error.details() or "", str(trailing.get("x-request-id", "")),
-                                         None if hint is None else int(hint) / 1000)
+    return ERRORS.get(code, RecsysError)(
+        code, error.details() or "", str(trailing.get("x-request-id", "")), None if hint is None else int(hint) / 1000
+    )

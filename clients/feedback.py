@@ -24,13 +24,18 @@ class Feedback:
 
     def to_pb(self, now_ms: int) -> pb.FeedbackEvent:
         kind = pb.FEEDBACK_KIND_CLICK if self.rating is None else pb.FEEDBACK_KIND_RATING
-        return pb.FeedbackEvent(item_id=self.item_id, kind=kind, rating=self.rating or 0.0,
-                                timestamp_ms=now_ms if self.timestamp_ms is None else self.timestamp_ms,
-                                event_id=self.event_id or uuid.uuid4().hex)
+        return pb.FeedbackEvent(
+            item_id=self.item_id,
+            kind=kind,
+            rating=self.rating or 0.0,
+            timestamp_ms=now_ms if self.timestamp_ms is None else self.timestamp_ms,
+            event_id=self.event_id or uuid.uuid4().hex,
+        )
 
 
-def feedback_events(ratings: dict[int, float] | None, clicks: Iterable[int],
-                    events: Iterable[Feedback]) -> list[pb.FeedbackEvent]:
+def feedback_events(
+    ratings: dict[int, float] | None, clicks: Iterable[int], events: Iterable[Feedback]
+) -> list[pb.FeedbackEvent]:
     now_ms = int(time.time() * 1000)
     every = [Feedback(i, float(r)) for i, r in (ratings or {}).items()]
     every += [Feedback(i) for i in clicks]

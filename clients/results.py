@@ -54,11 +54,19 @@ class Recommendations:
             items=[Item.from_pb(i) for i in m.items],
             strategy=pb.Strategy.Name(m.strategy_used).removeprefix("STRATEGY_").lower(),
             rung=pb.Rung.Name(m.rung).removeprefix("RUNG_").lower(),
-            degraded=m.degraded, degraded_reasons=list(m.degraded_reasons), plan=m.plan, budget_ms=m.budget_ms,
+            degraded=m.degraded,
+            degraded_reasons=list(m.degraded_reasons),
+            plan=m.plan,
+            budget_ms=m.budget_ms,
             model_calls=[ModelCall(c.model, c.version, c.ms, c.ok, c.error) for c in m.model_calls],
-            timings_ms={t.stage: t.ms for t in m.timings}, request_id=m.request_id,
-            unknown_item_ids=list(m.unknown_item_ids), bundle_version=m.bundle_version, history_size=m.history_size,
-            cached=m.cached, profile_version=m.profile_version)
+            timings_ms={t.stage: t.ms for t in m.timings},
+            request_id=m.request_id,
+            unknown_item_ids=list(m.unknown_item_ids),
+            bundle_version=m.bundle_version,
+            history_size=m.history_size,
+            cached=m.cached,
+            profile_version=m.profile_version,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,13 @@ class Models:
 
     @classmethod
     def from_pb(cls, m: pb.ListModelsResponse) -> Models:
-        return cls([ModelStatus(s.name, s.role, s.variant, s.ready, tuple(s.versions), s.p95_ms, s.calls)
-                    for s in m.models], m.bundle_version, m.dataset, m.triton_ready, m.catalog_size,
-                   m.fusion_method, dict(m.fusion_weights), dict(m.registry_versions))
+        return cls(
+            [ModelStatus(s.name, s.role, s.variant, s.ready, tuple(s.versions), s.p95_ms, s.calls) for s in m.models],
+            m.bundle_version,
+            m.dataset,
+            m.triton_ready,
+            m.catalog_size,
+            m.fusion_method,
+            dict(m.fusion_weights),
+            dict(m.registry_versions),
+        )

@@ -43,18 +43,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def describe(state: apb.Rollout) -> str:
-    lines = [f"stage {state.stage}, promoted bundle {state.promoted_bundle}"
-             + (f", candidate {state.candidate_bundle}" if state.candidate_bundle else "")
-             + (f" ({state.canary_percent:g}% of users)" if state.stage == "canary" else "")]
+    lines = [
+        f"stage {state.stage}, promoted bundle {state.promoted_bundle}"
+        + (f", candidate {state.candidate_bundle}" if state.candidate_bundle else "")
+        + (f" ({state.canary_percent:g}% of users)" if state.stage == "canary" else "")
+    ]
     if state.outcome:
         lines.append(f"last rollout: {state.outcome}")
     if state.candidate_bundle:
-        lines.append(f"guardrails: live {state.live.answers} answers p99 {state.live.p99_ms:.1f} ms, candidate "
-                     f"{state.candidate.answers} answers p99 {state.candidate.p99_ms:.1f} ms, errors "
-                     f"{state.candidate.error_rate:.1%}, top-10 overlap {state.top10_overlap:.2f} "
-                     f"over {state.compared}")
-    lines += [f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} #{e.rollout_id} {e.stage:<7} {e.message}"
-              for e in state.events[-8:]]
+        lines.append(
+            f"guardrails: live {state.live.answers} answers p99 {state.live.p99_ms:.1f} ms, candidate "
+            f"{state.candidate.answers} answers p99 {state.candidate.p99_ms:.1f} ms, errors "
+            f"{state.candidate.error_rate:.1%}, top-10 overlap {state.top10_overlap:.2f} "
+            f"over {state.compared}"
+        )
+    lines += [
+        f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} #{e.rollout_id} {e.stage:<7} {e.message}"
+        for e in state.events[-8:]
+    ]
     return "\n".join(lines)
 
 
@@ -72,8 +78,13 @@ def run(args: argparse.Namespace, credentials: Credentials | None = None) -> int
             elif args.step == "rollback":
                 state = admin.rollback(args.reason)
             else:
-                state = ship(admin, args.bundle, shadow_s=args.shadow_s, canary_s=args.canary_s,
-                             canary_percent=args.canary_percent)
+                state = ship(
+                    admin,
+                    args.bundle,
+                    shadow_s=args.shadow_s,
+                    canary_s=args.canary_s,
+                    canary_percent=args.canary_percent,
+                )
         except RecsysError as err:
             print(f"error: {err.message}", file=sys.stderr)
             return 1

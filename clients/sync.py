@@ -1,8 +1,8 @@
 """The blocking client.
 
-    with RecommenderClient("localhost:50051") as client:
-        for item in client.recommend(42, k=10).items:
-            print(item.title)
+with RecommenderClient("localhost:50051") as client:
+    for item in client.recommend(42, k=10).items:
+        print(item.title)
 """
 
 from __future__ import annotations
@@ -21,9 +21,16 @@ from clients.retry import DEFAULT_RETRY, RetryPolicy
 
 
 class RecommenderClient(RecommenderApi):
-    def __init__(self, target: str | Sequence[str], *, timeout: float | None = 5.0, retry: RetryPolicy = DEFAULT_RETRY,
-                 header_hook: HeaderHook | None = None, credentials: Credentials | None = None,
-                 channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        *,
+        timeout: float | None = 5.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        header_hook: HeaderHook | None = None,
+        credentials: Credentials | None = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
         """``target``: HOST:PORT, several (a list or comma-separated) or dns:///NAME:PORT; calls are
         spread round-robin over every address (clients.targets)."""
         credentials = credentials or Credentials()

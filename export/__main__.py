@@ -38,10 +38,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
     parser.add_argument("--keep-versions", type=int, default=2)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
-    parser.add_argument("--no-ragged-batches", action="store_true",
-                        help="configs for the NGC container's native backends, which cannot take ragged inputs")
-    parser.add_argument("--no-fused-two-tower", action="store_true",
-                        help="skip the one-graph two-tower model (the server then makes two calls in a row)")
+    parser.add_argument(
+        "--no-ragged-batches",
+        action="store_true",
+        help="configs for the NGC container's native backends, which cannot take ragged inputs",
+    )
+    parser.add_argument(
+        "--no-fused-two-tower",
+        action="store_true",
+        help="skip the one-graph two-tower model (the server then makes two calls in a row)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -53,20 +59,44 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     tracking.configure(args.state_dir)
     models, tags, registry_versions = load_champions(args.alias)
     if "data" not in tags:
-        raise ExportError("the registered models do not record their data set path (trained by an older "
-                          "version); retrain with `make train`")
+        raise ExportError(
+            "the registered models do not record their data set path (trained by an older "
+            "version); retrain with `make train`"
+        )
     dataset = load_movielens(tags["data"])
     if dataset.fingerprint() != tags["data_fingerprint"]:
-        raise ExportError(f"{tags['data']} changed since the models were trained (fingerprint "
-                          f"{dataset.fingerprint()} != {tags['data_fingerprint']}); retrain or restore the data")
+        raise ExportError(
+            f"{tags['data']} changed since the models were trained (fingerprint "
+            f"{dataset.fingerprint()} != {tags['data_fingerprint']}); retrain or restore the data"
+        )
     split = make_split(dataset, tags["split"], int(tags["validation_seed"]))
-    rows = export_models(models, dataset, split.train, split.test, args.out, variants=variants, top_n=args.top_n,
-                         keep_versions=args.keep_versions, fused_two_tower=not args.no_fused_two_tower,
-                         ragged_batches=not args.no_ragged_batches)
-    manifest = {"registry_versions": registry_versions, "alias": args.alias, "top_n": args.top_n,
-                "repository": {r["repository_model"]: r["version"] for r in rows}}
-    bundle = write_bundle(args.bundle, dataset, models["popularity"], models.get("two_tower"), models.get("ensemble"),
-                          manifest, repository=args.out)
+    rows = export_models(
+        models,
+        dataset,
+        split.train,
+        split.test,
+        args.out,
+        variants=variants,
+        top_n=args.top_n,
+        keep_versions=args.keep_versions,
+        fused_two_tower=not args.no_fused_two_tower,
+        ragged_batches=not args.no_ragged_batches,
+    )
+    manifest = {
+        "registry_versions": registry_versions,
+        "alias": args.alias,
+        "top_n": args.top_n,
+        "repository": {r["repository_model"]: r["version"] for r in rows},
+    }
+    bundle = write_bundle(
+        args.bundle,
+        dataset,
+        models["popularity"],
+        models.get("two_tower"),
+        models.get("ensemble"),
+        manifest,
+        repository=args.out,
+    )
     write_drift_reference(bundle, dataset, split.train, models)
     print(json.dumps({"repository": str(args.out), "bundle": str(bundle), "models": rows}, indent=1))
     return rows

@@ -37,7 +37,7 @@ from training.train import DEFAULT_STATE, ROOT
 def _inputs(feeds: dict[str, np.ndarray], graph: Any, row: int) -> list[grpcclient.InferInput]:
     inputs = []
     for (name, dtype, _), tensor in zip(signature(graph)[0], feeds.values(), strict=True):
-        one = np.ascontiguousarray(tensor[row: row + 1])
+        one = np.ascontiguousarray(tensor[row : row + 1])
         infer_input = grpcclient.InferInput(name, list(one.shape), dtype)
         infer_input.set_data_from_numpy(one)
         inputs.append(infer_input)
@@ -66,8 +66,12 @@ def measure(url: str, model: str, requests: list[list[grpcclient.InferInput]], c
     elapsed = time.perf_counter() - started
     for c in [client, *clients]:
         c.close()
-    return {"p50_ms": float(np.percentile(latencies, 50)), "p99_ms": float(np.percentile(latencies, 99)),
-            "rps": len(requests) / elapsed, "concurrency": concurrency}
+    return {
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "rps": len(requests) / elapsed,
+        "concurrency": concurrency,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -103,16 +107,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 requests = [_inputs(feeds[row["model"]], graph, i) for i in range(len(users))]
                 timing = measure(triton.grpc_url, name, requests, args.concurrency)
                 triton.unload(name)  # one model resident at a time: no neighbour steals the 2 cores
-                rows.append({k: row[k] for k in ("model", "variant", "format", "bytes")} | timing |
-                            {k: row[k] for k in ("ndcg@10", "ndcg@10_delta", "parity_max_abs_err")})
+                rows.append(
+                    {k: row[k] for k in ("model", "variant", "format", "bytes")}
+                    | timing
+                    | {k: row[k] for k in ("ndcg@10", "ndcg@10_delta", "parity_max_abs_err")}
+                )
                 logging.getLogger(__name__).info("bench %s", rows[-1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
-    print(f"{'model':<16}{'variant':<18}{'KiB':>8}{'p50 ms':>9}{'p99 ms':>9}{'rps':>8}{'NDCG@10':>9}{'delta':>9}"
-          f"{'err':>10}")
+    print(
+        f"{'model':<16}{'variant':<18}{'KiB':>8}{'p50 ms':>9}{'p99 ms':>9}{'rps':>8}{'NDCG@10':>9}{'delta':>9}"
+        f"{'err':>10}"
+    )
     for r in rows:
-        print(f"{r['model']:<16}{r['variant']:<18}{r['bytes'] / 1024:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['rps']:>8.0f}{r['ndcg@10']:>9.4f}{r['ndcg@10_delta']:>+9.4f}{r['parity_max_abs_err']:>10.2g}")
+        print(
+            f"{r['model']:<16}{r['variant']:<18}{r['bytes'] / 1024:>8.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['rps']:>8.0f}{r['ndcg@10']:>9.4f}{r['ndcg@10_delta']:>+9.4f}{r['parity_max_abs_err']:>10.2g}"
+        )
     print(f"wrote {args.out}")
     return rows
 

@@ -35,21 +35,40 @@ from training.models.two_tower import TwoTower
 SCHEMA_VERSION = 1
 
 
-def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tower: TwoTower | None,
-                 ensemble: Ensemble | None, manifest: dict[str, Any], repository: Path | None = None) -> Path:
+def write_bundle(
+    root: Path,
+    dataset: MovieLens,
+    popularity: Popularity,
+    two_tower: TwoTower | None,
+    ensemble: Ensemble | None,
+    manifest: dict[str, Any],
+    repository: Path | None = None,
+) -> Path:
     version = (versions(root) or [0])[-1] + 1
     folder = root / str(version)
     folder.mkdir(parents=True)
     genre_names = dataset.genre_names
-    catalog = [{"id": int(raw), "title": str(title), "year": None if np.isnan(year) else int(year),
-                "genres": [genre_names[j] for j in np.flatnonzero(row)]}
-               for raw, title, year, row in zip(dataset.item_ids.raw_ids, dataset.items["title"],
-                                                dataset.items["year"], dataset.genres, strict=True)]
+    catalog = [
+        {
+            "id": int(raw),
+            "title": str(title),
+            "year": None if np.isnan(year) else int(year),
+            "genres": [genre_names[j] for j in np.flatnonzero(row)],
+        }
+        for raw, title, year, row in zip(
+            dataset.item_ids.raw_ids, dataset.items["title"], dataset.items["year"], dataset.genres, strict=True
+        )
+    ]
     (folder / "catalog.json").write_text(json.dumps({"genres": genre_names, "items": catalog}))
     id_maps = json.dumps({"users": dataset.user_ids.to_list(), "items": dataset.item_ids.to_list()})
     (folder / "id_maps.json").write_text(id_maps)
-    np.savez(folder / "popularity.npz", order=popularity.ranking(), score=popularity.item_scores,
-             bayes_mean=popularity.bayes_mean, counts=popularity.counts)
+    np.savez(
+        folder / "popularity.npz",
+        order=popularity.ranking(),
+        score=popularity.item_scores,
+        bayes_mean=popularity.bayes_mean,
+        counts=popularity.counts,
+    )
     sp.save_npz(folder / "histories.npz", to_csr(dataset.ratings, dataset.n_users, dataset.n_items))
     if two_tower is not None:
         np.save(folder / "demographics.npy", two_tower.user_codes)
@@ -61,26 +80,41 @@ def write_bundle(root: Path, dataset: MovieLens, popularity: Popularity, two_tow
         (folder / "fusion.json").write_text(json.dumps(ensemble.config_dict()))
     if repository is not None:
         write_golden(folder, repository, manifest.get("repository", {}))
-    full = {**manifest, "schema_version": SCHEMA_VERSION, "bundle_version": version,
-            "catalog": {"items": dataset.n_items, "users": dataset.n_users,
-                        "id_maps_sha256": hashlib.sha256(id_maps.encode()).hexdigest()},
-            "golden": GOLDEN_FILE if repository is not None else None,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "dataset": dataset.name, "data_fingerprint": dataset.fingerprint(), "scale": dataset.scale.to_dict()}
+    full = {
+        **manifest,
+        "schema_version": SCHEMA_VERSION,
+        "bundle_version": version,
+        "catalog": {
+            "items": dataset.n_items,
+            "users": dataset.n_users,
+            "id_maps_sha256": hashlib.sha256(id_maps.encode()).hexdigest(),
+        },
+        "golden": GOLDEN_FILE if repository is not None else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dataset": dataset.name,
+        "data_fingerprint": dataset.fingerprint(),
+        "scale": dataset.scale.to_dict(),
+    }
     (folder / "manifest.json").write_text(json.dumps(full, indent=1))
     return folder
 
 
-def write_drift_reference(folder: Path, dataset: MovieLens, train: pd.DataFrame,
-                          models: dict[str, Any] | None = None) -> Path:
+def write_drift_reference(
+    folder: Path, dataset: MovieLens, train: pd.DataFrame, models: dict[str, Any] | None = None
+) -> Path:
     """The reference distributions live traffic is compared with (``server.drift``): history lengths
     of the users the bundle serves, the rating, popularity-decile and genre mix of ``train``, and,
     given the trained ``models``, each served model's top scores (``export.score_reference``)."""
     items = train["item"].to_numpy()
     reference = Reference.from_ratings(
-        np.bincount(dataset.ratings["user"].to_numpy(), minlength=dataset.n_users), items,
-        train["rating"].to_numpy(), np.bincount(items, minlength=dataset.n_items), dataset.genres,
-        dataset.genre_names, dataset.scale.levels)
+        np.bincount(dataset.ratings["user"].to_numpy(), minlength=dataset.n_users),
+        items,
+        train["rating"].to_numpy(),
+        np.bincount(items, minlength=dataset.n_items),
+        dataset.genres,
+        dataset.genre_names,
+        dataset.scale.levels,
+    )
     if models:
         reference = reference.with_scores(reference_scores(models, dataset))
     return reference.save(folder)

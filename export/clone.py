@@ -18,8 +18,9 @@ import torch
 from export.golden import write_golden
 
 
-def clone_bundle(source: Path, target: Path, repository: Path, model_version: int, bundle_version: int,
-                 scramble: bool = False) -> Path:
+def clone_bundle(
+    source: Path, target: Path, repository: Path, model_version: int, bundle_version: int, scramble: bool = False
+) -> Path:
     shutil.copytree(source, target)
     manifest = json.loads((source / "manifest.json").read_text())
     pins = {}

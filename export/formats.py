@@ -28,13 +28,16 @@ class Variant:
     cpu_only: bool = False  # PyTorch's dynamic int8 Linear has no CUDA kernels (it crashes there)
 
 
-VARIANTS = {v.name: v for v in (
-    Variant("onnx_fp32", "onnx", "onnxruntime", "model.onnx", False),
-    Variant("onnx_int8", "onnx", "onnxruntime", "model.onnx", True),
-    Variant("onnx_fp16", "onnx", "onnxruntime", "model.onnx", True),
-    Variant("torchscript_fp32", "torchscript", "pytorch", "model.pt", False),
-    Variant("torchscript_int8", "torchscript", "pytorch", "model.pt", True, cpu_only=True),
-)}
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("onnx_fp32", "onnx", "onnxruntime", "model.onnx", False),
+        Variant("onnx_int8", "onnx", "onnxruntime", "model.onnx", True),
+        Variant("onnx_fp16", "onnx", "onnxruntime", "model.onnx", True),
+        Variant("torchscript_fp32", "torchscript", "pytorch", "model.pt", False),
+        Variant("torchscript_int8", "torchscript", "pytorch", "model.pt", True, cpu_only=True),
+    )
+}
 # Index plumbing stays fp32 in the fp16 variant: onnxruntime's CPU provider has no fp16
 # ScatterElements(add), and top-k/gather over fp16 would only lose precision at no speed gain.
 FP16_KEEP_FP32 = [*DEFAULT_OP_BLOCK_LIST, "ScatterElements", "TopK", "GatherElements", "Where"]
@@ -75,13 +78,22 @@ def _torchscript(graph: nn.Module, path: Path, int8: bool) -> None:
 
 def _onnx(graph: nn.Module, path: Path) -> None:
     inputs, outputs = signature(graph)
-    dynamic = {name: {0: "batch", **{i + 1: f"{name}_len" for i, d in enumerate(dims) if d < 0}}
-               for name, _, dims in inputs + outputs}
+    dynamic = {
+        name: {0: "batch", **{i + 1: f"{name}_len" for i, d in enumerate(dims) if d < 0}}
+        for name, _, dims in inputs + outputs
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, example_inputs(graph), str(path), input_names=[n for n, _, _ in inputs],
-                          output_names=[n for n, _, _ in outputs], dynamic_axes=dynamic, opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            graph,
+            example_inputs(graph),
+            str(path),
+            input_names=[n for n, _, _ in inputs],
+            output_names=[n for n, _, _ in outputs],
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def _drop_repeated_casts(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -112,8 +124,7 @@ def write(graph: nn.Module, variant: Variant, path: Path) -> Path:
         if variant.name == "onnx_int8":
             quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
         else:  # fp16 weights and arithmetic; inputs and outputs stay fp32 so the contract does not change
-            model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True,
-                                             op_block_list=FP16_KEEP_FP32)
+            model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, op_block_list=FP16_KEEP_FP32)
             onnx.save(_drop_repeated_casts(model), str(path))
         fp32.unlink()
     return path
@@ -133,4 +144,5 @@ def runner(variant: Variant, path: Path) -> Callable[[dict[str, np.ndarray]], li
         with torch.inference_mode():
             result = module(*(torch.from_numpy(v) for v in feeds.values()))
         return [t.numpy() for t in (result if isinstance(result, tuple) else (result,))]
+
     return run

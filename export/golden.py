@@ -43,29 +43,35 @@ def write_golden(folder: Path, repository: Path, pins: dict[str, int], users: in
     ordered = sorted(pins, key=lambda m: next((i for i, r in enumerate(ROLES) if m.startswith(r + "_")), len(ROLES)))
     for model in ordered:
         role = next((r for r in ROLES if model.startswith(r + "_")), None)
-        variant = VARIANTS.get(model[len(role) + 1:]) if role else None
+        variant = VARIANTS.get(model[len(role) + 1 :]) if role else None
         if variant is None:
             continue
         config = read_config(repository / model)
         run = runner(variant, repository / model / str(pins[model]) / config.default_model_filename)
         for user in golden_users(histories, users):
             row = histories[user]
-            values = {"ITEM_IDX": row.indices.astype(np.int64), "RATING": row.data.astype(np.float32),
-                      "EXCLUDE_IDX": row.indices.astype(np.int64) if role == "two_tower_items"
-                      else np.full(1, -1, np.int64),
-                      "CANDIDATE_IDX": order[:CANDIDATES].astype(np.int64),
-                      "DEMOGRAPHICS": (demographics[user] if demographics is not None
-                                       else np.zeros(3)).astype(np.int64),
-                      "USER_EMBEDDING": embeddings.get((variant.name, int(user)), np.zeros(0, np.float32))}
+            values = {
+                "ITEM_IDX": row.indices.astype(np.int64),
+                "RATING": row.data.astype(np.float32),
+                "EXCLUDE_IDX": row.indices.astype(np.int64) if role == "two_tower_items" else np.full(1, -1, np.int64),
+                "CANDIDATE_IDX": order[:CANDIDATES].astype(np.int64),
+                "DEMOGRAPHICS": (demographics[user] if demographics is not None else np.zeros(3)).astype(np.int64),
+                "USER_EMBEDDING": embeddings.get((variant.name, int(user)), np.zeros(0, np.float32)),
+            }
             feeds = {t.name: values[t.name.split("__")[0]][None, :] for t in config.input}
             if any(v.size == 0 for v in feeds.values()):
                 continue  # an item scorer without its user tower in this bundle
             outputs = dict(zip((t.name for t in config.output), (o[0] for o in run(feeds)), strict=True))
             if role == "two_tower_user":
                 embeddings[(variant.name, int(user))] = next(iter(outputs.values())).astype(np.float32)
-            requests.append({"model": model, "user_row": int(user),
-                             "inputs": {n: _plain(n, v[0], item_ids) for n, v in feeds.items()},
-                             "outputs": {n: _plain(n, v, item_ids) for n, v in outputs.items()}})
+            requests.append(
+                {
+                    "model": model,
+                    "user_row": int(user),
+                    "inputs": {n: _plain(n, v[0], item_ids) for n, v in feeds.items()},
+                    "outputs": {n: _plain(n, v, item_ids) for n, v in outputs.items()},
+                }
+            )
     path = folder / GOLDEN_FILE
     path.write_text(json.dumps({"requests": requests}))
     return path

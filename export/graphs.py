@@ -109,8 +109,9 @@ class CatalogScorer(nn.Module):
         super().__init__()
         self.scores, self.n_items, self.top_n = scores, n_items, min(top_n, n_items)
 
-    def forward(self, item_idx: torch.Tensor, rating: torch.Tensor, exclude_idx: torch.Tensor,
-                candidate_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, item_idx: torch.Tensor, rating: torch.Tensor, exclude_idx: torch.Tensor, candidate_idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scores = self.scores(densify(item_idx, rating, self.n_items))
         top_idx, top_score = masked_top(scores, [item_idx, exclude_idx], self.top_n)
         candidate = torch.gather(scores, 1, candidate_idx.clamp(min=0))
@@ -155,8 +156,9 @@ class TwoTowerGraph(nn.Module):
         super().__init__()
         self.user, self.items = user, items
 
-    def forward(self, item_idx: torch.Tensor, rating: torch.Tensor, demographics: torch.Tensor,
-                exclude_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, item_idx: torch.Tensor, rating: torch.Tensor, demographics: torch.Tensor, exclude_idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         embedding = self.user(item_idx, rating, demographics)
         top_idx, top_score = masked_top(self.items.scores(embedding), [item_idx, exclude_idx], self.items.top_n)
         return top_idx, top_score, embedding
@@ -173,8 +175,11 @@ def graphs_for(name: str, model: Scorer, top_n: int = DEFAULT_TOP_N, fused: bool
         return {name: CatalogScorer(_RBMScores(model), len(model.item_ids), top_n).eval()}
     if isinstance(model, TwoTower):
         user, items = UserTowerGraph(model).eval(), ItemScorerGraph(model, top_n).eval()
-        return {f"{name}_user": user, f"{name}_items": items, **({name: TwoTowerGraph(user, items).eval()} if fused
-                                                                 else {})}
+        return {
+            f"{name}_user": user,
+            f"{name}_items": items,
+            **({name: TwoTowerGraph(user, items).eval()} if fused else {}),
+        }
     raise ValueError(f"{name}: no exported graph for a {type(model).__name__}")
 
 
@@ -182,21 +187,36 @@ def signature(graph: nn.Module) -> tuple[list[tuple[str, str, list[int]]], list[
     """(name, Triton data type, dims without the batch dimension) of each input and output."""
     if isinstance(graph, CatalogScorer):
         n = graph.top_n
-        return ([(CATALOG_INPUTS[0], "INT64", [-1]), (CATALOG_INPUTS[1], "FP32", [-1]),
-                 (CATALOG_INPUTS[2], "INT64", [-1]), (CATALOG_INPUTS[3], "INT64", [-1])],
-                [(CATALOG_OUTPUTS[0], "INT64", [n]), (CATALOG_OUTPUTS[1], "FP32", [n]),
-                 (CATALOG_OUTPUTS[2], "FP32", [-1])])
+        return (
+            [
+                (CATALOG_INPUTS[0], "INT64", [-1]),
+                (CATALOG_INPUTS[1], "FP32", [-1]),
+                (CATALOG_INPUTS[2], "INT64", [-1]),
+                (CATALOG_INPUTS[3], "INT64", [-1]),
+            ],
+            [(CATALOG_OUTPUTS[0], "INT64", [n]), (CATALOG_OUTPUTS[1], "FP32", [n]), (CATALOG_OUTPUTS[2], "FP32", [-1])],
+        )
     if isinstance(graph, UserTowerGraph):
         dim = graph.tower.mlp[-1].out_features + 1
-        return ([(USER_TOWER_INPUTS[0], "INT64", [-1]), (USER_TOWER_INPUTS[1], "FP32", [-1]),
-                 (USER_TOWER_INPUTS[2], "INT64", [3])], [(USER_TOWER_OUTPUTS[0], "FP32", [dim])])
+        return (
+            [
+                (USER_TOWER_INPUTS[0], "INT64", [-1]),
+                (USER_TOWER_INPUTS[1], "FP32", [-1]),
+                (USER_TOWER_INPUTS[2], "INT64", [3]),
+            ],
+            [(USER_TOWER_OUTPUTS[0], "FP32", [dim])],
+        )
     if isinstance(graph, ItemScorerGraph):
         n, dim = graph.top_n, graph.scores.in_features
-        return ([(ITEM_SCORER_INPUTS[0], "FP32", [dim]), (ITEM_SCORER_INPUTS[1], "INT64", [-1])],
-                [(ITEM_SCORER_OUTPUTS[0], "INT64", [n]), (ITEM_SCORER_OUTPUTS[1], "FP32", [n])])
+        return (
+            [(ITEM_SCORER_INPUTS[0], "FP32", [dim]), (ITEM_SCORER_INPUTS[1], "INT64", [-1])],
+            [(ITEM_SCORER_OUTPUTS[0], "INT64", [n]), (ITEM_SCORER_OUTPUTS[1], "FP32", [n])],
+        )
     if isinstance(graph, TwoTowerGraph):
         user_inputs, user_outputs = signature(graph.user)
         top_outputs = signature(graph.items)[1]
-        return ([*user_inputs, (TWO_TOWER_INPUTS[3], "INT64", [-1])],
-                [*top_outputs, (TWO_TOWER_OUTPUTS[2], "FP32", user_outputs[0][2])])
+        return (
+            [*user_inputs, (TWO_TOWER_INPUTS[3], "INT64", [-1])],
+            [*top_outputs, (TWO_TOWER_OUTPUTS[2], "FP32", user_outputs[0][2])],
+        )
     raise ValueError(f"unknown graph {type(graph).__name__}")

@@ -39,17 +39,19 @@ def graphs(n_items: int, embedding_dim: int = 33) -> dict[str, torch.nn.Module]:
     items = torch.randn(n_items, embedding_dim)
     # ItemScorerGraph reads only item_embeddings() from the trained model.
     two_tower = SimpleNamespace(item_embeddings=lambda: items)
-    return {"rbm": CatalogScorer(_RBMScores(rbm), n_items).eval(),
-            "two_tower_items": ItemScorerGraph(two_tower).eval()}  # type: ignore[arg-type]
+    return {"rbm": CatalogScorer(_RBMScores(rbm), n_items).eval(), "two_tower_items": ItemScorerGraph(two_tower).eval()}  # type: ignore[arg-type]
 
 
 def feeds(name: str, n_items: int, batch: int, history: int = 100) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(batch)
     rated = np.stack([rng.choice(n_items, history, replace=False) for _ in range(batch)]).astype(np.int64)
     if name == "rbm":
-        return {"ITEM_IDX__0": rated, "RATING__1": rng.integers(1, 6, rated.shape).astype(np.float32),
-                "EXCLUDE_IDX__2": np.full((batch, 1), -1, np.int64),
-                "CANDIDATE_IDX__3": rng.integers(0, n_items, (batch, 200)).astype(np.int64)}
+        return {
+            "ITEM_IDX__0": rated,
+            "RATING__1": rng.integers(1, 6, rated.shape).astype(np.float32),
+            "EXCLUDE_IDX__2": np.full((batch, 1), -1, np.int64),
+            "CANDIDATE_IDX__3": rng.integers(0, n_items, (batch, 200)).astype(np.int64),
+        }
     return {"USER_EMBEDDING__0": rng.normal(size=(batch, 33)).astype(np.float32), "EXCLUDE_IDX__1": rated}
 
 
@@ -77,9 +79,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for variant in (VARIANTS[v] for v in args.variants.split(",")):
                 path = write(graph, variant, Path(scratch) / name / variant.name / variant.filename)
                 run = runner(variant, path)
-                rows.append({"graph": name, "variant": variant.name, "bytes": path.stat().st_size,
-                             **{f"p50_ms_batch{b}": p50_ms(run, feeds(name, args.items, b), args.repeats)
-                                for b in (1, 8)}})
+                rows.append(
+                    {
+                        "graph": name,
+                        "variant": variant.name,
+                        "bytes": path.stat().st_size,
+                        **{f"p50_ms_batch{b}": p50_ms(run, feeds(name, args.items, b), args.repeats) for b in (1, 8)},
+                    }
+                )
                 print(json.dumps(rows[-1]))
     report = {"items": args.items, "rows": rows, "threads": 1}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,12 +44,20 @@ def pad(rows: list[np.ndarray], dtype: type, fill: float) -> np.ndarray:
 def history_feeds(histories: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(ITEM_IDX, RATING) for rows of a ratings CSR, -1 / 0 padded."""
     rows = range(histories.shape[0])
-    return (pad([histories[i].indices for i in rows], np.int64, -1),
-            pad([histories[i].data for i in rows], np.float32, 0.0))
+    return (
+        pad([histories[i].indices for i in rows], np.int64, -1),
+        pad([histories[i].data for i in rows], np.float32, 0.0),
+    )
 
 
-def feeds_for(graph: nn.Module, histories: sp.csr_matrix, users: np.ndarray, user_codes: np.ndarray | None,
-              embeddings: np.ndarray | None, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds_for(
+    graph: nn.Module,
+    histories: sp.csr_matrix,
+    users: np.ndarray,
+    user_codes: np.ndarray | None,
+    embeddings: np.ndarray | None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Inputs for ``graph`` describing these users, in the graph's signature order."""
     names = [n for n, _, _ in signature(graph)[0]]
     item_idx, rating = history_feeds(histories)
@@ -73,6 +81,7 @@ def torch_runner(graph: nn.Module) -> Callable[[dict[str, np.ndarray]], list[np.
         with torch.inference_mode():
             out = graph(*(torch.from_numpy(v) for v in feeds.values()))
         return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
     return run
 
 
@@ -83,21 +92,35 @@ def abs_error(reference: np.ndarray, got: np.ndarray) -> float:
     return float(np.where(same_infinity, 0.0, np.abs(got - reference)).max())
 
 
-def check(name: str, variant: str, quantized: bool, reference: list[np.ndarray], got: list[np.ndarray],
-          ndcg_reference: float | None, ndcg_got: float | None) -> Parity:
+def check(
+    name: str,
+    variant: str,
+    quantized: bool,
+    reference: list[np.ndarray],
+    got: list[np.ndarray],
+    ndcg_reference: float | None,
+    ndcg_got: float | None,
+) -> Parity:
     errors = [abs_error(r, g) for r, g in zip(reference, got, strict=True) if r.dtype.kind == "f" and r.size]
     err = max(errors, default=0.0)
     delta = None if ndcg_got is None or ndcg_reference is None else ndcg_got - ndcg_reference
     if not quantized and not err <= FP32_TOLERANCE:
         raise ParityError(f"{name} {variant}: max abs error {err:.3g} exceeds {FP32_TOLERANCE:g} against PyTorch")
     if quantized and delta is not None and delta < -QUANTIZED_MAX_NDCG_DROP:
-        raise ParityError(f"{name} {variant}: NDCG@10 drops by {-delta:.4f} (more than {QUANTIZED_MAX_NDCG_DROP}) "
-                          f"against PyTorch (max abs error {err:.3g})")
+        raise ParityError(
+            f"{name} {variant}: NDCG@10 drops by {-delta:.4f} (more than {QUANTIZED_MAX_NDCG_DROP}) "
+            f"against PyTorch (max abs error {err:.3g})"
+        )
     return Parity(err, ndcg_got, delta)
 
 
-def graph_feeds(graphs: dict[str, nn.Module], graph_name: str, histories: sp.csr_matrix, users: np.ndarray,
-                user_codes: np.ndarray | None) -> dict[str, np.ndarray]:
+def graph_feeds(
+    graphs: dict[str, nn.Module],
+    graph_name: str,
+    histories: sp.csr_matrix,
+    users: np.ndarray,
+    user_codes: np.ndarray | None,
+) -> dict[str, np.ndarray]:
     """Inputs for one graph of an exported set; an item scorer gets its user tower's PyTorch embeddings."""
     graph = graphs[graph_name]
     embeddings = None

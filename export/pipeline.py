@@ -33,18 +33,29 @@ def parity_users(dataset: MovieLens, train: pd.DataFrame, test: pd.DataFrame, li
     return RankingTask(history, history, task.relevant, task.users[:limit])
 
 
-def top_items(graph: nn.Module, outputs: list[np.ndarray], item_scorer: nn.Module | None,
-              histories: sp.csr_matrix) -> np.ndarray:
+def top_items(
+    graph: nn.Module, outputs: list[np.ndarray], item_scorer: nn.Module | None, histories: sp.csr_matrix
+) -> np.ndarray:
     """The top-N item indices a graph's outputs lead to; a user tower ranks through the PyTorch item scorer."""
     if isinstance(graph, UserTowerGraph):
         return torch_runner(item_scorer)({"e": outputs[0], "x": history_feeds(histories)[0]})[0]
     return outputs[0]
 
 
-def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.DataFrame, test: pd.DataFrame,
-                  repository: Path, *, variants: Sequence[str] = tuple(VARIANTS), top_n: int = DEFAULT_TOP_N,
-                  keep_versions: int = 2, parity_limit: int = 300, fused_two_tower: bool = False,
-                  ragged_batches: bool = True) -> list[dict[str, Any]]:
+def export_models(
+    models: Mapping[str, Scorer],
+    dataset: MovieLens,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    repository: Path,
+    *,
+    variants: Sequence[str] = tuple(VARIANTS),
+    top_n: int = DEFAULT_TOP_N,
+    keep_versions: int = 2,
+    parity_limit: int = 300,
+    fused_two_tower: bool = False,
+    ragged_batches: bool = True,
+) -> list[dict[str, Any]]:
     """Write every applicable variant of each learned model; one row per (graph, variant).
 
     ``fused_two_tower``: also the two-tower model as one graph (one call instead of two).
@@ -75,18 +86,44 @@ def export_models(models: Mapping[str, Scorer], dataset: MovieLens, train: pd.Da
                     repo_name = f"{graph_name}_{variant.name}"
                     path = write(graph, variant, Path(staging) / repo_name / variant.filename)
                     got = runner(variant, path)(feeds)
-                    parity = check(graph_name, variant.name, variant.quantized, reference, got, ndcg_reference,
-                                   ndcg10_of(top_items(graph, got, item_scorer, histories), task))
-                    staged.append((model_config(repo_name, graph, variant, keep_versions=keep_versions,
-                                                ragged=ragged_batches), path))
-                    rows.append({"model": graph_name, "variant": variant.name, "format": variant.format,
-                                 "bytes": path.stat().st_size, "repository_model": repo_name,
-                                 "parity_max_abs_err": parity.max_abs_err, "ndcg@10": parity.ndcg10,
-                                 "ndcg@10_delta": parity.ndcg10_delta})
+                    parity = check(
+                        graph_name,
+                        variant.name,
+                        variant.quantized,
+                        reference,
+                        got,
+                        ndcg_reference,
+                        ndcg10_of(top_items(graph, got, item_scorer, histories), task),
+                    )
+                    staged.append(
+                        (
+                            model_config(repo_name, graph, variant, keep_versions=keep_versions, ragged=ragged_batches),
+                            path,
+                        )
+                    )
+                    rows.append(
+                        {
+                            "model": graph_name,
+                            "variant": variant.name,
+                            "format": variant.format,
+                            "bytes": path.stat().st_size,
+                            "repository_model": repo_name,
+                            "parity_max_abs_err": parity.max_abs_err,
+                            "ndcg@10": parity.ndcg10,
+                            "ndcg@10_delta": parity.ndcg10_delta,
+                        }
+                    )
                 if isinstance(graph, UserTowerGraph):
                     embeddings = reference[0]
         for row, (config, path) in zip(rows, staged, strict=True):
             row["version"] = write_model(repository, config, path, keep_versions)
-            log.info("exported model=%s variant=%s version=%d bytes=%d max_abs_err=%.3g ndcg@10=%.4f", row["model"],
-                     row["variant"], row["version"], row["bytes"], row["parity_max_abs_err"], row["ndcg@10"])
+            log.info(
+                "exported model=%s variant=%s version=%d bytes=%d max_abs_err=%.3g ndcg@10=%.4f",
+                row["model"],
+                row["variant"],
+                row["version"],
+                row["bytes"],
+                row["parity_max_abs_err"],
+                row["ndcg@10"],
+            )
     return rows

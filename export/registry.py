@@ -28,11 +28,14 @@ def load_champions(alias: str) -> tuple[dict[str, Any], dict[str, Any], dict[str
     client = MlflowClient()
     name = registry_name("ensemble")
     try:
-        ensemble = (client.get_model_version(name, alias) if alias.isdigit()
-                    else client.get_model_version_by_alias(name, alias))
+        ensemble = (
+            client.get_model_version(name, alias) if alias.isdigit() else client.get_model_version_by_alias(name, alias)
+        )
     except MlflowException as err:
-        raise ExportError(f"no registered ensemble under {alias!r} ({err.message}); run `make train` first"
-                          f"{'' if alias == CHAMPION else ' or pick another alias/version'}") from None
+        raise ExportError(
+            f"no registered ensemble under {alias!r} ({err.message}); run `make train` first"
+            f"{'' if alias == CHAMPION else ' or pick another alias/version'}"
+        ) from None
     pinned = json.loads((download("ensemble", str(ensemble.version)) / "members.json").read_text())
     check_members(client, {m: int(v) for m, v in pinned.items()})
     models = from_registry(["ensemble"], str(ensemble.version))
@@ -63,5 +66,7 @@ def check_members(client: Any, pinned: dict[str, int]) -> None:
             reason = found.tags.get(GATE_REASON_TAG, "registered without a baseline gate")
             refused.append(f"{name} v{version} ({reason})")
     if refused:
-        raise ExportError("the ensemble pins members that are neither champions nor gated in: "
-                          f"{'; '.join(refused)}; retrain (`make train`) so the fusion leaves them out")
+        raise ExportError(
+            "the ensemble pins members that are neither champions nor gated in: "
+            f"{'; '.join(refused)}; retrain (`make train`) so the fusion leaves them out"
+        )

@@ -24,24 +24,37 @@ RAGGED_OUTPUT_LENGTHS = {"CANDIDATE_SCORE__2": "CANDIDATE_IDX__3"}
 QUEUE_DELAY_US = 0
 
 
-def model_config(name: str, graph: nn.Module, variant: Variant, *, max_batch_size: int = 32,
-                 queue_delay_us: int = QUEUE_DELAY_US, instances: int = 1, keep_versions: int = 2,
-                 ragged: bool = True) -> mc.ModelConfig:
+def model_config(
+    name: str,
+    graph: nn.Module,
+    variant: Variant,
+    *,
+    max_batch_size: int = 32,
+    queue_delay_us: int = QUEUE_DELAY_US,
+    instances: int = 1,
+    keep_versions: int = 2,
+    ragged: bool = True,
+) -> mc.ModelConfig:
     """``ragged``: requests of different lengths batch together, padded by the Python-based
     stand-ins of the embedded Triton. The NGC container's native backends would instead
     concatenate ragged inputs into one flat tensor the graphs do not take: export with
     ``ragged=False`` for them (``python -m export --no-ragged-batches``), where requests batch
     only when their lengths match."""
-    config = mc.ModelConfig(name=name, backend=variant.backend, max_batch_size=max_batch_size,
-                            default_model_filename=variant.filename)
+    config = mc.ModelConfig(
+        name=name, backend=variant.backend, max_batch_size=max_batch_size, default_model_filename=variant.filename
+    )
     inputs, outputs = signature(graph)
     for tensor_name, dtype, dims in inputs:
-        config.input.add(name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims,
-                         allow_ragged_batch=ragged and -1 in dims)
+        config.input.add(
+            name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims, allow_ragged_batch=ragged and -1 in dims
+        )
     for tensor_name, dtype, dims in outputs:
         config.output.add(name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims)
-    ragged_outputs = [f"{o}:{i}" for o, i in RAGGED_OUTPUT_LENGTHS.items()
-                      if o in {n for n, _, _ in outputs} and i in {n for n, _, _ in inputs}]
+    ragged_outputs = [
+        f"{o}:{i}"
+        for o, i in RAGGED_OUTPUT_LENGTHS.items()
+        if o in {n for n, _, _ in outputs} and i in {n for n, _, _ in inputs}
+    ]
     if ragged_outputs:
         config.parameters["ragged_output_lengths"].string_value = ",".join(ragged_outputs)
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us

@@ -37,7 +37,7 @@ def reference_scores(models: dict[str, Scorer], dataset: MovieLens, seed: int = 
         graph = graphs_for(name, model, top_n=SCORE_DEPTH, fused=isinstance(model, TwoTower))[name]
         codes = model.user_codes if isinstance(model, TwoTower) else None
         with torch.no_grad():
-            parts = [_top_scores(graph, histories, users[i:i + BATCH], codes) for i in range(0, len(users), BATCH)]
+            parts = [_top_scores(graph, histories, users[i : i + BATCH], codes) for i in range(0, len(users), BATCH)]
         out[name] = np.concatenate(parts) if parts else np.zeros(0)
     return out
 

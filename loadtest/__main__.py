@@ -58,8 +58,16 @@ def own_stack(settings: Settings) -> Iterator[Stack]:
     bundle = load_bundle(settings.bundle)
     ids = sorted(int(u) for u in bundle.user_index if u.isdigit())
     with tempfile.TemporaryDirectory() as state, EmbeddedTriton(settings.model_repository) as triton:
-        process, target = start_server(triton.grpc_url, Path(state), "--metrics-port", "null",
-                                       "--bundle", str(settings.bundle), "--max-concurrent-rpcs", "1024")
+        process, target = start_server(
+            triton.grpc_url,
+            Path(state),
+            "--metrics-port",
+            "null",
+            "--bundle",
+            str(settings.bundle),
+            "--max-concurrent-rpcs",
+            "1024",
+        )
         try:
             assert triton.process is not None
             yield Stack(target, f"{ids[0]}-{ids[-1]}", {"server": process.pid, "triton": triton.process.pid})
@@ -67,22 +75,60 @@ def own_stack(settings: Settings) -> Iterator[Stack]:
             stop_server(process)
 
 
-def locust_command(target: str, known_users: str, users: int, spawn_rate: float, duration: str, out: Path,
-                   credentials: argparse.Namespace | None = None) -> tuple[list[str], dict[str, str]]:
+def locust_command(
+    target: str,
+    known_users: str,
+    users: int,
+    spawn_rate: float,
+    duration: str,
+    out: Path,
+    credentials: argparse.Namespace | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """The locust command line and environment for one run."""
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-               "-u", str(users), "-r", str(spawn_rate), "-t", duration, "--host", target,
-               "--csv", str(out / "locust"), "--html", str(out / "report.html"),
-               "--degraded-out", str(out / "degraded.json"), "--known-users", known_users,
-               "--loglevel", "WARNING", "--stop-timeout", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate),
+        "-t",
+        duration,
+        "--host",
+        target,
+        "--csv",
+        str(out / "locust"),
+        "--html",
+        str(out / "report.html"),
+        "--degraded-out",
+        str(out / "degraded.json"),
+        "--known-users",
+        known_users,
+        "--loglevel",
+        "WARNING",
+        "--stop-timeout",
+        "5",
+    ]
     extra_args, extra_env = forwarded(credentials) if credentials is not None else ([], {})
     # locust imports this checkout's SDK and generated stubs, whatever else is installed.
     path = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "protos"), os.environ.get("PYTHONPATH", "")) if p)
     return [*command, *extra_args], {**os.environ, "PYTHONPATH": path, **extra_env}
 
 
-def run_locust(target: str, known_users: str, users: int, spawn_rate: float, duration: str, out: Path,
-               credentials: argparse.Namespace | None = None) -> int:
+def run_locust(
+    target: str,
+    known_users: str,
+    users: int,
+    spawn_rate: float,
+    duration: str,
+    out: Path,
+    credentials: argparse.Namespace | None = None,
+) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command, env = locust_command(target, known_users, users, spawn_rate, duration, out, credentials)
     return subprocess.run(command, cwd=ROOT, check=False, env=env).returncode
@@ -110,15 +156,36 @@ def start_profile(stack: Stack, out: Path) -> subprocess.Popen[bytes] | None:
     if "server" not in stack.pids:
         return None
     out.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(stack.pids["server"]),
-                             "--format", "raw", "--nonblocking", "--rate", "200",
-                             "--output", str(out / "server-profile.txt")], stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(stack.pids["server"]),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--rate",
+            "200",
+            "--output",
+            str(out / "server-profile.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 # Where a sampled frame's file lives -> the part of the stack it belongs to.
-AREAS = (("server/", "our code"), ("clients/", "our code"), ("asyncio/", "asyncio loop (and gRPC core callbacks)"),
-         ("grpc", "grpc python"), ("tritonclient/", "tritonclient"), ("numpy/", "numpy"), ("scipy/", "scipy"),
-         ("google/protobuf/", "protobuf"), ("prometheus_client/", "prometheus_client"))
+AREAS = (
+    ("server/", "our code"),
+    ("clients/", "our code"),
+    ("asyncio/", "asyncio loop (and gRPC core callbacks)"),
+    ("grpc", "grpc python"),
+    ("tritonclient/", "tritonclient"),
+    ("numpy/", "numpy"),
+    ("scipy/", "scipy"),
+    ("google/protobuf/", "protobuf"),
+    ("prometheus_client/", "prometheus_client"),
+)
 
 
 def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
@@ -143,8 +210,15 @@ def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
     return {"samples": samples, "areas": share(areas, len(areas)), "self": share(own, top)}
 
 
-def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out: Path,
-                 profile: bool = False, credentials: argparse.Namespace | None = None) -> dict[str, Any]:
+def measured_run(
+    stack: Stack,
+    users: int,
+    spawn_rate: float,
+    duration: str,
+    out: Path,
+    profile: bool = False,
+    credentials: argparse.Namespace | None = None,
+) -> dict[str, Any]:
     """One locust run plus, for our own stack, cores used per process while it ran (and a profile)."""
     profiler = start_profile(stack, out) if profile else None
     before = {name: cpu_seconds(pid) for name, pid in stack.pids.items()}
@@ -155,11 +229,22 @@ def measured_run(stack: Stack, users: int, spawn_rate: float, duration: str, out
     locust_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cores = {name: round((cpu_seconds(pid) - before[name]) / wall, 2) for name, pid in stack.pids.items()}
     if stack.pids:
-        cores["locust"] = round((locust_after.ru_utime + locust_after.ru_stime - locust_before.ru_utime
-                                 - locust_before.ru_stime) / wall, 2)
-    summary = {**summarise(out), "meta": {"target": stack.target, "out": str(out), "users": users,
-                                          "spawn_rate": spawn_rate, "duration": duration, "locust_exit_code": code,
-                                          "cores_used": cores, "cpus": os.cpu_count()}}
+        cores["locust"] = round(
+            (locust_after.ru_utime + locust_after.ru_stime - locust_before.ru_utime - locust_before.ru_stime) / wall, 2
+        )
+    summary = {
+        **summarise(out),
+        "meta": {
+            "target": stack.target,
+            "out": str(out),
+            "users": users,
+            "spawn_rate": spawn_rate,
+            "duration": duration,
+            "locust_exit_code": code,
+            "cores_used": cores,
+            "cpus": os.cpu_count(),
+        },
+    }
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         profiler.wait(30)
@@ -172,10 +257,15 @@ def _ms(value: str) -> float | None:
 
 
 def _row(stats: dict[str, str], answers: int, degraded: int) -> dict[str, Any]:
-    return {"requests": int(stats["Request Count"]), "rps": round(float(stats["Requests/s"]), 2),
-            "p50_ms": _ms(stats["50%"]), "p95_ms": _ms(stats["95%"]), "p99_ms": _ms(stats["99%"]),
-            "failures": int(stats["Failure Count"]),
-            "degraded_share": round(degraded / answers, 4) if answers else 0.0}
+    return {
+        "requests": int(stats["Request Count"]),
+        "rps": round(float(stats["Requests/s"]), 2),
+        "p50_ms": _ms(stats["50%"]),
+        "p95_ms": _ms(stats["95%"]),
+        "p99_ms": _ms(stats["99%"]),
+        "failures": int(stats["Failure Count"]),
+        "degraded_share": round(degraded / answers, 4) if answers else 0.0,
+    }
 
 
 def summarise(out: Path) -> dict[str, Any]:
@@ -183,20 +273,30 @@ def summarise(out: Path) -> dict[str, Any]:
         rows = list(csv.DictReader(f))
     counts = json.loads((out / "degraded.json").read_text()) if (out / "degraded.json").is_file() else {}
     answers, degraded = counts.get("answers", {}), counts.get("degraded", {})
-    per_type = {r["Name"]: _row(r, answers.get(r["Name"], 0), degraded.get(r["Name"], 0))
-                for r in rows if r["Name"] != "Aggregated"}
+    per_type = {
+        r["Name"]: _row(r, answers.get(r["Name"], 0), degraded.get(r["Name"], 0))
+        for r in rows
+        if r["Name"] != "Aggregated"
+    }
     total = next(r for r in rows if r["Name"] == "Aggregated")
-    return {**_row(total, sum(answers.values()), sum(degraded.values())), "per_type": per_type,
-            "cache": counts.get("cache", {})}
+    return {
+        **_row(total, sum(answers.values()), sum(degraded.values())),
+        "per_type": per_type,
+        "cache": counts.get("cache", {}),
+    }
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(f"\n{'request type':<18} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'failures':>9} {'degraded':>9}")
+    print(
+        f"\n{'request type':<18} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'failures':>9} {'degraded':>9}"
+    )
     for name, row in [*summary["per_type"].items(), ("all", summary)]:
         p50, p95, p99 = ("-" if row[k] is None else f"{row[k]:.0f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
-        print(f"{name:<18} {row['requests']:>9} {row['rps']:>8.1f} {p50:>8} {p95:>8} "
-              f"{p99:>8} {row['failures']:>9} {row['degraded_share']:>8.1%}")
+        print(
+            f"{name:<18} {row['requests']:>9} {row['rps']:>8.1f} {p50:>8} {p95:>8} "
+            f"{p99:>8} {row['failures']:>9} {row['degraded_share']:>8.1%}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -216,8 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError as err:
         parser.error(str(err))
     with contextlib.ExitStack() as resources:
-        stack = (Stack(args.target, args.known_users) if args.target
-                 else resources.enter_context(own_stack(Settings())))
+        stack = Stack(args.target, args.known_users) if args.target else resources.enter_context(own_stack(Settings()))
         if not args.sweep:
             summary = measured_run(stack, args.users, args.spawn_rate, args.duration, args.out, args.profile, args)
             (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -225,15 +324,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return summary
         runs = []
         for users in (int(u) for u in args.sweep.split(",")):
-            summary = measured_run(stack, users, users, args.duration, args.out / f"users-{users}",
-                                   credentials=args)
+            summary = measured_run(stack, users, users, args.duration, args.out / f"users-{users}", credentials=args)
             (args.out / f"users-{users}" / "summary.json").write_text(json.dumps(summary, indent=1))
             print(f"\n{users} users:")
             print_summary(summary)
-            runs.append({"users": users, **{k: summary[k] for k in ("requests", "rps", "p50_ms", "p95_ms", "p99_ms",
-                                                                      "failures", "degraded_share")},
-                         "cores_used": summary["meta"]["cores_used"],
-                         "locust_exit_code": summary["meta"]["locust_exit_code"]})
+            runs.append(
+                {
+                    "users": users,
+                    **{
+                        k: summary[k]
+                        for k in ("requests", "rps", "p50_ms", "p95_ms", "p99_ms", "failures", "degraded_share")
+                    },
+                    "cores_used": summary["meta"]["cores_used"],
+                    "locust_exit_code": summary["meta"]["locust_exit_code"],
+                }
+            )
     sweep = {"runs": runs, "duration": args.duration, "target": stack.target, "cpus": os.cpu_count()}
     (args.out / "sweep.json").write_text(json.dumps(sweep, indent=1))
     return sweep

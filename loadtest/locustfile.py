@@ -58,8 +58,9 @@ def _options(parser: Any) -> None:
 def _write_degraded(environment: Environment, **_: Any) -> None:
     out = environment.parsed_options.degraded_out if environment.parsed_options else ""
     if out:
-        Path(out).write_text(json.dumps({"answers": dict(answers), "degraded": dict(degraded),
-                                         "cache": cache_summary()}))
+        Path(out).write_text(
+            json.dumps({"answers": dict(answers), "degraded": dict(degraded), "cache": cache_summary()})
+        )
 
 
 def _p50(values: list[float]) -> float | None:
@@ -68,8 +69,13 @@ def _p50(values: list[float]) -> float | None:
 
 def cache_summary() -> dict[str, Any]:
     hits, misses = len(cache_ms["hit"]), len(cache_ms["miss"])
-    return {"hits": hits, "misses": misses, "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-            "p50_ms_hit": _p50(cache_ms["hit"]), "p50_ms_miss": _p50(cache_ms["miss"])}
+    return {
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        "p50_ms_hit": _p50(cache_ms["hit"]),
+        "p50_ms_miss": _p50(cache_ms["miss"]),
+    }
 
 
 class RecommenderUser(User):
@@ -78,8 +84,9 @@ class RecommenderUser(User):
     wait_time = between(0.0, 0.01)
 
     def on_start(self) -> None:
-        self.client = RecommenderClient(self.host, timeout=5.0, retry=NO_RETRY,
-                                        credentials=credentials_from(self.environment.parsed_options))
+        self.client = RecommenderClient(
+            self.host, timeout=5.0, retry=NO_RETRY, credentials=credentials_from(self.environment.parsed_options)
+        )
         first, _, last = self.environment.parsed_options.known_users.partition("-")
         self.known = (int(first), int(last or first))
         if not catalog:
@@ -87,7 +94,7 @@ class RecommenderUser(User):
         if not zipf:
             ids = list(range(self.known[0], self.known[1] + 1))
             random.Random(0).shuffle(ids)
-            weights = [1 / rank ** self.environment.parsed_options.zipf_s for rank in range(1, len(ids) + 1)]
+            weights = [1 / rank**self.environment.parsed_options.zipf_s for rank in range(1, len(ids) + 1)]
             zipf.update(ids=ids, cum=list(itertools.accumulate(weights)))
 
     def on_stop(self) -> None:
@@ -101,9 +108,14 @@ class RecommenderUser(User):
         except RecsysError as err:
             exception = err
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.environment.events.request.fire(request_type="grpc", name=name, response_time=elapsed_ms,
-                                             response_length=len(getattr(result, "items", []) or []),
-                                             exception=exception, context={})
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=elapsed_ms,
+            response_length=len(getattr(result, "items", []) or []),
+            exception=exception,
+            context={},
+        )
         if result is not None:
             answers[name] += 1
             degraded[name] += int(getattr(result, "degraded", False))
@@ -135,8 +147,9 @@ class RecommenderUser(User):
 
     @task(1)
     def tight_budget(self) -> None:
-        self._call("Recommend/tight", lambda: self.client.recommend(self._known_user(), k=10,
-                                                                    budget_ms=TIGHT_BUDGET_MS))
+        self._call(
+            "Recommend/tight", lambda: self.client.recommend(self._known_user(), k=10, budget_ms=TIGHT_BUDGET_MS)
+        )
 
     @task(1)
     def similar(self) -> None:
@@ -145,5 +158,7 @@ class RecommenderUser(User):
     @task(1)
     def feedback(self) -> None:
         user = f"load-{random.randint(0, 999)}"
-        self._call("RecordFeedback", lambda: self.client.record_feedback(
-            user, ratings={random.choice(catalog): float(random.randint(1, 5))}))
+        self._call(
+            "RecordFeedback",
+            lambda: self.client.record_feedback(user, ratings={random.choice(catalog): float(random.randint(1, 5))}),
+        )

@@ -40,10 +40,13 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         metrics = f"http://{settings.host}:{server.metrics_port}/metrics" if server.metrics_port else "off"
-        print(f"\nrecommendation server on {settings.host}:{port} (Triton {settings.triton_url}; metrics {metrics})\n"
-              f"  try: .venv/bin/python -m clients --target {settings.host}:{port} recommend --user 42 -k 10\n"
-              f"       .venv/bin/python -m clients --target {settings.host}:{port} models\n"
-              "  Ctrl-C stops the server and Triton.\n", flush=True)
+        print(
+            f"\nrecommendation server on {settings.host}:{port} (Triton {settings.triton_url}; metrics {metrics})\n"
+            f"  try: .venv/bin/python -m clients --target {settings.host}:{port} recommend --user 42 -k 10\n"
+            f"       .venv/bin/python -m clients --target {settings.host}:{port} models\n"
+            "  Ctrl-C stops the server and Triton.\n",
+            flush=True,
+        )
         await stop.wait()
         log.info("shutting down")
         await server.stop()

@@ -27,28 +27,40 @@ def rollout_message(state: RolloutState, manager: RolloutManager) -> apb.Rollout
     stats = manager.guardrails.summary()
     live, cand, serving = stats["live"], stats["candidate"], manager.router.live
     return apb.Rollout(
-        rollout_id=state.rollout_id, stage=state.stage, promoted_bundle=state.promoted_version or serving.version,
-        promoted_path=state.promoted or str(serving.bundle.folder), candidate_bundle=state.candidate_version,
-        candidate_path=state.candidate, canary_percent=state.canary_percent, outcome=state.outcome,
-        events=[apb.RolloutEvent(at=e["at"], rollout_id=e["rollout"], stage=e["stage"], message=e["message"])
-                for e in state.events],
+        rollout_id=state.rollout_id,
+        stage=state.stage,
+        promoted_bundle=state.promoted_version or serving.version,
+        promoted_path=state.promoted or str(serving.bundle.folder),
+        candidate_bundle=state.candidate_version,
+        candidate_path=state.candidate,
+        canary_percent=state.canary_percent,
+        outcome=state.outcome,
+        events=[
+            apb.RolloutEvent(at=e["at"], rollout_id=e["rollout"], stage=e["stage"], message=e["message"])
+            for e in state.events
+        ],
         live=apb.SideStats(**{k: live[k] for k in ("answers", "error_rate", "p99_ms", "degraded_share")}),
         candidate=apb.SideStats(**{k: cand[k] for k in ("answers", "error_rate", "p99_ms", "degraded_share")}),
-        top10_overlap=cand["overlap"], compared=int(cand["compared"]), serving_bundle=manager.router.live.version)
+        top10_overlap=cand["overlap"],
+        compared=int(cand["compared"]),
+        serving_bundle=manager.router.live.version,
+    )
 
 
 class RolloutAdminService(apb_grpc.RolloutAdminServicer):
     def __init__(self, manager: RolloutManager) -> None:
         self.manager = manager
 
-    async def _run(self, rpc: str, context: grpc.aio.ServicerContext,
-                   action: Callable[[], Awaitable[RolloutState]]) -> apb.Rollout:
+    async def _run(
+        self, rpc: str, context: grpc.aio.ServicerContext, action: Callable[[], Awaitable[RolloutState]]
+    ) -> apb.Rollout:
         try:
             state = await action()
         except Exception as err:  # refusals and bad input carry their own status; the rest is INTERNAL
             code, message = status_of(err)
             (log.exception if code == grpc.StatusCode.INTERNAL else log.info)(
-                "admin call refused", extra={"rpc": rpc, "code": code.name, "reason": message})
+                "admin call refused", extra={"rpc": rpc, "code": code.name, "reason": message}
+            )
             await context.abort(code, message)
         log.info("admin call", extra={"rpc": rpc, "stage": state.stage, "rollout": state.rollout_id})
         return rollout_message(state, self.manager)
@@ -58,11 +70,13 @@ class RolloutAdminService(apb_grpc.RolloutAdminServicer):
             if not request.bundle:
                 raise InvalidRequest("bundle is empty; name a bundle folder (serving_bundle/N) or its parent")
             return await self.manager.start(request.bundle)
+
         return await self._run("StartRollout", context, start)
 
     async def GetRollout(self, request: apb.GetRolloutRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
         async def get() -> RolloutState:
             return self.manager.get()
+
         return await self._run("GetRollout", context, get)
 
     async def Promote(self, request: apb.PromoteRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
@@ -70,11 +84,13 @@ class RolloutAdminService(apb_grpc.RolloutAdminServicer):
             if not 0 <= request.canary_percent <= 100:
                 raise InvalidRequest(f"canary_percent {request.canary_percent:g} is not a percentage (0..100)")
             return await self.manager.promote(request.stage, request.canary_percent)
+
         return await self._run("Promote", context, promote)
 
     async def Rollback(self, request: apb.RollbackRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
         async def rollback() -> RolloutState:
             return self.manager.rollback(request.reason or "operator request")
+
         return await self._run("Rollback", context, rollback)
 
 

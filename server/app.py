@@ -69,10 +69,15 @@ class RecommendationServer:
         authenticator, credentials = authenticator_for(settings), server_credentials(settings)
         self.bundle = load_bundle(promoted_bundle(settings.rollout_state_dir, settings.bundle))
         available = list(self.bundle.manifest.get("repository", {}))
-        self.pool = ModelPool(settings.triton_url, available, settings.variants, settings.default_variant,
-                              LatencyBook(settings.latency_window, settings.latency_prior_ms,
-                                                          settings.latency_max_age_s), settings.model_repository,
-                              control_key=settings.triton_control_key or control_key_for(settings.triton_url))
+        self.pool = ModelPool(
+            settings.triton_url,
+            available,
+            settings.variants,
+            settings.default_variant,
+            LatencyBook(settings.latency_window, settings.latency_prior_ms, settings.latency_max_age_s),
+            settings.model_repository,
+            control_key=settings.triton_control_key or control_key_for(settings.triton_url),
+        )
         # Profiles are read per user from the store when asked for, never replayed at start-up.
         self.store = open_store(settings.store or sqlite_url(settings.feedback_db), settings.dedupe_window_s)
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
@@ -82,12 +87,18 @@ class RecommendationServer:
         # Drift is judged against the promoted bundle's reference: the rollout manager tells the
         # monitor when another bundle becomes the live one (bundles exported before drift
         # references have none; the monitor then watches nothing until one that has is promoted).
-        self.drift = DriftMonitor(None, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi,
-                                  settings.drift_window)
+        self.drift = DriftMonitor(
+            None, self.bundle.genres, self.bundle.item_index, self.metrics.drift_psi, settings.drift_window
+        )
         self.drift.follow(self.bundle)
-        self.rollouts = RolloutManager(settings, self.pool, self.store, self.router,
-                                       RolloutMetrics(self.metrics.registry),
-                                       on_live=lambda runtime: self.drift.follow(runtime.bundle))
+        self.rollouts = RolloutManager(
+            settings,
+            self.pool,
+            self.store,
+            self.router,
+            RolloutMetrics(self.metrics.registry),
+            on_live=lambda runtime: self.drift.follow(runtime.bundle),
+        )
         self.shadow = Shadow(self.rollouts)
         self.cache = ResponseCache(self.store, settings.cache_ttl_s)
         self.health = health.aio.HealthServicer()
@@ -96,33 +107,56 @@ class RecommendationServer:
         guard = Guard(authenticator, rate_limiter_for(settings), settings.max_concurrent_rpcs, self.metrics)
         self.grpc = grpc.aio.server(
             interceptors=[guard],
-            options=[("grpc.max_receive_message_length", settings.max_message_bytes),
-                     ("grpc.max_send_message_length", settings.max_message_bytes),
-                     ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
-                     ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
-                     ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
-                     ("grpc.so_reuseport", 0)])
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
+                ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         pb_grpc.add_RecommenderServicer_to_server(
-            RecommenderService(settings, self.bundle, live.pool, self.profiles, self.store, self.recommender,
-                               self.metrics, router=self.router, shadow=self.shadow, cache=self.cache,
-                               drift=self.drift), self.grpc)
+            RecommenderService(
+                settings,
+                self.bundle,
+                live.pool,
+                self.profiles,
+                self.store,
+                self.recommender,
+                self.metrics,
+                router=self.router,
+                shadow=self.shadow,
+                cache=self.cache,
+                drift=self.drift,
+            ),
+            self.grpc,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc)
         address = f"{settings.host}:{settings.grpc_port}"
         self.tls = credentials is not None
-        self.port = (self.grpc.add_secure_port(address, credentials) if credentials is not None
-                     else self.grpc.add_insecure_port(address))
+        self.port = (
+            self.grpc.add_secure_port(address, credentials)
+            if credentials is not None
+            else self.grpc.add_insecure_port(address)
+        )
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
         self.metrics_port: int | None = None
-        self.admin, self.admin_port = (admin_server(settings, self.rollouts, interceptors=[guard])
-                                       if settings.admin_port is not None
-                                       else (None, None))
+        self.admin, self.admin_port = (
+            admin_server(settings, self.rollouts, interceptors=[guard])
+            if settings.admin_port is not None
+            else (None, None)
+        )
         self._watcher: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         # What must be ready for SERVING: the default variant of every role the bundle's models need.
-        self.required = [m for m in (model_name(r, settings.default_variant) for r in ROLES if r not in OPTIONAL_ROLES)
-                         if m in self.pool.models]
+        self.required = [
+            m
+            for m in (model_name(r, settings.default_variant) for r in ROLES if r not in OPTIONAL_ROLES)
+            if m in self.pool.models
+        ]
 
     async def start(self) -> None:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
@@ -139,11 +173,19 @@ class RecommendationServer:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._watcher = asyncio.create_task(self._watch())
         self._follower = asyncio.create_task(self._follow())
-        log.info("serving", extra={"grpc": f"{self.settings.host}:{self.port}", "metrics_port": self.metrics_port,
-                                   "bundle": str(self.bundle.folder), "admin_port": self.admin_port,
-                                   "triton": self.settings.triton_url,
-                                   "models_ready": sorted(self.pool.ready), "tls": self.tls,
-                                   "auth": "dev (no token needed)" if self.dev_mode else "token"})
+        log.info(
+            "serving",
+            extra={
+                "grpc": f"{self.settings.host}:{self.port}",
+                "metrics_port": self.metrics_port,
+                "bundle": str(self.bundle.folder),
+                "admin_port": self.admin_port,
+                "triton": self.settings.triton_url,
+                "models_ready": sorted(self.pool.ready),
+                "tls": self.tls,
+                "auth": "dev (no token needed)" if self.dev_mode else "token",
+            },
+        )
         if self.dev_mode and not is_loopback(self.settings.host):
             log.warning("auth_mode=dev on a non-loopback host: anyone who reaches the port has every role")
 

@@ -57,26 +57,39 @@ def load_api_keys(path: Path) -> dict[str, Principal]:
     entries = json.loads(Path(path).read_text())
     if not isinstance(entries, dict):
         raise ValueError(f"{path}: expected a JSON object {{sha256 hex of a key: {{name, roles, user_id?}}}}")
-    return {digest.lower(): principal_from(str(e.get("name", digest[:8])), e.get("roles"), e.get("user_id"),
-                                           f"{path} [{digest[:8]}...]")
-            for digest, e in entries.items()}
+    return {
+        digest.lower(): principal_from(
+            str(e.get("name", digest[:8])), e.get("roles"), e.get("user_id"), f"{path} [{digest[:8]}...]"
+        )
+        for digest, e in entries.items()
+    }
 
 
 class Authenticator:
-    def __init__(self, *, jwt_public_key: bytes | None = None, algorithms: Sequence[str] = ("RS256",),
-                 audience: str | None = None, issuer: str | None = None,
-                 api_keys: dict[str, Principal] | None = None, dev: bool = False,
-                 cert_principals: dict[str, Principal] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        jwt_public_key: bytes | None = None,
+        algorithms: Sequence[str] = ("RS256",),
+        audience: str | None = None,
+        issuer: str | None = None,
+        api_keys: dict[str, Principal] | None = None,
+        dev: bool = False,
+        cert_principals: dict[str, Principal] | None = None,
+    ) -> None:
         if not dev and jwt_public_key is None and not api_keys and not cert_principals:
-            raise ValueError("tokens are required here (not a loopback host, or auth_mode=token) but no "
-                             "auth_jwt_public_key, auth_api_keys or auth_client_certs is configured; set one, "
-                             "or auth_mode=dev to run without authentication")
+            raise ValueError(
+                "tokens are required here (not a loopback host, or auth_mode=token) but no "
+                "auth_jwt_public_key, auth_api_keys or auth_client_certs is configured; set one, "
+                "or auth_mode=dev to run without authentication"
+            )
         self.key, self.algorithms, self.audience, self.issuer = jwt_public_key, list(algorithms), audience, issuer
         self.api_keys, self.dev = api_keys or {}, dev
         self.cert_principals = cert_principals or {}  # certificate identity -> principal (server.certidentity)
 
-    def authenticate(self, metadata: Sequence[tuple[str, str | bytes]],
-                     cert_identities: Sequence[str] = ()) -> Principal:
+    def authenticate(
+        self, metadata: Sequence[tuple[str, str | bytes]], cert_identities: Sequence[str] = ()
+    ) -> Principal:
         """A bearer token, when sent, decides; without one, the verified client certificate's
         identities (mTLS, ``server.certidentity``), then dev mode."""
         header = next((v for k, v in metadata if k == "authorization"), None)
@@ -99,15 +112,23 @@ class Authenticator:
     def _from_certificate(self, identities: Sequence[str]) -> Principal:
         principal = next((self.cert_principals[i] for i in identities if i in self.cert_principals), None)
         if principal is None:
-            raise Unauthenticated(f"the client certificate ({', '.join(identities[:4])}) maps to no principal: "
-                                  "add one of these identities to auth_client_certs, or send "
-                                  "'authorization: Bearer <token>'")
+            raise Unauthenticated(
+                f"the client certificate ({', '.join(identities[:4])}) maps to no principal: "
+                "add one of these identities to auth_client_certs, or send "
+                "'authorization: Bearer <token>'"
+            )
         return principal
 
     def _verify_jwt(self, token: str) -> Principal:
         try:
-            claims = jwt.decode(token, self.key, algorithms=self.algorithms, audience=self.audience,
-                                issuer=self.issuer, options={"require": ["exp", "sub"]})
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub"]},
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired; get a new one") from None
         except jwt.InvalidTokenError as err:

@@ -59,8 +59,9 @@ def _tensor(name: str, array: np.ndarray) -> InferInput:
     return tensor
 
 
-def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_stage: bool
-                   ) -> Callable[[tritonaio.InferenceServerClient], Awaitable[None]]:
+def direct_request(
+    bundle: Bundle, row: int, variant: str, candidates: int, two_stage: bool
+) -> Callable[[tritonaio.InferenceServerClient], Awaitable[None]]:
     """The Triton calls the server makes for this user's full-ensemble Recommend (models with a fusion weight)."""
     history = bundle.histories[row]
     items = history.indices.astype(np.int64)[None]
@@ -73,22 +74,36 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_
     fused = f"two_tower_{variant}" in bundle.manifest.get("repository", {})
 
     async def catalog(client: tritonaio.InferenceServerClient, role: str, cands: np.ndarray) -> None:
-        await client.infer(f"{role}_{variant}", [_tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings),
-                                                 _tensor("EXCLUDE_IDX__2", none),
-                                                 _tensor("CANDIDATE_IDX__3", cands[None])])
+        await client.infer(
+            f"{role}_{variant}",
+            [
+                _tensor("ITEM_IDX__0", items),
+                _tensor("RATING__1", ratings),
+                _tensor("EXCLUDE_IDX__2", none),
+                _tensor("CANDIDATE_IDX__3", cands[None]),
+            ],
+        )
 
     async def two_tower(client: tritonaio.InferenceServerClient) -> np.ndarray:
         if fused:  # one call, as the server makes when the one-graph model is exported
-            top = await client.infer(f"two_tower_{variant}", [
-                _tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings), _tensor("DEMOGRAPHICS__2", codes),
-                _tensor("EXCLUDE_IDX__3", none)])
+            top = await client.infer(
+                f"two_tower_{variant}",
+                [
+                    _tensor("ITEM_IDX__0", items),
+                    _tensor("RATING__1", ratings),
+                    _tensor("DEMOGRAPHICS__2", codes),
+                    _tensor("EXCLUDE_IDX__3", none),
+                ],
+            )
             return top.as_numpy("TOP_IDX__0")[0]
-        user = await client.infer(f"two_tower_user_{variant}", [_tensor("ITEM_IDX__0", items),
-                                                                _tensor("RATING__1", ratings),
-                                                                _tensor("DEMOGRAPHICS__2", codes)])
+        user = await client.infer(
+            f"two_tower_user_{variant}",
+            [_tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings), _tensor("DEMOGRAPHICS__2", codes)],
+        )
         embedding = user.as_numpy("USER_EMBEDDING__0").astype(np.float32)
-        top = await client.infer(f"two_tower_items_{variant}", [_tensor("USER_EMBEDDING__0", embedding),
-                                                                _tensor("EXCLUDE_IDX__1", items)])
+        top = await client.infer(
+            f"two_tower_items_{variant}", [_tensor("USER_EMBEDDING__0", embedding), _tensor("EXCLUDE_IDX__1", items)]
+        )
         return top.as_numpy("TOP_IDX__0")[0]
 
     # The models the server's full rung calls: those the bundle's fusion gives a weight.
@@ -111,8 +126,9 @@ def direct_request(bundle: Bundle, row: int, variant: str, candidates: int, two_
     return run
 
 
-async def load(call: Callable[[int], Awaitable[Any]], n_requests: int, concurrency: int, duration: float
-               ) -> dict[str, float]:
+async def load(
+    call: Callable[[int], Awaitable[Any]], n_requests: int, concurrency: int, duration: float
+) -> dict[str, float]:
     """``concurrency`` workers calling in a loop for ``duration`` seconds; latency percentiles and rps."""
     latencies: list[float] = []
     stop_at = time.perf_counter() + duration
@@ -128,9 +144,12 @@ async def load(call: Callable[[int], Awaitable[Any]], n_requests: int, concurren
     started = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"p50_ms": round(float(np.percentile(latencies, 50)), 3),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 3),
-            "rps": round(len(latencies) / elapsed, 1), "requests": len(latencies)}
+    return {
+        "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 3),
+        "rps": round(len(latencies) / elapsed, 1),
+        "requests": len(latencies),
+    }
 
 
 @dataclass
@@ -142,11 +161,19 @@ class Stack:
     target: str
 
 
-async def measure(stack: Stack, bundle: Bundle, rows: list[int], users: list[str], concurrencies: list[int],
-                  duration: float, settings: Settings) -> dict[str, Any]:
+async def measure(
+    stack: Stack,
+    bundle: Bundle,
+    rows: list[int],
+    users: list[str],
+    concurrencies: list[int],
+    duration: float,
+    settings: Settings,
+) -> dict[str, Any]:
     runs, overhead, degraded, plans, batches = [], {}, {}, {}, {}
-    requests = [direct_request(bundle, row, settings.default_variant, settings.candidates, settings.two_stage)
-                for row in rows]
+    requests = [
+        direct_request(bundle, row, settings.default_variant, settings.candidates, settings.two_stage) for row in rows
+    ]
     # One shared channel per path, as the server itself shares one channel to Triton.
     triton = tritonaio.InferenceServerClient(stack.triton.grpc_url)
     sdk = AsyncRecommenderClient(stack.target, timeout=30)
@@ -166,11 +193,23 @@ async def measure(stack: Stack, bundle: Bundle, rows: list[int], users: list[str
             before = scrape(stack.triton.metrics_url)
             stats = await load(call, len(rows), concurrency, duration)
             per_model = batching_between(before, scrape(stack.triton.metrics_url))
-            runs.append({"concurrency": concurrency, "path": path, **stats,
-                         "triton_avg_batch": {m: v["avg_batch"] for m, v in per_model.items()},
-                         "triton": per_model})
-            log.info("%s concurrency=%d path=%s %s batches=%s", stack.label, concurrency, path, stats,
-                     runs[-1]["triton_avg_batch"])
+            runs.append(
+                {
+                    "concurrency": concurrency,
+                    "path": path,
+                    **stats,
+                    "triton_avg_batch": {m: v["avg_batch"] for m, v in per_model.items()},
+                    "triton": per_model,
+                }
+            )
+            log.info(
+                "%s concurrency=%d path=%s %s batches=%s",
+                stack.label,
+                concurrency,
+                path,
+                stats,
+                runs[-1]["triton_avg_batch"],
+            )
             if path == "server":
                 degraded[str(concurrency)] = round(float(np.mean([d for d, _ in seen])), 4)
                 plans[str(concurrency)] = dict(Counter(plan for _, plan in seen))
@@ -179,31 +218,52 @@ async def measure(stack: Stack, bundle: Bundle, rows: list[int], users: list[str
         overhead[str(concurrency)] = round(b["p50_ms"] / a["p50_ms"], 3)
     await triton.close()
     await sdk.close()
-    return {"runs": runs, "overhead_p50": overhead, "degraded_share": degraded, "plans": plans,
-            "triton_avg_batch": batches}
+    return {
+        "runs": runs,
+        "overhead_p50": overhead,
+        "degraded_share": degraded,
+        "plans": plans,
+        "triton_avg_batch": batches,
+    }
 
 
 def _run(runs: list[dict[str, Any]], concurrency: int, path: str) -> dict[str, Any]:
     return next(r for r in runs if r["concurrency"] == concurrency and r["path"] == path)
 
 
-async def compare(stacks: list[Stack], bundle: Bundle, rows: list[int], users: list[str], concurrencies: list[int],
-                  duration: float, settings: Settings) -> dict[str, Any]:
+async def compare(
+    stacks: list[Stack],
+    bundle: Bundle,
+    rows: list[int],
+    users: list[str],
+    concurrencies: list[int],
+    duration: float,
+    settings: Settings,
+) -> dict[str, Any]:
     """Each concurrency on every stack in turn (batched, then unbatched), so both see the same machine state."""
     parts: dict[str, list[dict[str, Any]]] = {s.label: [] for s in stacks}
     for concurrency in concurrencies:
         for stack in stacks:
             parts[stack.label].append(await measure(stack, bundle, rows, users, [concurrency], duration, settings))
-    merged = {label: {key: ({k: v for p in pieces for k, v in p[key].items()} if isinstance(pieces[0][key], dict)
-                            else [r for p in pieces for r in p[key]]) for key in pieces[0]}
-              for label, pieces in parts.items()}
+    merged = {
+        label: {
+            key: (
+                {k: v for p in pieces for k, v in p[key].items()}
+                if isinstance(pieces[0][key], dict)
+                else [r for p in pieces for r in p[key]]
+            )
+            for key in pieces[0]
+        }
+        for label, pieces in parts.items()
+    }
     report = merged[stacks[0].label]
     if len(stacks) > 1:
         other = merged[stacks[1].label]
         report[stacks[1].label] = other
         report["server_rps_vs_unbatched"] = {
             str(c): round(_run(report["runs"], c, "server")["rps"] / _run(other["runs"], c, "server")["rps"], 3)
-            for c in concurrencies}
+            for c in concurrencies
+        }
     report["bars"] = bars(report, concurrencies)
     return report
 
@@ -215,8 +275,11 @@ def bars(report: dict[str, Any], concurrencies: list[int]) -> dict[str, Any]:
         batches = report["triton_avg_batch"]["32"]
         for role in ("sae", "rbm"):
             sizes = [v for m, v in batches.items() if m.startswith(f"{role}_")]
-            out[f"{role}_avg_batch_c32"] = {"value": max(sizes, default=0.0), "bar": 4.0,
-                                            "met": max(sizes, default=0.0) >= 4.0}
+            out[f"{role}_avg_batch_c32"] = {
+                "value": max(sizes, default=0.0),
+                "bar": 4.0,
+                "met": max(sizes, default=0.0) >= 4.0,
+            }
         if "server_rps_vs_unbatched" in report:
             ratio = report["server_rps_vs_unbatched"]["32"]
             out["server_rps_vs_unbatched_c32"] = {"value": ratio, "bar": 1.5, "goal": 2.0, "met": ratio >= 1.5}
@@ -247,11 +310,17 @@ async def served_quality(server_target: str, data: Path, split_name: str, limit:
             extra: dict[str, Any] = {}
             if {"age", "gender", "occupation"} <= set(demographics.columns):
                 person = demographics.iloc[user]
-                extra = {"age": int(person["age"]), "gender": str(person["gender"]),
-                         "occupation": str(person["occupation"])}
-            result = await client.recommend(k=10, ratings={raw_items[i]: float(r) for i, r in
-                                                           zip(row.indices, row.data, strict=True)},
-                                            budget_ms=5000, **extra)
+                extra = {
+                    "age": int(person["age"]),
+                    "gender": str(person["gender"]),
+                    "occupation": str(person["occupation"]),
+                }
+            result = await client.recommend(
+                k=10,
+                ratings={raw_items[i]: float(r) for i, r in zip(row.indices, row.data, strict=True)},
+                budget_ms=5000,
+                **extra,
+            )
             lists.append([dataset.item_ids.index_of(item.item_id) for item in result.items])
     return {"split": split_name, "users": len(users), "ndcg@10": round(ndcg10_of(np.asarray(lists), task), 4)}
 
@@ -266,11 +335,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quality-users", type=int, default=1000, help="held-out users for served NDCG@10 (0: skip)")
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--split", default="u1")
-    parser.add_argument("--catalog", choices=CATALOGS, default="default",
-                        help="the configured bundle and repository, or a 60k-item synthetic one (built once)")
+    parser.add_argument(
+        "--catalog",
+        choices=CATALOGS,
+        default="default",
+        help="the configured bundle and repository, or a 60k-item synthetic one (built once)",
+    )
     parser.add_argument("--no-unbatched", action="store_true", help="skip the comparison with batching off")
-    parser.add_argument("--queue-delay-us", type=int, default=None,
-                        help="override every model's max_queue_delay_microseconds (for tuning)")
+    parser.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=None,
+        help="override every model's max_queue_delay_microseconds (for tuning)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "serving.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -289,8 +366,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as state, ExitStack() as running:
         repositories = {"batched": chosen.repository}
         if args.queue_delay_us is not None:
-            repositories["batched"] = copy_with_batching(chosen.repository, Path(state) / "batched",
-                                                         args.queue_delay_us)
+            repositories["batched"] = copy_with_batching(
+                chosen.repository, Path(state) / "batched", args.queue_delay_us
+            )
         if not args.no_unbatched:
             repositories["unbatched"] = copy_with_batching(chosen.repository, Path(state) / "unbatched", None)
         stacks = []
@@ -299,32 +377,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (Path(state) / label).mkdir(exist_ok=True)
             # Only the variant the workload uses: every loaded model is a Python-backend process,
             # and loading the int8 ones too took minutes on a busy 2-core machine.
-            process, target = start_server(triton.grpc_url, Path(state) / label, "--metrics-port", "null",
-                                           "--bundle", str(chosen.bundle), "--max-concurrent-rpcs", "1024",
-                                           # Every answer computed: cached answers would skip the models the
-                                           # bench compares with direct calls.
-                                           "--cache-ttl-s", "0",
-                                           # The server loads its pinned versions with the config of its own
-                                           # repository: without this, the unbatched Triton got batching back.
-                                           "--model-repository", str(repository),
-                                           "--variants", json.dumps([settings.default_variant]), timeout=900)
+            process, target = start_server(
+                triton.grpc_url,
+                Path(state) / label,
+                "--metrics-port",
+                "null",
+                "--bundle",
+                str(chosen.bundle),
+                "--max-concurrent-rpcs",
+                "1024",
+                # Every answer computed: cached answers would skip the models the
+                # bench compares with direct calls.
+                "--cache-ttl-s",
+                "0",
+                # The server loads its pinned versions with the config of its own
+                # repository: without this, the unbatched Triton got batching back.
+                "--model-repository",
+                str(repository),
+                "--variants",
+                json.dumps([settings.default_variant]),
+                timeout=900,
+            )
             running.callback(stop_server, process)
             stacks.append(Stack(label, triton, target))
         report = asyncio.run(compare(stacks, bundle, rows, users, concurrencies, args.duration, settings))
         if args.quality_users:
-            report["quality"] = asyncio.run(served_quality(stacks[0].target, args.data, args.split,
-                                                           args.quality_users))
-        delays = {m: read_config(chosen.repository / m).dynamic_batching.max_queue_delay_microseconds
-                  for m in bundle.manifest.get("repository", {}) if (chosen.repository / m).is_dir()}
-    report["meta"] = {"dataset": bundle.manifest.get("dataset"), "catalog": args.catalog,
-                      "catalog_size": bundle.n_items,
-                      "bundle_version": bundle.version, "variant": settings.default_variant,
-                      "two_stage": settings.two_stage,
-                      "duration_s": args.duration, "users": len(users), "cpus": os.cpu_count(),
-                      "load_average": [round(x, 2) for x in os.getloadavg()],
-                      "queue_delay_us": args.queue_delay_us if args.queue_delay_us is not None else delays,
-                      "request": "Recommend(user_id, k=10): the full rung",
-                      "models": sorted(m for m, w in bundle.fusion.weights.items() if w > 0)}
+            report["quality"] = asyncio.run(served_quality(stacks[0].target, args.data, args.split, args.quality_users))
+        delays = {
+            m: read_config(chosen.repository / m).dynamic_batching.max_queue_delay_microseconds
+            for m in bundle.manifest.get("repository", {})
+            if (chosen.repository / m).is_dir()
+        }
+    report["meta"] = {
+        "dataset": bundle.manifest.get("dataset"),
+        "catalog": args.catalog,
+        "catalog_size": bundle.n_items,
+        "bundle_version": bundle.version,
+        "variant": settings.default_variant,
+        "two_stage": settings.two_stage,
+        "duration_s": args.duration,
+        "users": len(users),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "queue_delay_us": args.queue_delay_us if args.queue_delay_us is not None else delays,
+        "request": "Recommend(user_id, k=10): the full rung",
+        "models": sorted(m for m, w in bundle.fusion.weights.items() if w > 0),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

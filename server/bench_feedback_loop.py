@@ -55,8 +55,9 @@ def cross_replica(replicas: list[Any], items: list[int]) -> bool:
         before = on_b.recommend("bench-cross-replica", k=10)
         on_a.record_feedback("bench-cross-replica", ratings={i: 5.0 for i in items[:3]})
         after = on_b.recommend("bench-cross-replica", k=10)
-    return (before.profile_version, after.profile_version) == (0, 3) and \
-        [i.item_id for i in before.items] != [i.item_id for i in after.items]
+    return (before.profile_version, after.profile_version) == (0, 3) and [i.item_id for i in before.items] != [
+        i.item_id for i in after.items
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     horror = dataset.genres[:, dataset.genre_names.index("Horror")] == 1
     horror_items = set(dataset.item_ids.raw_ids[horror].tolist())
     counts = np.bincount(dataset.ratings["item"].to_numpy(), minlength=dataset.n_items)
-    long_tail = np.argsort(-counts, kind="stable")[dataset.n_items // 2:]  # the less rated half of the catalogue
+    long_tail = np.argsort(-counts, kind="stable")[dataset.n_items // 2 :]  # the less rated half of the catalogue
     details: dict[str, Any] = {}
     with ValkeyServer(work / "valkey") as valkey, EmbeddedTriton(repo, startup_timeout=180) as triton:
         replicas = start_replicas(triton.grpc_url, work, valkey.url, bundle, repo)
@@ -99,9 +100,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stored = sum(1 for e in store.events_after() if e.event_id.startswith("u1test-"))
             store.close()
             # The replicas keep serving while the retrain runs: the new bundle reaches them live.
-            gate = retrain.main(["--feedback", valkey.url, "--data", str(args.data), "--state-dir", str(state),
-                                 "--out", str(repo), "--bundle", str(bundle),
-                                 *(f"--train-arg={a}" for a in args.train_arg)])
+            gate = retrain.main(
+                [
+                    "--feedback",
+                    valkey.url,
+                    "--data",
+                    str(args.data),
+                    "--state-dir",
+                    str(state),
+                    "--out",
+                    str(repo),
+                    "--bundle",
+                    str(bundle),
+                    *(f"--train-arg={a}" for a in args.train_arg),
+                ]
+            )
             users = [str(u) for u in test["user"].unique()]
             rollout = roll_out(replicas, bundle, users, args.stage_s)
             details["bundle_after_rollout"] = rollout["promoted_bundle"]
@@ -109,8 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             details["psi_right_after_rollout"] = _max_psi(replicas)[1]
             with RecommenderClient([r.target for r in replicas], timeout=10) as client:
                 shifted = dataset.ratings[horror[dataset.ratings["item"].to_numpy()]].sample(3000, random_state=0)
-                raw = shifted.assign(user=dataset.user_ids.to_raw(shifted["user"]),
-                                     item=dataset.item_ids.to_raw(shifted["item"]))
+                raw = shifted.assign(
+                    user=dataset.user_ids.to_raw(shifted["user"]), item=dataset.item_ids.to_raw(shifted["item"])
+                )
                 replay(client, raw, "horror", retry_share=0.0)
                 # New users who disliked a dozen long-tail items each ask once: the models' scores shift.
                 rng = np.random.default_rng(0)
@@ -122,28 +136,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stop_replicas(replicas)
     cross_ok = ok and all(n > 0 for n in details["feedback_calls_per_replica"])
     held = len(sent.held_back)
-    report = {"events_sent": sent.events_sent, "events_stored": stored,
-              "duplicates_ignored": sent.duplicates_ignored, "cross_replica_ok": cross_ok,
-              "cache": {k: cache[k] for k in ("hit_rate", "p50_ms_hit", "p50_ms_miss")},
-              "retrain": {"before_ndcg@10": round(gate["before_ndcg@10"], 4),
-                          "after_ndcg@10": round(gate["after_ndcg@10"], 4),
-                          "eval": f"ensemble NDCG@10 on the {held} held-back ratings (each u1.test user's last "
-                                  "rating, never replayed; relevant >= 4); both models rank the full catalogue "
-                                  "given u1.base + the replayed feedback as history"},
-              "drift": {"in_distribution_max_psi": round(in_psi, 4), "shifted_max_psi": round(shifted_psi, 4)},
-              "rollout": {k: rollout[k] for k in ("method", "outcome", "promoted_bundle", "replica_bundles",
-                                                  "seconds", "answers_by_bundle", "failed_calls")}}
-    details.update(retries=sent.retried_events, new_events_reported=sent.new_events, gate=gate["gate"],
-                   cache_calls=cache["calls"], rollout_log=rollout["log"])
+    report = {
+        "events_sent": sent.events_sent,
+        "events_stored": stored,
+        "duplicates_ignored": sent.duplicates_ignored,
+        "cross_replica_ok": cross_ok,
+        "cache": {k: cache[k] for k in ("hit_rate", "p50_ms_hit", "p50_ms_miss")},
+        "retrain": {
+            "before_ndcg@10": round(gate["before_ndcg@10"], 4),
+            "after_ndcg@10": round(gate["after_ndcg@10"], 4),
+            "eval": f"ensemble NDCG@10 on the {held} held-back ratings (each u1.test user's last "
+            "rating, never replayed; relevant >= 4); both models rank the full catalogue "
+            "given u1.base + the replayed feedback as history",
+        },
+        "drift": {"in_distribution_max_psi": round(in_psi, 4), "shifted_max_psi": round(shifted_psi, 4)},
+        "rollout": {
+            k: rollout[k]
+            for k in (
+                "method",
+                "outcome",
+                "promoted_bundle",
+                "replica_bundles",
+                "seconds",
+                "answers_by_bundle",
+                "failed_calls",
+            )
+        },
+    }
+    details.update(
+        retries=sent.retried_events,
+        new_events_reported=sent.new_events,
+        gate=gate["gate"],
+        cache_calls=cache["calls"],
+        rollout_log=rollout["log"],
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     args.out.with_name("feedback_loop_details.json").write_text(json.dumps(details, indent=1, default=str))
-    bars = {"events_stored == unique events sent": report["events_stored"] == sent.events_sent,
-            "duplicates_ignored == retried events": sent.duplicates_ignored == sent.retried_events,
-            "cross_replica_ok": cross_ok, "in-distribution max PSI < 0.1": in_psi < 0.1,
-            "shifted max PSI > 0.25": shifted_psi > 0.25,
-            "rolled out live to every replica": rollout["outcome"] == "retired"
-            and set(rollout["replica_bundles"]) == {rollout["promoted_bundle"]}}
+    bars = {
+        "events_stored == unique events sent": report["events_stored"] == sent.events_sent,
+        "duplicates_ignored == retried events": sent.duplicates_ignored == sent.retried_events,
+        "cross_replica_ok": cross_ok,
+        "in-distribution max PSI < 0.1": in_psi < 0.1,
+        "shifted max PSI > 0.25": shifted_psi > 0.25,
+        "rolled out live to every replica": rollout["outcome"] == "retired"
+        and set(rollout["replica_bundles"]) == {rollout["promoted_bundle"]},
+    }
     print(json.dumps({**report, "bars": bars}, indent=1))
     return report
 

@@ -79,12 +79,17 @@ def drive(admin: RolloutAdminClient, bundles: dict[str, Path], phases: Phases, s
     with phases.phase("after_rollback"):
         time.sleep(seconds / 2)
     trigger = state.outcome.split("(", 1)[1].split(")", 1)[0] if state.outcome.startswith("rolled back (") else ""
-    return {"trigger": trigger, "reason": state.outcome, "automatic": trigger not in ("", "operator"),
-            "seconds_to_rollback": round(ended - started, 2) if ended else None}
+    return {
+        "trigger": trigger,
+        "reason": state.outcome,
+        "automatic": trigger not in ("", "operator"),
+        "seconds_to_rollback": round(ended - started, 2) if ended else None,
+    }
 
 
-def summarise(rows: list[dict[str, Any]], phases: Phases, pins: dict[str, dict[str, str]],
-              rollback: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def summarise(
+    rows: list[dict[str, Any]], phases: Phases, pins: dict[str, dict[str, str]], rollback: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     report_phases, mixed = [], 0
     for row in rows:
         if row["ok"]:
@@ -94,23 +99,34 @@ def summarise(rows: list[dict[str, Any]], phases: Phases, pins: dict[str, dict[s
         inside = [r for r in rows if start <= r["t"] < end]
         ms = np.asarray([r["ms"] for r in inside if r["ok"]]) if inside else np.zeros(0)
         answered = [r for r in inside if r["ok"]]
-        report_phases.append({
-            "phase": name, "seconds": round(end - start, 1), "requests": len(inside),
-            "failures": sum(not r["ok"] for r in inside),
-            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
-            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
-            "degraded_share": round(sum(r["degraded"] for r in answered) / len(answered), 4) if answered else 0.0,
-            "bundle_versions": dict(Counter(r["bundle"] for r in answered))})
+        report_phases.append(
+            {
+                "phase": name,
+                "seconds": round(end - start, 1),
+                "requests": len(inside),
+                "failures": sum(not r["ok"] for r in inside),
+                "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+                "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+                "degraded_share": round(sum(r["degraded"] for r in answered) / len(answered), 4) if answered else 0.0,
+                "bundle_versions": dict(Counter(r["bundle"] for r in answered)),
+            }
+        )
     steady = next(p for p in report_phases if p["phase"] == "steady")["p99_ms"]
     failures = sum(not r["ok"] for r in rows)
-    bars = {"no_failures": failures == 0, "no_mixed_answers": mixed == 0,
-            "p99_within_1.5x_steady": all(p["p99_ms"] is None or p["p99_ms"] <= P99_BAR * steady
-                                          for p in report_phases),
-            "bad_bundle_rolled_back_automatically": bool(rollback.get("automatic"))}
+    bars = {
+        "no_failures": failures == 0,
+        "no_mixed_answers": mixed == 0,
+        "p99_within_1.5x_steady": all(p["p99_ms"] is None or p["p99_ms"] <= P99_BAR * steady for p in report_phases),
+        "bad_bundle_rolled_back_automatically": bool(rollback.get("automatic")),
+    }
     # The report's keys are exactly the issue's; the bars and the rollback's reason go to stdout.
-    report = {"phases": report_phases, "failures": failures, "mixed_answers": mixed,
-              "rollback": {"trigger": rollback["trigger"], "seconds_to_rollback": rollback["seconds_to_rollback"]},
-              "steady_p99_ms": steady}
+    report = {
+        "phases": report_phases,
+        "failures": failures,
+        "mixed_answers": mixed,
+        "rollback": {"trigger": rollback["trigger"], "seconds_to_rollback": rollback["seconds_to_rollback"]},
+        "steady_p99_ms": steady,
+    }
     return report, {**bars, "rollback_reason": rollback["reason"]}
 
 
@@ -131,22 +147,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from server.process import start_server, stop_server
 
     bundles = build_bundles(args.data, args.work, args.epochs)
-    pins = {load_bundle(b).version: {m: str(v) for m, v in load_bundle(b).manifest["repository"].items()}
-            for b in bundles.values()}
+    pins = {
+        load_bundle(b).version: {m: str(v) for m, v in load_bundle(b).manifest["repository"].items()}
+        for b in bundles.values()
+    }
     users = sorted(int(u) for u in load_bundle(bundles["live"]).user_index)
     phases = Phases()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedTriton(args.work / "model_repository") as triton:
         admin_port, rows_path = free_port(), Path(tmp) / "rows.jsonl"
         server, target = start_server(
-            triton.grpc_url, Path(tmp), "--bundle", str(bundles["live"]), "--metrics-port", "null",
-            "--model-repository", str(args.work / "model_repository"), "--variants", '["torchscript_fp32"]',
-            "--admin-port", str(admin_port), "--rollout-state-dir", str(Path(tmp) / "rollout"),
-            "--max-concurrent-rpcs", "1024")
+            triton.grpc_url,
+            Path(tmp),
+            "--bundle",
+            str(bundles["live"]),
+            "--metrics-port",
+            "null",
+            "--model-repository",
+            str(args.work / "model_repository"),
+            "--variants",
+            '["torchscript_fp32"]',
+            "--admin-port",
+            str(admin_port),
+            "--rollout-state-dir",
+            str(Path(tmp) / "rollout"),
+            "--max-concurrent-rpcs",
+            "1024",
+        )
         locust = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", "-u",
-             str(args.users), "-r", str(args.users), "--host", target, "--rows-out", str(rows_path),
-             "--known-users", f"{users[0]}-{users[-1]}", "--wait-ms", args.wait_ms, "--loglevel", "WARNING"],
-            cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(LOCUSTFILE),
+                "--headless",
+                "--only-summary",
+                "-u",
+                str(args.users),
+                "-r",
+                str(args.users),
+                "--host",
+                target,
+                "--rows-out",
+                str(rows_path),
+                "--known-users",
+                f"{users[0]}-{users[-1]}",
+                "--wait-ms",
+                args.wait_ms,
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=ROOT,
+        )
         try:
             time.sleep(10)  # users spawned, first-call costs paid: not part of any phase
             with RolloutAdminClient(f"127.0.0.1:{admin_port}", timeout=600) as admin:
@@ -155,17 +207,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             locust.send_signal(signal.SIGINT)
             locust.wait(60)
             stop_server(server)
-            rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line] \
-                if rows_path.exists() else []
+            rows = (
+                [json.loads(line) for line in rows_path.read_text().splitlines() if line] if rows_path.exists() else []
+            )
     report, bars = summarise(rows, phases, pins, rollback)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-    print(f"\n{'phase':<15} {'s':>6} {'requests':>9} {'failures':>9} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'degraded':>9}  bundles")
+    print(
+        f"\n{'phase':<15} {'s':>6} {'requests':>9} {'failures':>9} {'p50 ms':>7} {'p99 ms':>7} {'degraded':>9}  bundles"
+    )
     for p in report["phases"]:
-        print(f"{p['phase']:<15} {p['seconds']:>6.1f} {p['requests']:>9} {p['failures']:>9} {p['p50_ms'] or 0:>7.1f} "
-              f"{p['p99_ms'] or 0:>7.1f} {p['degraded_share']:>8.1%}  {p['bundle_versions']}")
+        print(
+            f"{p['phase']:<15} {p['seconds']:>6.1f} {p['requests']:>9} {p['failures']:>9} {p['p50_ms'] or 0:>7.1f} "
+            f"{p['p99_ms'] or 0:>7.1f} {p['degraded_share']:>8.1%}  {p['bundle_versions']}"
+        )
     print("bars:", json.dumps(bars, indent=1))
     return report
 

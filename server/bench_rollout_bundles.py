@@ -30,8 +30,10 @@ KEEP_VERSIONS = 100  # the live bundle's versions must stay on disk while a cand
 
 def build_bundles(data: Path, work: Path, epochs: int) -> dict[str, Path]:
     """{"live", "candidate", "wrong"} -> bundle folders; ``work/model_repository`` holds their models."""
-    bundles = {name: work / "serving_bundle" / str(number) for number, name in
-               enumerate(("live", "candidate", "wrong"), start=1)}
+    bundles = {
+        name: work / "serving_bundle" / str(number)
+        for number, name in enumerate(("live", "candidate", "wrong"), start=1)
+    }
     if all((b / "manifest.json").is_file() for b in bundles.values()):
         return bundles
     dataset = load_movielens(data)
@@ -39,17 +41,48 @@ def build_bundles(data: Path, work: Path, epochs: int) -> dict[str, Path]:
     prepared = prepare(dataset, split)
     repository = work / "model_repository"
     for seed in (0, 1):  # live, then the candidate: the same recipe, trained afresh
-        trained = train_models(prepared, ["sae", "rbm", "two_tower"], seed=seed, max_epochs=epochs, progress=False,
-                               device="cpu", ensemble=False)
-        rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS,
-                             top_n=DEFAULT_TOP_N, keep_versions=KEEP_VERSIONS)
-        manifest = {"registry_versions": {}, "alias": f"bench-seed-{seed}", "top_n": DEFAULT_TOP_N,
-                    "repository": {r["repository_model"]: r["version"] for r in rows}}
-        folder = write_bundle(work / "serving_bundle", dataset, trained.models["popularity"],
-                              trained.models["two_tower"], Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS))),
-                              manifest, repository=repository)
+        trained = train_models(
+            prepared,
+            ["sae", "rbm", "two_tower"],
+            seed=seed,
+            max_epochs=epochs,
+            progress=False,
+            device="cpu",
+            ensemble=False,
+        )
+        rows = export_models(
+            trained.models,
+            dataset,
+            split.train,
+            split.test,
+            repository,
+            variants=VARIANTS,
+            top_n=DEFAULT_TOP_N,
+            keep_versions=KEEP_VERSIONS,
+        )
+        manifest = {
+            "registry_versions": {},
+            "alias": f"bench-seed-{seed}",
+            "top_n": DEFAULT_TOP_N,
+            "repository": {r["repository_model"]: r["version"] for r in rows},
+        }
+        folder = write_bundle(
+            work / "serving_bundle",
+            dataset,
+            trained.models["popularity"],
+            trained.models["two_tower"],
+            Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS))),
+            manifest,
+            repository=repository,
+        )
         log.info("bundle %s from seed %d", folder, seed)
     candidate = json.loads((bundles["candidate"] / "manifest.json").read_text())
-    clone_bundle(bundles["candidate"], bundles["wrong"], repository,
-                 model_version=max(candidate["repository"].values()) + 1, bundle_version=3, scramble=True)
+    clone_bundle(
+        bundles["candidate"],
+        bundles["wrong"],
+        repository,
+        model_version=max(candidate["repository"].values()) + 1,
+        bundle_version=3,
+        scramble=True,
+    )
     return bundles

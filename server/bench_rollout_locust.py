@@ -59,16 +59,21 @@ class RolloutUser(User):
         row: dict[str, Any] = {"t": wall, "name": name}
         try:
             result = call()
-            row.update(ok=True, bundle=result.bundle_version, degraded=result.degraded,
-                       calls=[[c.model, c.version] for c in result.model_calls if c.ok])
+            row.update(
+                ok=True,
+                bundle=result.bundle_version,
+                degraded=result.degraded,
+                calls=[[c.model, c.version] for c in result.model_calls if c.ok],
+            )
             exception = None
         except RecsysError as err:
             row.update(ok=False, error=str(err))
             exception = err
         row["ms"] = (time.perf_counter() - started) * 1000
         rows[0].write(json.dumps(row) + "\n")
-        self.environment.events.request.fire(request_type="grpc", name=name, response_time=row["ms"],
-                                             response_length=0, exception=exception, context={})
+        self.environment.events.request.fire(
+            request_type="grpc", name=name, response_time=row["ms"], response_length=0, exception=exception, context={}
+        )
 
     @task(5)
     def known_user(self) -> None:

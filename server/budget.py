@@ -32,8 +32,11 @@ from server.triton_models import ModelPool
 
 # Branch -> the roles it calls, in order; a branch with alternatives uses the first whose models
 # are all ready (the one-graph two-tower model, else its two halves in a row).
-BRANCHES = {"sae": (("sae",),), "rbm": (("rbm",),),
-            "two_tower": (("two_tower",), ("two_tower_user", "two_tower_items"))}
+BRANCHES = {
+    "sae": (("sae",),),
+    "rbm": (("rbm",),),
+    "two_tower": (("two_tower",), ("two_tower_user", "two_tower_items")),
+}
 GENERATOR = "two_tower"  # the candidate generator of a two-stage plan; the other branches rank
 
 
@@ -94,8 +97,9 @@ def _staged(pool: ModelPool, plan: Plan) -> Plan:
     return replace(plan, cost_ms=predicted_ms(pool, plan.branches[GENERATOR]) + rankers, staged=True)
 
 
-def choose_plan(pool: ModelPool, branches: list[str], precision: str, available_ms: float,
-                candidates: int, two_stage: bool = True) -> tuple[Plan, list[Plan]]:
+def choose_plan(
+    pool: ModelPool, branches: list[str], precision: str, available_ms: float, candidates: int, two_stage: bool = True
+) -> tuple[Plan, list[Plan]]:
     """The best plan predicted to fit ``available_ms``, and every plan considered (for logs and tests).
 
     Models that are not ready are left out of every plan, which is how a Triton that is down

@@ -116,8 +116,14 @@ def resolve(path: Path) -> Path:
     """A bundle version folder, or the newest numbered one under ``path``."""
     if (path / "manifest.json").is_file():
         return path
-    numbered = sorted((p for p in path.iterdir() if p.name.isdigit() and (p / "manifest.json").is_file()),
-                      key=lambda p: int(p.name)) if path.is_dir() else []
+    numbered = (
+        sorted(
+            (p for p in path.iterdir() if p.name.isdigit() and (p / "manifest.json").is_file()),
+            key=lambda p: int(p.name),
+        )
+        if path.is_dir()
+        else []
+    )
     if not numbered:
         raise BundleError(f"no serving bundle under {path}; run `make export` (it trains first if needed)")
     return numbered[-1]
@@ -129,8 +135,10 @@ def load_bundle(path: Path) -> Bundle:
         manifest = json.loads((folder / "manifest.json").read_text())
         schema = manifest.get("schema_version", 1)
         if schema not in SCHEMA_VERSIONS:
-            raise BundleError(f"serving bundle {folder} has schema version {schema}; this server reads "
-                              f"{', '.join(map(str, SCHEMA_VERSIONS))}: upgrade the server or export with its version")
+            raise BundleError(
+                f"serving bundle {folder} has schema version {schema}; this server reads "
+                f"{', '.join(map(str, SCHEMA_VERSIONS))}: upgrade the server or export with its version"
+            )
         id_maps_text = (folder / "id_maps.json").read_text()
         catalog = json.loads((folder / "catalog.json").read_text())
         id_maps = json.loads(id_maps_text)
@@ -152,17 +160,23 @@ def load_bundle(path: Path) -> Bundle:
     scale = manifest["scale"]
     expected = manifest.get("catalog", {}).get("id_maps_sha256")
     if expected and hashlib.sha256(id_maps_text.encode()).hexdigest() != expected:
-        raise BundleError(f"serving bundle {folder}: id_maps.json is not the one its manifest was written with "
-                          "(sha256 differs); the models' item indices would point at other items; re-export")
+        raise BundleError(
+            f"serving bundle {folder}: id_maps.json is not the one its manifest was written with "
+            "(sha256 differs); the models' item indices would point at other items; re-export"
+        )
     bundle = Bundle(
-        folder=folder, manifest=manifest,
+        folder=folder,
+        manifest=manifest,
         item_ids=np.asarray(id_maps["items"], dtype=np.int64),
         titles=[item["title"] for item in items],
         years=np.asarray([item["year"] or 0 for item in items], dtype=np.int64),
-        genre_names=genre_names, genres=genres,
+        genre_names=genre_names,
+        genres=genres,
         user_index={str(raw): i for i, raw in enumerate(id_maps["users"])},
-        popularity=popularity["score"].astype(np.float64), counts=popularity["counts"].astype(np.float64),
-        histories=histories, scale=(float(scale["low"]), float(scale["high"])),
+        popularity=popularity["score"].astype(np.float64),
+        counts=popularity["counts"].astype(np.float64),
+        histories=histories,
+        scale=(float(scale["low"]), float(scale["high"])),
         fusion=Fusion(spec["method"], {k: float(v) for k, v in spec["weights"].items()}, float(spec.get("rrf_k", 60))),
         item_embeddings=np.load(embeddings).astype(np.float32) if embeddings.is_file() else None,
         demographics=np.load(demographics) if demographics.is_file() else None,
@@ -175,9 +189,12 @@ def load_bundle(path: Path) -> Bundle:
 def check_consistency(bundle: Bundle) -> None:
     """Every per-item and per-user table has the catalogue's and id maps' sizes (raises BundleError)."""
     items, users = bundle.n_items, len(bundle.user_index)
-    sizes = {"catalog.json items": (len(bundle.titles), items), "popularity.npz": (len(bundle.popularity), items),
-             "histories.npz columns": (bundle.histories.shape[1], items),
-             "histories.npz rows": (bundle.histories.shape[0], users)}
+    sizes = {
+        "catalog.json items": (len(bundle.titles), items),
+        "popularity.npz": (len(bundle.popularity), items),
+        "histories.npz columns": (bundle.histories.shape[1], items),
+        "histories.npz rows": (bundle.histories.shape[0], users),
+    }
     if bundle.item_embeddings is not None:
         sizes["item_embeddings.npy rows"] = (len(bundle.item_embeddings), items)
     if bundle.demographics is not None:

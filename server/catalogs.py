@@ -41,10 +41,29 @@ def synthetic_60k(root: Path = ROOT / "var" / "catalogs" / "synthetic-60k") -> C
     data, state = root / "data", root / "state"
     if not (data / "u.data").is_file():
         _run("training.data.synthetic", str(data), "--items", "60000", "--users", "3000")
-    _run("training.train", "--data", str(data), "--max-epochs", "2", "--fusion-steps", "2", "--no-progress",
-         "--state-dir", str(state))
-    _run("export", "--state-dir", str(state), "--out", str(catalog.repository), "--bundle", str(catalog.bundle),
-         "--variants", "torchscript_fp32,torchscript_int8")
+    _run(
+        "training.train",
+        "--data",
+        str(data),
+        "--max-epochs",
+        "2",
+        "--fusion-steps",
+        "2",
+        "--no-progress",
+        "--state-dir",
+        str(state),
+    )
+    _run(
+        "export",
+        "--state-dir",
+        str(state),
+        "--out",
+        str(catalog.repository),
+        "--bundle",
+        str(catalog.bundle),
+        "--variants",
+        "torchscript_fp32,torchscript_int8",
+    )
     fusion = catalog.bundle / "1" / "fusion.json"
     spec = json.loads(fusion.read_text())
     spec["weights"] = dict(ML100K_WEIGHTS)

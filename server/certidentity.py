@@ -56,8 +56,11 @@ def load_cert_principals(path: Path) -> dict[str, Principal]:
     principals = {}
     for identity, entry in entries.items():
         if not identity.startswith(PREFIXES) or not isinstance(entry, dict):
-            raise ValueError(f"{path} [{identity}]: keys are certificate identities starting with one of "
-                             f"{', '.join(PREFIXES)}, values objects {{name, roles, user_id?}}")
-        principals[identity] = principal_from(str(entry.get("name", identity)), entry.get("roles"),
-                                              entry.get("user_id"), f"{path} [{identity}]")
+            raise ValueError(
+                f"{path} [{identity}]: keys are certificate identities starting with one of "
+                f"{', '.join(PREFIXES)}, values objects {{name, roles, user_id?}}"
+            )
+        principals[identity] = principal_from(
+            str(entry.get("name", identity)), entry.get("roles"), entry.get("user_id"), f"{path} [{identity}]"
+        )
     return principals

@@ -21,20 +21,34 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
-                 issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
-                 usage: ExtendedKeyUsageOID | None = None, hosts: tuple[str, ...] = (),
-                 uris: tuple[str, ...] = ()) -> x509.Certificate:
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    usage: ExtendedKeyUsageOID | None = None,
+    hosts: tuple[str, ...] = (),
+    uris: tuple[str, ...] = (),
+) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=30))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if hosts or uris:
@@ -57,8 +71,9 @@ def write_dev_certs(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.
     files = {"ca": (ca, ca_key)}  # the CA key too: write_client_cert issues more client certificates
     for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(f"recsys {role}", key, ca.subject, ca_key, usage=usage,
-                            hosts=hosts if role == "server" else ())
+        cert = _certificate(
+            f"recsys {role}", key, ca.subject, ca_key, usage=usage, hosts=hosts if role == "server" else ()
+        )
         files[role] = (cert, key)
     paths: dict[str, Path] = {}
     for role, (cert, key) in files.items():
@@ -66,8 +81,9 @@ def write_dev_certs(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.
     return paths
 
 
-def write_client_cert(folder: Path, name: str, *, common_name: str, uris: tuple[str, ...] = (),
-                      dns: tuple[str, ...] = ()) -> dict[str, Path]:
+def write_client_cert(
+    folder: Path, name: str, *, common_name: str, uris: tuple[str, ...] = (), dns: tuple[str, ...] = ()
+) -> dict[str, Path]:
     """A client certificate ``<name>.pem``/``-key.pem`` naming ``common_name`` (and SAN ``uris``,
     ``dns``), signed by the CA that ``write_dev_certs`` left in ``folder``."""
     folder = Path(folder)
@@ -75,8 +91,9 @@ def write_client_cert(folder: Path, name: str, *, common_name: str, uris: tuple[
     ca_key = serialization.load_pem_private_key((folder / "ca-key.pem").read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey), "write_dev_certs makes EC CA keys"
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _certificate(common_name, key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH, hosts=dns,
-                        uris=uris)
+    cert = _certificate(
+        common_name, key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH, hosts=dns, uris=uris
+    )
     return _write(folder, name, cert, key)
 
 

@@ -8,8 +8,9 @@ from server.bundle import Bundle
 from server.fusion import RankedList
 
 
-def reasons(bundle: Bundle, picked: np.ndarray, liked: np.ndarray, lists: dict[str, RankedList],
-            popular_with: str) -> dict[int, list[str]]:
+def reasons(
+    bundle: Bundle, picked: np.ndarray, liked: np.ndarray, lists: dict[str, RankedList], popular_with: str
+) -> dict[int, list[str]]:
     """Reasons per picked catalogue index.
 
     ``liked``: indices of the user's items rated at or above the "liked" threshold;
@@ -23,8 +24,11 @@ def reasons(bundle: Bundle, picked: np.ndarray, liked: np.ndarray, lists: dict[s
         for row, idx in enumerate(picked):
             out[int(idx)].append(f"because you liked {bundle.titles[liked[best[row]]]}")
     for idx in picked:
-        positions = {name: np.flatnonzero(ranking.items[:100] == idx) for name, ranking in lists.items()
-                     if name not in ("popularity", "content")}
+        positions = {
+            name: np.flatnonzero(ranking.items[:100] == idx)
+            for name, ranking in lists.items()
+            if name not in ("popularity", "content")
+        }
         ranks = {name: int(p[0]) + 1 for name, p in positions.items() if len(p)}
         if ranks:
             name = min(ranks, key=ranks.__getitem__)

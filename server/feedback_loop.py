@@ -32,8 +32,12 @@ class Replica:
 
     def metric(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
-        return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
-                for s in f.samples if s.name == name}
+        return {
+            tuple(sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == name
+        }
 
     def requests(self, rpc: str) -> float:
         return sum(v for k, v in self.metric("recsys_requests_total").items() if ("rpc", rpc) in k)
@@ -42,18 +46,33 @@ class Replica:
         return {dict(k)["feature"]: v for k, v in self.metric("recsys_drift_psi").items() if not np.isnan(v)}
 
 
-def start_replicas(triton_url: str, state: Path, store: str, bundle: Path, repository: Path,
-                   count: int = 2) -> list[Replica]:
+def start_replicas(
+    triton_url: str, state: Path, store: str, bundle: Path, repository: Path, count: int = 2
+) -> list[Replica]:
     replicas = []
     for n in range(count):
         port, admin_port = free_port(), free_port()
         folder = state / f"replica{n}"
         folder.mkdir(parents=True, exist_ok=True)
         # One rollout pointer for all: a rollout started on one replica is followed by the others.
-        process, target = start_server(triton_url, folder, "--store", store, "--bundle", str(bundle),
-                                       "--model-repository", str(repository), "--metrics-port", str(port),
-                                       "--cache-ttl-s", "60",
-                                       "--admin-port", str(admin_port), "--rollout-state-dir", str(state / "rollout"))
+        process, target = start_server(
+            triton_url,
+            folder,
+            "--store",
+            store,
+            "--bundle",
+            str(bundle),
+            "--model-repository",
+            str(repository),
+            "--metrics-port",
+            str(port),
+            "--cache-ttl-s",
+            "60",
+            "--admin-port",
+            str(admin_port),
+            "--rollout-state-dir",
+            str(state / "rollout"),
+        )
         replicas.append(Replica(process, target, port, admin_port))
     return replicas
 
@@ -72,8 +91,14 @@ class Replay:
     held_back: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def replay(client: RecommenderClient, ratings: pd.DataFrame, prefix: str, retry_share: float = 0.1,
-           batch: int = 10, seed: int = 0) -> Replay:
+def replay(
+    client: RecommenderClient,
+    ratings: pd.DataFrame,
+    prefix: str,
+    retry_share: float = 0.1,
+    batch: int = 10,
+    seed: int = 0,
+) -> Replay:
     """Send ``ratings`` (raw ids) as feedback, each user's last rating held back; a ``retry_share`` of
     the calls is sent twice with the same event ids, as the SDK does when a response is lost."""
     rng = random.Random(seed)
@@ -83,9 +108,11 @@ def replay(client: RecommenderClient, ratings: pd.DataFrame, prefix: str, retry_
     sent = ordered.drop(last.index)
     for user, rows in sent.groupby("user"):
         for start in range(0, len(rows), batch):
-            chunk = rows.iloc[start:start + batch]
-            events = [Feedback(int(r.item), float(r.rating), int(r.timestamp) * 1000, f"{prefix}-{r.user}-{r.item}")
-                      for r in chunk.itertuples()]
+            chunk = rows.iloc[start : start + batch]
+            events = [
+                Feedback(int(r.item), float(r.rating), int(r.timestamp) * 1000, f"{prefix}-{r.user}-{r.item}")
+                for r in chunk.itertuples()
+            ]
             attempts = 2 if rng.random() < retry_share else 1
             for _ in range(attempts):
                 receipt = client.record_feedback(str(user), events=events)
@@ -96,13 +123,19 @@ def replay(client: RecommenderClient, ratings: pd.DataFrame, prefix: str, retry_
     return result
 
 
-def cache_probe(client: RecommenderClient, users: list[int], calls: int, zipf_s: float = 1.1,
-                twice_share: float = 0.2, seed: int = 0) -> dict[str, float]:
+def cache_probe(
+    client: RecommenderClient,
+    users: list[int],
+    calls: int,
+    zipf_s: float = 1.1,
+    twice_share: float = 0.2,
+    seed: int = 0,
+) -> dict[str, float]:
     """Recommend for Zipf-distributed users (a share asking twice in a row): hit rate and p50s."""
     rng = random.Random(seed)
     order = list(users)
     rng.shuffle(order)
-    weights = [1 / rank ** zipf_s for rank in range(1, len(order) + 1)]
+    weights = [1 / rank**zipf_s for rank in range(1, len(order) + 1)]
     timings: dict[bool, list[float]] = {True: [], False: []}
     made = 0
     while made < calls:
@@ -114,10 +147,12 @@ def cache_probe(client: RecommenderClient, users: list[int], calls: int, zipf_s:
                 timings[answer.cached].append((time.perf_counter() - started) * 1000)
             made += 1
     hits, misses = timings[True], timings[False]
-    return {"hit_rate": round(len(hits) / max(len(hits) + len(misses), 1), 4),
-            "p50_ms_hit": round(float(np.median(hits)), 3) if hits else float("nan"),
-            "p50_ms_miss": round(float(np.median(misses)), 3) if misses else float("nan"),
-            "calls": made}
+    return {
+        "hit_rate": round(len(hits) / max(len(hits) + len(misses), 1), 4),
+        "p50_ms_hit": round(float(np.median(hits)), 3) if hits else float("nan"),
+        "p50_ms_miss": round(float(np.median(misses)), 3) if misses else float("nan"),
+        "calls": made,
+    }
 
 
 def roll_out(replicas: list[Replica], bundle: Path, users: list[str], stage_s: float) -> dict[str, object]:
@@ -145,8 +180,14 @@ def roll_out(replicas: list[Replica], bundle: Path, users: list[str], stage_s: f
     try:
         with RolloutAdminClient(f"127.0.0.1:{replicas[0].admin_port}", timeout=600) as admin:
             try:
-                state = ship(admin, str(bundle.resolve()), shadow_s=stage_s, canary_s=stage_s, canary_percent=10,
-                             print_=log.append)
+                state = ship(
+                    admin,
+                    str(bundle.resolve()),
+                    shadow_s=stage_s,
+                    canary_s=stage_s,
+                    canary_percent=10,
+                    print_=log.append,
+                )
             except RecsysError as err:  # refused, or rolled back by a guardrail: reported, not hidden
                 log.append(f"stopped: {err.message}")
                 state = admin.get()
@@ -154,10 +195,17 @@ def roll_out(replicas: list[Replica], bundle: Path, users: list[str], stage_s: f
     finally:
         stop.set()
         driver.join(30)
-    return {"method": "admin rollout (clients.admin.ship) on replica 0, followed by the others",
-            "outcome": state.outcome, "promoted_bundle": state.promoted_bundle, "replica_bundles": versions,
-            "stage_s": stage_s, "seconds": round(time.monotonic() - started, 1),
-            "answers_by_bundle": answered, "failed_calls": failures[0], "log": log}
+    return {
+        "method": "admin rollout (clients.admin.ship) on replica 0, followed by the others",
+        "outcome": state.outcome,
+        "promoted_bundle": state.promoted_bundle,
+        "replica_bundles": versions,
+        "stage_s": stage_s,
+        "seconds": round(time.monotonic() - started, 1),
+        "answers_by_bundle": answered,
+        "failed_calls": failures[0],
+        "log": log,
+    }
 
 
 def _converged(replicas: list[Replica], version: str, timeout_s: float) -> list[str]:

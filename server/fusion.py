@@ -52,7 +52,7 @@ def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray, limit: int
         return RankedList(items, scores[items])
     found, start, chunk = [], 0, max(2 * limit, 64)
     while start < len(order) and sum(len(f) for f in found) < limit:
-        part = order[start:start + chunk]
+        part = order[start : start + chunk]
         found.append(part[keep[part]])
         start += chunk
     items = np.concatenate(found)[:limit] if found else order[:0]
@@ -62,8 +62,7 @@ def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray, limit: int
 def merge(top: RankedList, candidates: np.ndarray, candidate_scores: np.ndarray) -> RankedList:
     """A model's top-N plus its scores for extra candidates: one list, since both are the same score."""
     extra = ~np.isin(candidates, top.items)
-    return ranked(np.concatenate([top.items, candidates[extra]]),
-                  np.concatenate([top.scores, candidate_scores[extra]]))
+    return ranked(np.concatenate([top.items, candidates[extra]]), np.concatenate([top.scores, candidate_scores[extra]]))
 
 
 def fuse(lists: dict[str, RankedList], weights: dict[str, float], method: str, rrf_k: float) -> RankedList:

@@ -22,8 +22,10 @@ def load_golden(runtime: BundleRuntime) -> list[dict]:
     name = runtime.bundle.manifest.get("golden")
     path = runtime.bundle.folder / str(name or "golden.json")
     if not name or not path.is_file():
-        raise FileNotFoundError(f"bundle {runtime.bundle.folder} has no golden requests ({path.name}); "
-                                "export it again with `make export`, which writes them")
+        raise FileNotFoundError(
+            f"bundle {runtime.bundle.folder} has no golden requests ({path.name}); "
+            "export it again with `make export`, which writes them"
+        )
     return json.loads(path.read_text())["requests"]
 
 
@@ -59,8 +61,9 @@ async def verify(runtime: BundleRuntime, min_overlap: float, tolerance: float) -
     return [f"{model}: {problem}" for model, problem in sorted(problems.items())]
 
 
-def _compare(expected: dict[str, list], got: dict[str, np.ndarray], item_ids: np.ndarray, min_overlap: float,
-             tolerance: float) -> str:
+def _compare(
+    expected: dict[str, list], got: dict[str, np.ndarray], item_ids: np.ndarray, min_overlap: float, tolerance: float
+) -> str:
     for name, want in expected.items():
         values = np.asarray(got[name]).ravel()
         if name.split("__")[0] in INDEX_TENSORS:

@@ -24,14 +24,16 @@ from server.ratelimit import RateLimiter
 
 
 class Guard(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None, max_inflight: int,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, authenticator: Authenticator, limiter: RateLimiter | None, max_inflight: int, metrics: Metrics
+    ) -> None:
         self.authenticator, self.limiter, self.metrics = authenticator, limiter, metrics
         self.max_inflight = max_inflight
         self.inflight = 0
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]], details: grpc.HandlerCallDetails
+    ) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None  # unknown method: gRPC answers UNIMPLEMENTED
@@ -39,8 +41,9 @@ class Guard(grpc.aio.ServerInterceptor):
         if rule is not None and rule.public:
             return handler
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(self._unary(method, rule, handler),
-                                                       response_serializer=handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, rule, handler), response_serializer=handler.response_serializer
+            )
         if handler.stream_stream is not None:  # server reflection
             inner = handler.stream_stream
 
@@ -49,8 +52,11 @@ class Guard(grpc.aio.ServerInterceptor):
                 async for reply in inner(requests, context):
                     yield reply
 
-            return grpc.stream_stream_rpc_method_handler(stream, request_deserializer=handler.request_deserializer,
-                                                         response_serializer=handler.response_serializer)
+            return grpc.stream_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
@@ -60,8 +66,10 @@ class Guard(grpc.aio.ServerInterceptor):
                     yield reply
 
             return grpc.unary_stream_rpc_method_handler(
-                server_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+                server_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return None  # client-streaming: nothing here serves one, so nothing here lets one through
 
     def _unary(self, method: str, rule: Rule | None, handler: Any) -> Callable[[bytes, Any], Awaitable[Any]]:
@@ -71,14 +79,18 @@ class Guard(grpc.aio.ServerInterceptor):
             try:
                 request = decode(raw)
             except DecodeError:
-                await self._abort(method, context, InvalidRequest(
-                    f"the request is not a valid protobuf message for {method} ({len(raw)} bytes)"))
+                await self._abort(
+                    method,
+                    context,
+                    InvalidRequest(f"the request is not a valid protobuf message for {method} ({len(raw)} bytes)"),
+                )
             await self._admit_or_abort(method, rule, context, request)
             if rule is None or not rule.limited:
                 return await inner(request, context)
             if self.inflight >= self.max_inflight:
-                await self._abort(method, context, Overloaded(
-                    f"the server is busy ({self.inflight} requests in flight)", 0.05))
+                await self._abort(
+                    method, context, Overloaded(f"the server is busy ({self.inflight} requests in flight)", 0.05)
+                )
             self.inflight += 1
             try:
                 return await inner(request, context)
@@ -87,11 +99,11 @@ class Guard(grpc.aio.ServerInterceptor):
 
         return unary
 
-    async def _admit_or_abort(self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext,
-                              request: object | None) -> Principal | None:
+    async def _admit_or_abort(
+        self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext, request: object | None
+    ) -> Principal | None:
         try:
-            certificate = (peer_identities(context.auth_context()) if self.authenticator.cert_principals
-                           else ())
+            certificate = peer_identities(context.auth_context()) if self.authenticator.cert_principals else ()
             principal = self.authenticator.authenticate(context.invocation_metadata() or (), certificate)
             authorize(method, rule, principal, request)
             if rule is not None and rule.limited and self.limiter is not None and not principal.dev:

@@ -45,8 +45,12 @@ class Side:
         return float(np.percentile(list(self.latencies_ms), 99)) if self.latencies_ms else 0.0
 
     def summary(self) -> dict[str, float]:
-        return {"answers": self.answers, "error_rate": round(self.error_rate, 4), "p99_ms": round(self.p99_ms, 2),
-                "degraded_share": round(self.degraded_share, 4)}
+        return {
+            "answers": self.answers,
+            "error_rate": round(self.error_rate, 4),
+            "p99_ms": round(self.p99_ms, 2),
+            "degraded_share": round(self.degraded_share, 4),
+        }
 
 
 class Guardrails:

@@ -26,8 +26,17 @@ def _since(moment: float | None, start: float) -> float | None:
     return None if moment is None else round(moment - start, 2)
 
 
-def kill_under_load(target: str, triton: EmbeddedTriton, user: str, *, workers: int = 4, pause_s: float = 0.02,
-                    warm_s: float = 2.0, recover_within_s: float = 60.0, after_s: float = 2.0) -> dict[str, Any]:
+def kill_under_load(
+    target: str,
+    triton: EmbeddedTriton,
+    user: str,
+    *,
+    workers: int = 4,
+    pause_s: float = 0.02,
+    warm_s: float = 2.0,
+    recover_within_s: float = 60.0,
+    after_s: float = 2.0,
+) -> dict[str, Any]:
     """Load from ``workers`` threads (each pausing ``pause_s`` between calls, so a restarted Triton
     gets CPU to reload its models on a small machine); SIGKILL Triton's process group; run until
     answers are undegraded again (plus ``after_s``). Counts requests, failures, degraded answers and
@@ -105,9 +114,14 @@ def kill_under_load(target: str, triton: EmbeddedTriton, user: str, *, workers: 
         for thread in threads:
             thread.join(10)
     start = killed[0] if killed else time.monotonic()
-    return {**stats, "triton_restarted": restarted,
-            "restarted_after_s": _since(restarted_at, start),
-            "models_ready_after_s": _since(triton_serving[0] if triton_serving else None, start),
-            "first_undegraded_after_s": _since(first_whole[0] if first_whole else None, start),
-            "undegraded_after_s": round(max(last_degraded[0], start) - start, 2),
-            "degraded_reasons": dict(reasons.most_common(6)), "errors": errors[:5], "workers": workers}
+    return {
+        **stats,
+        "triton_restarted": restarted,
+        "restarted_after_s": _since(restarted_at, start),
+        "models_ready_after_s": _since(triton_serving[0] if triton_serving else None, start),
+        "first_undegraded_after_s": _since(first_whole[0] if first_whole else None, start),
+        "undegraded_after_s": round(max(last_degraded[0], start) - start, 2),
+        "degraded_reasons": dict(reasons.most_common(6)),
+        "errors": errors[:5],
+        "workers": workers,
+    }

@@ -29,29 +29,46 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("recsys_requests", "RPCs answered", ["rpc", "strategy", "outcome"], registry=r)
-        self.latency = Histogram("recsys_request_latency_seconds", "Server-side time per RPC",
-                                 ["rpc", "strategy", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "recsys_request_latency_seconds",
+            "Server-side time per RPC",
+            ["rpc", "strategy", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.degraded = Counter("recsys_degraded", "Degraded answers", ["rpc", "reason"], registry=r)
         self.fallback = Counter("recsys_fallback", "Recommend answers per cold-start rung", ["rung"], registry=r)
         self.plans = Counter("recsys_plan", "Latency plans chosen", ["plan"], registry=r)
-        self.model_latency = Histogram("recsys_model_latency_seconds", "Triton call latency seen by the server",
-                                       ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.model_errors = Counter("recsys_model_errors", "Triton calls that failed or timed out", ["model"],
-                                    registry=r)
+        self.model_latency = Histogram(
+            "recsys_model_latency_seconds",
+            "Triton call latency seen by the server",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "recsys_model_errors", "Triton calls that failed or timed out", ["model"], registry=r
+        )
         self.inflight = Gauge("recsys_inflight_requests", "RPCs being served", registry=r)
         self.triton_ready = Gauge("recsys_triton_ready", "1 when Triton is live", registry=r)
         self.models_ready = Gauge("recsys_models_ready", "Models the server uses that are ready", registry=r)
         self.model_ready = Gauge("recsys_model_ready", "1 when this Triton model is ready", ["model"], registry=r)
-        self.refused = Counter("recsys_refused", "Calls refused before the handler (auth, rate limit, "
-                               "malformed, busy)", ["rpc", "code"], registry=r)
+        self.refused = Counter(
+            "recsys_refused",
+            "Calls refused before the handler (auth, rate limit, malformed, busy)",
+            ["rpc", "code"],
+            registry=r,
+        )
         self.feedback = Counter("recsys_feedback_events", "Feedback events stored", ["kind"], registry=r)
-        self.feedback_duplicates = Counter("recsys_feedback_duplicates", "Feedback events already stored (retries)",
-                                           registry=r)
+        self.feedback_duplicates = Counter(
+            "recsys_feedback_duplicates", "Feedback events already stored (retries)", registry=r
+        )
         self.cache = Counter("recsys_cache_requests", "Recommend cache lookups", ["result"], registry=r)
         for result in ("hit", "miss", "uncacheable"):  # exported at 0 from the start, so rates exist
             self.cache.labels(result)
-        self.drift_psi = Gauge("recsys_drift_psi", "Population-stability index, live vs reference", ["feature"],
-                               registry=r)
+        self.drift_psi = Gauge(
+            "recsys_drift_psi", "Population-stability index, live vs reference", ["feature"], registry=r
+        )
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (0 picks a free one)."""

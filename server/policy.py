@@ -55,10 +55,13 @@ def authorize(method: str, rule: Rule | None, principal: Principal, request: obj
     if rule is None:
         raise PermissionDenied(f"{method} is not open to any caller (no policy row)")
     if not rule.roles & principal.roles:
-        raise PermissionDenied(f"{method} needs one of the roles {sorted(rule.roles)}; "
-                               f"{principal.name} has {sorted(principal.roles)}")
+        raise PermissionDenied(
+            f"{method} needs one of the roles {sorted(rule.roles)}; {principal.name} has {sorted(principal.roles)}"
+        )
     if rule.user_field and request is not None and not principal.any_user:
         named = str(getattr(request, rule.user_field))
         if named != principal.user_id:
-            raise PermissionDenied(f"this token acts for user {principal.user_id!r} only; "
-                                   f"the request names {rule.user_field}={shown(named)}")
+            raise PermissionDenied(
+                f"this token acts for user {principal.user_id!r} only; "
+                f"the request names {rule.user_field}={shown(named)}"
+            )

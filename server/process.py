@@ -13,12 +13,25 @@ from clients.sync import RecommenderClient
 from export.triton.launcher import control_key_for, free_port
 
 
-def start_server(triton_url: str, state: Path, *extra: str, timeout: float = 180.0
-                 ) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    triton_url: str, state: Path, *extra: str, timeout: float = 180.0
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``python -m server`` against ``triton_url`` on a free port; return once it is SERVING."""
     port = free_port()
-    command = [sys.executable, "-m", "server", "--triton-url", triton_url, "--grpc-port", str(port),
-               "--feedback-db", str(state / "feedback.sqlite"), "--log-level", "WARNING", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "server",
+        "--triton-url",
+        triton_url,
+        "--grpc-port",
+        str(port),
+        "--feedback-db",
+        str(state / "feedback.sqlite"),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
     if "--admin-port" not in extra:  # the default 50052 would collide between children and with a running server
         command += ["--admin-port", "null"]
     # The child imports this checkout's code and generated stubs, whatever else is installed.

@@ -72,12 +72,12 @@ class Recommender:
         self.admission = Admission(settings.admission_floor, settings.admission)
         weights = bundle.fusion.weights
         # The full rung's models (those with a fusion weight), most valuable first.
-        self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0),
-                                    key=lambda b: -weights[b])
+        self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0), key=lambda b: -weights[b])
 
     async def recommend(self, query: RecommendQuery, deadline_left_s: float | None, request_id: str) -> Answer:
-        budget_ms = effective_budget_ms(query.budget_ms, deadline_left_s, self.settings.default_budget_ms,
-                                        self.settings.max_budget_ms)
+        budget_ms = effective_budget_ms(
+            query.budget_ms, deadline_left_s, self.settings.default_budget_ms, self.settings.max_budget_ms
+        )
         if budget_ms <= 0:
             raise BudgetExhausted("the call's deadline had already passed when it reached the server")
         budget = Budget(budget_ms)
@@ -94,22 +94,24 @@ class Recommender:
         if rung == CONTENT:
             local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
-        plan, options = choose_plan(self.pool, branches, query.precision, hard_ms, self.settings.candidates,
-                                    self.settings.two_stage)
+        plan, options = choose_plan(
+            self.pool, branches, query.precision, hard_ms, self.settings.candidates, self.settings.two_stage
+        )
         plan, at_capacity = self._admit(plan, hard_ms)
         seed = local["content" if rung == CONTENT else "popularity"]
         candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
 
         mark = time.perf_counter()
-        lists, calls, problems = await self._call_models(plan, profile, query, candidates, eligible, budget,
-                                                          request_id)
+        lists, calls, problems = await self._call_models(plan, profile, query, candidates, eligible, budget, request_id)
         problems.update(at_capacity)
         timings["models"] = _since(mark)
         missing = [b for b in branches if b not in lists]
         ready = options[0].branches  # the first option holds every branch whose models are ready
-        degraded = [f"{b}: {problems.get(b, 'left out to fit the budget' if b in ready else 'not ready in Triton')}"
-                    for b in missing]
+        degraded = [
+            f"{b}: {problems.get(b, 'left out to fit the budget' if b in ready else 'not ready in Triton')}"
+            for b in missing
+        ]
 
         mark = time.perf_counter()
         weights, method = self._weights(rung, strategy, lists)
@@ -120,8 +122,19 @@ class Recommender:
         fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k)
         picked, scores = self._pick(fused, eligible, query)
         timings["fusion"] = _since(mark)
-        answer = Answer(picked.tolist(), scores.tolist(), strategy, rung, plan.name, budget_ms, len(profile),
-                        calls, degraded, timings, model_scores={b: r.scores for b, r in lists.items()})
+        answer = Answer(
+            picked.tolist(),
+            scores.tolist(),
+            strategy,
+            rung,
+            plan.name,
+            budget_ms,
+            len(profile),
+            calls,
+            degraded,
+            timings,
+            model_scores={b: r.scores for b, r in lists.items()},
+        )
         if query.explain and len(picked):
             liked = profile.item_idx[profile.ratings >= self.bundle.liked_threshold]
             answer.reasons = reasons(self.bundle, picked, liked, lists, segment)
@@ -139,8 +152,12 @@ class Recommender:
             return plan, {}
         branches = {b: m for b, m in plan.branches.items() if b not in shed}
         # Without its generator a staged plan's rankers score the local candidates, in one stage.
-        return replace(plan, name=f"{plan.name}:at_capacity={'+'.join(shed)}", branches=branches,
-                       staged=plan.staged and GENERATOR in branches), shed
+        return replace(
+            plan,
+            name=f"{plan.name}:at_capacity={'+'.join(shed)}",
+            branches=branches,
+            staged=plan.staged and GENERATOR in branches,
+        ), shed
 
     def _content(self, profile: Profile, eligible: np.ndarray) -> RankedList:
         content = content_scores(self.bundle, profile.item_idx, profile.ratings)
@@ -194,9 +211,16 @@ class Recommender:
             return picked, relevance[[int(np.flatnonzero(pool == item)[0]) for item in picked]]
         return items[: query.k], scores[: query.k]
 
-    async def _call_models(self, plan: Plan, profile: Profile, query: RecommendQuery, candidates: np.ndarray,
-                           eligible: np.ndarray, budget: Budget, request_id: str,
-                           ) -> tuple[dict[str, RankedList], list[Call], dict[str, str]]:
+    async def _call_models(
+        self,
+        plan: Plan,
+        profile: Profile,
+        query: RecommendQuery,
+        candidates: np.ndarray,
+        eligible: np.ndarray,
+        budget: Budget,
+        request_id: str,
+    ) -> tuple[dict[str, RankedList], list[Call], dict[str, str]]:
         """Each branch's ranked list by the hard limit, the calls made, and why branches are missing.
 
         In a staged plan the rankers score the generator's eligible top items; if it fails or is
@@ -221,8 +245,10 @@ class Recommender:
 
         if plan.staged:
             generator = asyncio.create_task(call_branch(GENERATOR, candidates))
-            tasks = {GENERATOR: generator,
-                     **{b: asyncio.create_task(rank_generated(b, generator)) for b in plan.rankers}}
+            tasks = {
+                GENERATOR: generator,
+                **{b: asyncio.create_task(rank_generated(b, generator)) for b in plan.rankers},
+            }
         else:
             tasks = {b: asyncio.create_task(call_branch(b, candidates)) for b in plan.branches}
         if not tasks:
@@ -244,8 +270,17 @@ class Recommender:
                 lists[branch] = task.result()
         return lists, calls, problems
 
-    async def _branch(self, branch: str, models: tuple[str, ...], profile: Profile, query: RecommendQuery,
-                      candidates: np.ndarray, budget: Budget, request_id: str, calls: list[Call]) -> RankedList:
+    async def _branch(
+        self,
+        branch: str,
+        models: tuple[str, ...],
+        profile: Profile,
+        query: RecommendQuery,
+        candidates: np.ndarray,
+        budget: Budget,
+        request_id: str,
+        calls: list[Call],
+    ) -> RankedList:
         items = _row(profile.item_idx, np.int64, -1)
         ratings = _row(profile.ratings, np.float32, 0.0)
         exclude = _row(query.exclude, np.int64, -1)
@@ -269,25 +304,36 @@ class Recommender:
             return result.outputs
 
         if branch in ("sae", "rbm"):
-            out = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "EXCLUDE_IDX__2": exclude,
-                                         "CANDIDATE_IDX__3": cands},
-                             ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"))
-            return merge(ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"]), candidates,
-                         out["CANDIDATE_SCORE__2"][: len(candidates)])
+            out = await call(
+                models[0],
+                {"ITEM_IDX__0": items, "RATING__1": ratings, "EXCLUDE_IDX__2": exclude, "CANDIDATE_IDX__3": cands},
+                ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"),
+            )
+            return merge(
+                ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"]), candidates, out["CANDIDATE_SCORE__2"][: len(candidates)]
+            )
         codes = self._demographics(profile, query)
         if len(models) == 1:  # the one-graph two-tower model: rated items are masked inside it
-            out = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None],
-                                         "EXCLUDE_IDX__3": exclude},
-                             ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2"))
+            out = await call(
+                models[0],
+                {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None], "EXCLUDE_IDX__3": exclude},
+                ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2"),
+            )
             embedding = out["USER_EMBEDDING__2"].astype(np.float32)
         else:
-            user = await call(models[0], {"ITEM_IDX__0": items, "RATING__1": ratings,
-                                          "DEMOGRAPHICS__2": codes[None]}, ("USER_EMBEDDING__0",))
+            user = await call(
+                models[0],
+                {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes[None]},
+                ("USER_EMBEDDING__0",),
+            )
             embedding = user["USER_EMBEDDING__0"].astype(np.float32)
             # The item scorer knows nothing of the history: rated items go in its exclusion list.
             blocked = _row(np.concatenate([profile.item_idx, query.exclude]), np.int64, -1)
-            out = await call(models[1], {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
-                             ("TOP_IDX__0", "TOP_SCORE__1"))
+            out = await call(
+                models[1],
+                {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
+                ("TOP_IDX__0", "TOP_SCORE__1"),
+            )
         top = ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"])
         if self.bundle.item_embeddings is None or not len(candidates):
             return top
@@ -302,9 +348,20 @@ class Recommender:
 
 
 def warm_up_query(strategy: str, precision: str, inline: dict[int, float]) -> RecommendQuery:
-    return RecommendQuery(user_id="", inline=inline, unknown_item_ids=[], k=10, strategy=strategy,
-                          precision=precision, budget_ms=10_000, exclude=np.zeros(0, dtype=np.int64),
-                          filters=Filters(None, 0, 0), explain=False, diversity=0.0, demographics=None)
+    return RecommendQuery(
+        user_id="",
+        inline=inline,
+        unknown_item_ids=[],
+        k=10,
+        strategy=strategy,
+        precision=precision,
+        budget_ms=10_000,
+        exclude=np.zeros(0, dtype=np.int64),
+        filters=Filters(None, 0, 0),
+        explain=False,
+        diversity=0.0,
+        demographics=None,
+    )
 
 
 def _row(values: np.ndarray, dtype: type, pad: float) -> np.ndarray:

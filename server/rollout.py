@@ -32,8 +32,15 @@ ORDER = (SHADOW, CANARY, FULL, "retire")
 
 
 class RolloutManager:
-    def __init__(self, settings: Settings, pool: ModelPool, store: Store, router: Router,
-                 metrics: RolloutMetrics, on_live: Callable[[BundleRuntime], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ModelPool,
+        store: Store,
+        router: Router,
+        metrics: RolloutMetrics,
+        on_live: Callable[[BundleRuntime], None] | None = None,
+    ) -> None:
         self.settings, self.pool, self.store, self.router, self.metrics = settings, pool, store, router, metrics
         self.on_live = on_live  # told each time another bundle becomes the live one (the drift monitor)
         self.pointer = PointerFile(settings.rollout_state_dir)
@@ -58,8 +65,10 @@ class RolloutManager:
                 state.promoted, state.promoted_version = str(self.router.live.bundle.folder), self.router.live.version
                 state.candidate, state.candidate_version = str(runtime.bundle.folder), runtime.version
                 state.stage, state.canary_percent, state.outcome = SHADOW, 0.0, ""
-                state.log(f"started bundle {runtime.version}: loaded beside {self.router.live.version}, "
-                          "warmed up, golden requests match")
+                state.log(
+                    f"started bundle {runtime.version}: loaded beside {self.router.live.version}, "
+                    "warmed up, golden requests match"
+                )
 
             try:
                 state = self.pointer.update(begin)
@@ -77,8 +86,10 @@ class RolloutManager:
                 raise RolloutRefused("refused: no rollout is running; StartRollout first")
             target = stage or NEXT[current.stage]
             if target not in ORDER or ORDER.index(target) <= ORDER.index(current.stage):
-                raise RolloutRefused(f"refused: cannot go from {current.stage} to {target!r}; the next stages are "
-                                     f"{', '.join(ORDER[ORDER.index(current.stage) + 1:])}")
+                raise RolloutRefused(
+                    f"refused: cannot go from {current.stage} to {target!r}; the next stages are "
+                    f"{', '.join(ORDER[ORDER.index(current.stage) + 1 :])}"
+                )
 
             def advance(state: RolloutState) -> None:
                 if state.rollout_id != current.rollout_id or state.stage != current.stage:
@@ -90,8 +101,9 @@ class RolloutManager:
                     state.log(f"promoted bundle {state.promoted_version}; the old bundle retires once drained")
                     return
                 state.stage = target
-                state.canary_percent = 100.0 if target == FULL else (canary_percent or
-                                                                     self.settings.rollout_canary_percent)
+                state.canary_percent = (
+                    100.0 if target == FULL else (canary_percent or self.settings.rollout_canary_percent)
+                )
                 state.log(f"stage {target}" + (f" ({state.canary_percent:g}% of users)" if target == CANARY else ""))
 
             state = self.pointer.update(advance)
@@ -108,8 +120,9 @@ class RolloutManager:
 
         state = self.pointer.update(back)
         self.metrics.rollbacks.labels(trigger).inc()
-        log.warning("rollout rolled back",
-                    extra={"trigger": trigger, "reason": reason, "live": self.router.live.version})
+        log.warning(
+            "rollout rolled back", extra={"trigger": trigger, "reason": reason, "live": self.router.live.version}
+        )
         self._drop_candidate()
         self._apply(state)
         return state
@@ -173,6 +186,7 @@ class RolloutManager:
 
     def _retire(self, runtime: BundleRuntime) -> None:
         """Unload ``runtime``'s versions once its in-flight answers are done (or ``rollout_drain_s`` passed)."""
+
         async def drain() -> None:
             deadline = time.monotonic() + self.settings.rollout_drain_s
             while runtime.inflight and time.monotonic() < deadline:
@@ -193,8 +207,10 @@ class RolloutManager:
     @staticmethod
     def _refuse_if_running(state: RolloutState) -> None:
         if state.stage != IDLE:
-            raise RolloutRefused(f"refused: rollout {state.rollout_id} of bundle {state.candidate_version} is at "
-                                 f"stage {state.stage}; promote it to the end or roll it back before starting another")
+            raise RolloutRefused(
+                f"refused: rollout {state.rollout_id} of bundle {state.candidate_version} is at "
+                f"stage {state.stage}; promote it to the end or roll it back before starting another"
+            )
 
 
 def _same(path: str, runtime: BundleRuntime) -> bool:

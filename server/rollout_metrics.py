@@ -18,14 +18,22 @@ from server.metrics import LATENCY_BUCKETS
 class RolloutMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.answers = Counter("recsys_bundle_answers", "Recommend answers per bundle", ["bundle", "outcome"],
-                               registry=r)
-        self.latency = Histogram("recsys_bundle_request_latency_seconds", "Recommend time per answering bundle",
-                                 ["bundle"], buckets=LATENCY_BUCKETS, registry=r)
-        self.stage = Gauge("recsys_rollout_stage", "1 for the rollout stage in force", ["stage", "live", "candidate"],
-                           registry=r)
-        self.rollbacks = Counter("recsys_rollout_rollbacks", "Rollouts rolled back, by trigger", ["trigger"],
-                                 registry=r)
+        self.answers = Counter(
+            "recsys_bundle_answers", "Recommend answers per bundle", ["bundle", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "recsys_bundle_request_latency_seconds",
+            "Recommend time per answering bundle",
+            ["bundle"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Gauge(
+            "recsys_rollout_stage", "1 for the rollout stage in force", ["stage", "live", "candidate"], registry=r
+        )
+        self.rollbacks = Counter(
+            "recsys_rollout_rollbacks", "Rollouts rolled back, by trigger", ["trigger"], registry=r
+        )
         self.overlap = Gauge("recsys_rollout_top10_overlap", "Candidate vs live top-10 overlap", registry=r)
 
     def set_stage(self, stage: str, live: str, candidate: str) -> None:

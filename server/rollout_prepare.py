@@ -40,8 +40,7 @@ def owner(runtime: BundleRuntime) -> str:
     return str(runtime.bundle.folder.resolve())
 
 
-async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: ModelPool,
-                  store: Store) -> BundleRuntime:
+async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: ModelPool, store: Store) -> BundleRuntime:
     try:
         bundle = load_bundle(path)
     except BundleError as err:
@@ -51,8 +50,9 @@ async def prepare(path: Path, live: BundleRuntime, settings: Settings, pool: Mod
     pins = pins_of(bundle, pool)
     lacking = [m for m in live.pool.models if m not in pins]
     if lacking:
-        raise RolloutRefused(f"refused: bundle {bundle.version} has no version of {', '.join(lacking)}, "
-                             "which the live bundle serves")
+        raise RolloutRefused(
+            f"refused: bundle {bundle.version} has no version of {', '.join(lacking)}, which the live bundle serves"
+        )
     absent = [f"{m}/{v}" for m, v in pins.items() if not (settings.model_repository / m / v).is_dir()]
     if absent:
         raise RolloutRefused(f"refused: model files missing in {settings.model_repository}: {', '.join(absent)}")

@@ -38,8 +38,10 @@ class RolloutState:
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, message: str) -> None:
-        self.events = [*self.events, {"at": time.time(), "rollout": self.rollout_id, "stage": self.stage,
-                                      "message": message}][-MAX_EVENTS:]
+        self.events = [
+            *self.events,
+            {"at": time.time(), "rollout": self.rollout_id, "stage": self.stage, "message": message},
+        ][-MAX_EVENTS:]
 
 
 class PointerFile:

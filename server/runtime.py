@@ -46,10 +46,17 @@ class PinnedPool:
     def versions(self) -> dict[str, list[str]]:
         return {m: [self.pins[m]] for m in self.ready}
 
-    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...], timeout_s: float,
-                    request_id: str = "") -> CallResult:
-        return await self.shared.infer(model, inputs, outputs, timeout_s, request_id, version=self.pins[model],
-                                       latency=self.latency)
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: tuple[str, ...],
+        timeout_s: float,
+        request_id: str = "",
+    ) -> CallResult:
+        return await self.shared.infer(
+            model, inputs, outputs, timeout_s, request_id, version=self.pins[model], latency=self.latency
+        )
 
 
 @dataclass
@@ -71,8 +78,9 @@ def pins_of(bundle: Bundle, pool: ModelPool) -> dict[str, str]:
     return {m: str(repository[m]) for m in pool.models if m in repository}
 
 
-def build_runtime(bundle: Bundle, settings: Settings, pool: ModelPool, store: Store,
-                  latency: LatencyBook | None = None) -> BundleRuntime:
+def build_runtime(
+    bundle: Bundle, settings: Settings, pool: ModelPool, store: Store, latency: LatencyBook | None = None
+) -> BundleRuntime:
     """A runtime whose models are registered with the pool (the next load brings them up)."""
     pins = pins_of(bundle, pool)
     pool.want(str(bundle.folder.resolve()), pins)  # the folder: two bundle roots may both hold a "1"

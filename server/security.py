@@ -32,12 +32,20 @@ def authenticator_for(settings: Settings) -> Authenticator:
         key = settings.auth_jwt_public_key.read_bytes() if settings.auth_jwt_public_key else None
         keys = load_api_keys(settings.auth_api_keys) if settings.auth_api_keys else None
         if settings.auth_client_certs and settings.tls_client_ca is None:
-            raise ValueError("auth_client_certs maps client certificates to principals, but without "
-                             "tls_client_ca (mTLS) no client certificate is asked for or verified; set both")
+            raise ValueError(
+                "auth_client_certs maps client certificates to principals, but without "
+                "tls_client_ca (mTLS) no client certificate is asked for or verified; set both"
+            )
         certs = load_cert_principals(settings.auth_client_certs) if settings.auth_client_certs else None
-        return Authenticator(jwt_public_key=key, algorithms=settings.auth_jwt_algorithms,
-                             audience=settings.auth_jwt_audience, issuer=settings.auth_jwt_issuer, api_keys=keys,
-                             dev=dev_mode(settings), cert_principals=certs)
+        return Authenticator(
+            jwt_public_key=key,
+            algorithms=settings.auth_jwt_algorithms,
+            audience=settings.auth_jwt_audience,
+            issuer=settings.auth_jwt_issuer,
+            api_keys=keys,
+            dev=dev_mode(settings),
+            cert_principals=certs,
+        )
     except (OSError, ValueError) as err:
         raise SettingsError(f"authentication: {err}") from None
 
@@ -55,5 +63,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
             raise SettingsError("tls_client_ca (mTLS) needs tls_cert and tls_key too")
         return None
     roots = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
-                                       root_certificates=roots, require_client_auth=roots is not None)
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=roots,
+        require_client_auth=roots is not None,
+    )

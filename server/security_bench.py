@@ -43,8 +43,14 @@ def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[
                 code = "OK"
             except grpc.RpcError as err:
                 code = err.code().name  # type: ignore[attr-defined]
-            rows.append({"case": case.name, "expected": case.expected, "code": code,
-                         "ms": round((time.perf_counter() - started) * 1000, 2)})
+            rows.append(
+                {
+                    "case": case.name,
+                    "expected": case.expected,
+                    "code": code,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            )
     return rows
 
 
@@ -53,8 +59,15 @@ async def bench(argv: list[str]) -> dict[str, Any]:
         # No admin port: two servers here, and the default one may be taken by a server already running.
         # No response cache: the kill test asks for the same user over and over, and cached answers
         # would hide what Triton's absence does.
-        base = load_settings(argv, grpc_port=0, metrics_port=None, host="127.0.0.1", admin_port=None,
-                             cache_ttl_s=0, feedback_db=Path(tmp) / "feedback.sqlite")
+        base = load_settings(
+            argv,
+            grpc_port=0,
+            metrics_port=None,
+            host="127.0.0.1",
+            admin_port=None,
+            cache_ttl_s=0,
+            feedback_db=Path(tmp) / "feedback.sqlite",
+        )
         material = AuthMaterial(Path(tmp))
         with EmbeddedTriton(base.model_repository, startup_timeout=180, supervise=True) as triton:
             dev_settings = base.model_copy(update={"triton_url": triton.grpc_url, "auth_mode": "dev"})
@@ -73,18 +86,25 @@ async def bench(argv: list[str]) -> dict[str, Any]:
                 # answers without Triton are degraded. (A user without history gets popularity, never degraded.)
                 rated = np.diff(dev.bundle.histories.indptr)
                 heavy = next(u for u, i in dev.bundle.user_index.items() if i == int(np.argmax(rated)))
-                kill = await asyncio.to_thread(kill_under_load, f"127.0.0.1:{dev.port}", triton, heavy,
-                                               workers=3, recover_within_s=300)
+                kill = await asyncio.to_thread(
+                    kill_under_load, f"127.0.0.1:{dev.port}", triton, heavy, workers=3, recover_within_s=300
+                )
             finally:
                 await dev.stop(1.0)
                 await secure.stop(1.0)
     bad = [r for r in corpus if r["expected"] != "OK"]
-    return {"catalog_size": dev.bundle.n_items, "bundle": str(dev.bundle.folder),
-            "max_message_bytes": dev_settings.max_message_bytes,
-            "worst_bad_request_ms": max(r["ms"] for r in bad), "worst_request_ms": max(r["ms"] for r in corpus),
-            "corpus_mismatches": [r["case"] for r in corpus if r["code"] != r["expected"]],
-            "matrix_mismatches": [r["case"] for r in matrix if r["got"] != r["expected"]],
-            "triton_kill": kill, "abuse": corpus, "auth_matrix": matrix}
+    return {
+        "catalog_size": dev.bundle.n_items,
+        "bundle": str(dev.bundle.folder),
+        "max_message_bytes": dev_settings.max_message_bytes,
+        "worst_bad_request_ms": max(r["ms"] for r in bad),
+        "worst_request_ms": max(r["ms"] for r in corpus),
+        "corpus_mismatches": [r["case"] for r in corpus if r["code"] != r["expected"]],
+        "matrix_mismatches": [r["case"] for r in matrix if r["got"] != r["expected"]],
+        "triton_kill": kill,
+        "abuse": corpus,
+        "auth_matrix": matrix,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,27 +49,52 @@ from server.validation import (
 )
 
 log = logging.getLogger("server.rpc")
-RUNGS = {"popularity": pb.RUNG_POPULARITY, "content": pb.RUNG_CONTENT, "full": pb.RUNG_FULL,
-         "single": pb.RUNG_SINGLE_MODEL}
+RUNGS = {
+    "popularity": pb.RUNG_POPULARITY,
+    "content": pb.RUNG_CONTENT,
+    "full": pb.RUNG_FULL,
+    "single": pb.RUNG_SINGLE_MODEL,
+}
 STRATEGY_ENUM = {name: value for value, name in STRATEGIES.items() if value != pb.STRATEGY_UNSPECIFIED}
 STRATEGY_NAME = {value: name for name, value in STRATEGY_ENUM.items()}
 FEEDBACK_KINDS = {pb.FEEDBACK_KIND_RATING: "rating", pb.FEEDBACK_KIND_CLICK: "click"}
 
 
-def scored_items(bundle: Bundle, items: list[int] | np.ndarray, scores: list[float] | np.ndarray,
-                 reasons: dict[int, list[str]] | None = None) -> list[pb.ScoredItem]:
+def scored_items(
+    bundle: Bundle,
+    items: list[int] | np.ndarray,
+    scores: list[float] | np.ndarray,
+    reasons: dict[int, list[str]] | None = None,
+) -> list[pb.ScoredItem]:
     genre_names = bundle.genre_names
-    return [pb.ScoredItem(item_id=int(bundle.item_ids[i]), title=bundle.titles[i],
-                          genres=[genre_names[j] for j in np.flatnonzero(bundle.genres[i])],
-                          year=int(bundle.years[i]), score=float(s), reasons=(reasons or {}).get(int(i), []))
-            for i, s in zip(items, scores, strict=True)]
+    return [
+        pb.ScoredItem(
+            item_id=int(bundle.item_ids[i]),
+            title=bundle.titles[i],
+            genres=[genre_names[j] for j in np.flatnonzero(bundle.genres[i])],
+            year=int(bundle.years[i]),
+            score=float(s),
+            reasons=(reasons or {}).get(int(i), []),
+        )
+        for i, s in zip(items, scores, strict=True)
+    ]
 
 
 class RecommenderService(pb_grpc.RecommenderServicer):
-    def __init__(self, settings: Settings, bundle: Bundle, pool: ModelPool | PinnedPool, profiles: Profiles,
-                 store: Store, recommender: Recommender, metrics: Metrics, router: Router | None = None,
-                 shadow: Shadow | None = None, cache: ResponseCache | None = None,
-                 drift: DriftMonitor | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bundle: Bundle,
+        pool: ModelPool | PinnedPool,
+        profiles: Profiles,
+        store: Store,
+        recommender: Recommender,
+        metrics: Metrics,
+        router: Router | None = None,
+        shadow: Shadow | None = None,
+        cache: ResponseCache | None = None,
+        drift: DriftMonitor | None = None,
+    ) -> None:
         self.settings, self.store, self.metrics, self.shadow = settings, store, metrics, shadow
         self.cache, self.drift = cache, drift
         # The bundle, models, profiles and recommender are the router's live ones, which a rollout swaps.
@@ -91,8 +116,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     def recommender(self) -> Recommender:
         return self.router.live.recommender
 
-    async def _serve(self, rpc: str, context: grpc.aio.ServicerContext,
-                     handler: Callable[[str], Awaitable[tuple[Any, str, str]]]) -> Any:
+    async def _serve(
+        self, rpc: str, context: grpc.aio.ServicerContext, handler: Callable[[str], Awaitable[tuple[Any, str, str]]]
+    ) -> Any:
         """Run ``handler(request_id) -> (response, strategy, outcome)`` with ids, logs, metrics, status codes."""
         headers = dict(context.invocation_metadata() or ())
         rid = str(headers.get("x-request-id") or uuid.uuid4().hex)[:64]
@@ -159,22 +185,41 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                     answer = await runtime.recommender.recommend(query, context.time_remaining(), rid)
                 finally:
                     if self.shadow is not None:
-                        self.shadow.observe(runtime, request, answer, (time.perf_counter() - started) * 1000,
-                                            sys.exc_info()[1])
+                        self.shadow.observe(
+                            runtime, request, answer, (time.perf_counter() - started) * 1000, sys.exc_info()[1]
+                        )
             self._record(answer)
-            log.info("recommend", extra={"user": query.user_id, "k": query.k, "rung": answer.rung,
-                                         "plan": answer.plan, "degraded": answer.degraded, "bundle": bundle.version,
-                                         "ms": round(answer.timings["total"], 2)})
+            log.info(
+                "recommend",
+                extra={
+                    "user": query.user_id,
+                    "k": query.k,
+                    "rung": answer.rung,
+                    "plan": answer.plan,
+                    "degraded": answer.degraded,
+                    "bundle": bundle.version,
+                    "ms": round(answer.timings["total"], 2),
+                },
+            )
             response = pb.RecommendResponse(
                 items=scored_items(bundle, answer.items, answer.scores, answer.reasons),
-                strategy_used=STRATEGY_ENUM[answer.strategy], rung=RUNGS[answer.rung],
-                model_calls=[pb.ModelCall(model=c.model, version=c.version, ms=c.ms, ok=c.ok, error=c.error)
-                             for c in answer.calls],
-                degraded=answer.degraded, degraded_reasons=answer.degraded_reasons,
+                strategy_used=STRATEGY_ENUM[answer.strategy],
+                rung=RUNGS[answer.rung],
+                model_calls=[
+                    pb.ModelCall(model=c.model, version=c.version, ms=c.ms, ok=c.ok, error=c.error)
+                    for c in answer.calls
+                ],
+                degraded=answer.degraded,
+                degraded_reasons=answer.degraded_reasons,
                 timings=[pb.StageTiming(stage=s, ms=ms) for s, ms in answer.timings.items()],
-                request_id=rid, unknown_item_ids=query.unknown_item_ids, budget_ms=int(answer.budget_ms),
-                plan=answer.plan, bundle_version=bundle.version, history_size=answer.history_size,
-                profile_version=version or 0)
+                request_id=rid,
+                unknown_item_ids=query.unknown_item_ids,
+                budget_ms=int(answer.budget_ms),
+                plan=answer.plan,
+                bundle_version=bundle.version,
+                history_size=answer.history_size,
+                profile_version=version or 0,
+            )
             if self.drift is not None and runtime is self.router.live:  # a candidate is not yet what is watched
                 self.drift.observe_answer(query.user_id, answer.history_size, answer.model_scores)
             if key is not None and self.cache is not None:
@@ -204,20 +249,29 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             else:
                 self.metrics.model_errors.labels(call.model).inc()
 
-    async def SimilarItems(self, request: pb.SimilarItemsRequest,
-                           context: grpc.aio.ServicerContext) -> pb.SimilarItemsResponse:
+    async def SimilarItems(
+        self, request: pb.SimilarItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarItemsResponse:
         async def handle(rid: str) -> tuple[pb.SimilarItemsResponse, str, str]:
             k = check_k(request.k, self.settings)
             filters = check_filters(list(request.genres), request.min_year, request.max_year, self.bundle)
             item = known_item(request.item_id, self.bundle)
             items, scores = similar_items(self.bundle, item, k, filters)
-            return pb.SimilarItemsResponse(item=scored_items(self.bundle, [item], [1.0])[0],
-                                           items=scored_items(self.bundle, items, scores), request_id=rid), "", "ok"
+            return (
+                pb.SimilarItemsResponse(
+                    item=scored_items(self.bundle, [item], [1.0])[0],
+                    items=scored_items(self.bundle, items, scores),
+                    request_id=rid,
+                ),
+                "",
+                "ok",
+            )
 
         return await self._serve("SimilarItems", context, handle)
 
-    async def GetOnboardingItems(self, request: pb.OnboardingRequest,
-                                 context: grpc.aio.ServicerContext) -> pb.OnboardingResponse:
+    async def GetOnboardingItems(
+        self, request: pb.OnboardingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OnboardingResponse:
         async def handle(rid: str) -> tuple[pb.OnboardingResponse, str, str]:
             k = check_k(request.k, self.settings)
             filters = check_filters(list(request.genres), 0, 0, self.bundle)
@@ -227,8 +281,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
 
         return await self._serve("GetOnboardingItems", context, handle)
 
-    async def RecordFeedback(self, request: pb.RecordFeedbackRequest,
-                             context: grpc.aio.ServicerContext) -> pb.RecordFeedbackResponse:
+    async def RecordFeedback(
+        self, request: pb.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordFeedbackResponse:
         async def handle(rid: str) -> tuple[pb.RecordFeedbackResponse, str, str]:
             user = check_user_id(request.user_id, required=True)
             events = self._events(user, request)
@@ -245,8 +300,17 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 if self.drift is not None:
                     self.drift.observe_feedback(events)
             log.info("feedback", extra={"user": user, "events": len(events), "new": new})
-            return pb.RecordFeedbackResponse(accepted=len(events), new_events=new, duplicates=duplicates,
-                                             profile_size=len(self.profiles.get(user)), request_id=rid), "", "ok"
+            return (
+                pb.RecordFeedbackResponse(
+                    accepted=len(events),
+                    new_events=new,
+                    duplicates=duplicates,
+                    profile_size=len(self.profiles.get(user)),
+                    request_id=rid,
+                ),
+                "",
+                "ok",
+            )
 
         return await self._serve("RecordFeedback", context, handle)
 
@@ -268,26 +332,46 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             rating = check_rating(event.rating, self.bundle, where) if kind == "rating" else None
             if len(event.event_id) > 128:
                 raise InvalidRequest(f"{where}: event_id is {len(event.event_id)} characters; at most 128")
-            events.append(Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now,
-                                event.event_id).with_id())
+            events.append(
+                Event(user, int(event.item_id), kind, rating, event.timestamp_ms or now, event.event_id).with_id()
+            )
         return events
 
-    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext,
-                         ) -> pb.ListModelsResponse:
+    async def ListModels(
+        self,
+        request: pb.ListModelsRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ListModelsResponse:
         async def handle(rid: str) -> tuple[pb.ListModelsResponse, str, str]:
             models = []
             for role in ROLES:
                 for name in self.pool.by_role[role]:
                     window = self.pool.latency.window(name)
-                    models.append(pb.ModelStatus(name=name, role=role, variant=name[len(role) + 1:],
-                                                 ready=name in self.pool.ready,
-                                                 versions=self.pool.versions.get(name, []),
-                                                 p95_ms=window.p95(), calls=window.calls))
+                    models.append(
+                        pb.ModelStatus(
+                            name=name,
+                            role=role,
+                            variant=name[len(role) + 1 :],
+                            ready=name in self.pool.ready,
+                            versions=self.pool.versions.get(name, []),
+                            p95_ms=window.p95(),
+                            calls=window.calls,
+                        )
+                    )
             fusion = self.bundle.fusion
-            return pb.ListModelsResponse(
-                models=models, bundle_version=self.bundle.version, dataset=str(self.bundle.manifest.get("dataset", "")),
-                registry_versions={k: int(v) for k, v in self.bundle.manifest.get("registry_versions", {}).items()},
-                fusion_method=fusion.method, fusion_weights=fusion.weights, catalog_size=self.bundle.n_items,
-                triton_ready=self.pool.live), "", "ok"
+            return (
+                pb.ListModelsResponse(
+                    models=models,
+                    bundle_version=self.bundle.version,
+                    dataset=str(self.bundle.manifest.get("dataset", "")),
+                    registry_versions={k: int(v) for k, v in self.bundle.manifest.get("registry_versions", {}).items()},
+                    fusion_method=fusion.method,
+                    fusion_weights=fusion.weights,
+                    catalog_size=self.bundle.n_items,
+                    triton_ready=self.pool.live,
+                ),
+                "",
+                "ok",
+            )
 
         return await self._serve("ListModels", context, handle)

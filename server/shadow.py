@@ -33,21 +33,31 @@ class Shadow:
         self.rollouts = rollouts
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def observe(self, runtime: BundleRuntime, request: pb.RecommendRequest, answer: Answer | None, ms: float,
-                raised: BaseException | None) -> None:
+    def observe(
+        self,
+        runtime: BundleRuntime,
+        request: pb.RecommendRequest,
+        answer: Answer | None,
+        ms: float,
+        raised: BaseException | None,
+    ) -> None:
         """After each Recommend (``raised``: what it raised, if it did)."""
         if isinstance(raised, CALLER_ERRORS):
             return  # the caller's doing (bad input, deadline gone, cancelled), not the bundle's
         error = answer is None
         rollouts, router = self.rollouts, self.rollouts.router
-        rollouts.metrics.answers.labels(runtime.version, "error" if error else
-                                        "degraded" if answer is not None and answer.degraded else "ok").inc()
+        rollouts.metrics.answers.labels(
+            runtime.version, "error" if error else "degraded" if answer is not None and answer.degraded else "ok"
+        ).inc()
         rollouts.metrics.latency.labels(runtime.version).observe(ms / 1000)
         if router.stage not in (SHADOW, CANARY) or router.candidate is None:
             return
         rollouts.guardrails.record(runtime is router.candidate, None, error, answer is not None and answer.degraded)
-        if (answer is None or len(self.tasks) >= MAX_COMPARISONS
-                or random.random() >= rollouts.settings.rollout_shadow_share):
+        if (
+            answer is None
+            or len(self.tasks) >= MAX_COMPARISONS
+            or random.random() >= rollouts.settings.rollout_shadow_share
+        ):
             return
         task = asyncio.create_task(self._pair(router.live, router.candidate, request))
         self.tasks.add(task)
@@ -55,7 +65,8 @@ class Shadow:
 
     async def _pair(self, live: BundleRuntime, candidate: BundleRuntime, request: pb.RecommendRequest) -> None:
         (live_answer, live_ms), (cand_answer, cand_ms) = await asyncio.gather(
-            self._answer(live, request), self._answer(candidate, request))
+            self._answer(live, request), self._answer(candidate, request)
+        )
         guardrails, router = self.rollouts.guardrails, self.rollouts.router
         if router.candidate is not candidate or router.live is not live or live_answer is False or cand_answer is False:
             return  # the rollout moved on meanwhile, or the request is valid for one bundle only

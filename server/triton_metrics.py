@@ -12,9 +12,13 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 
-COUNTERS = ("nv_inference_request_success", "nv_inference_exec_count", "nv_inference_queue_duration_us",
-            "nv_inference_compute_infer_duration_us")
-_LINE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
+COUNTERS = (
+    "nv_inference_request_success",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+)
+_LINE = re.compile(r"^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$")
 _MODEL = re.compile(r'model="([^"]+)"')
 
 
@@ -46,8 +50,11 @@ def batching_between(before: dict[str, ModelCounters], after: dict[str, ModelCou
         requests, executions = end.requests - start.requests, end.executions - start.executions
         if requests <= 0 or executions <= 0:
             continue
-        out[model] = {"requests": int(requests), "executions": int(executions),
-                      "avg_batch": round(requests / executions, 2),
-                      "queue_ms": round((end.queue_us - start.queue_us) / requests / 1000, 3),
-                      "compute_ms": round((end.compute_us - start.compute_us) / requests / 1000, 3)}
+        out[model] = {
+            "requests": int(requests),
+            "executions": int(executions),
+            "avg_batch": round(requests / executions, 2),
+            "queue_ms": round((end.queue_us - start.queue_us) / requests / 1000, 3),
+            "compute_ms": round((end.compute_us - start.compute_us) / requests / 1000, 3),
+        }
     return out

@@ -38,9 +38,14 @@ LOAD_RETRY_S = 30.0
 # Triton answers model-repository/config calls only with this header (--grpc-restricted-protocol).
 CONTROL_HEADER = "triton-grpc-protocol-recsys-triton-key"  # Triton prefixes the key name it was given
 # gRPC's default reconnect backoff grows to 2 minutes; a Triton that restarts should be found in seconds.
-CHANNEL_ARGS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 10_000)]
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 10_000),
+]
 # Precision asked for -> variants that provide it, preferred first.
 PRECISIONS = {
     "fp32": ("torchscript_fp32", "onnx_fp32"),
@@ -72,8 +77,16 @@ def model_name(role: str, variant: str) -> str:
 
 
 class ModelPool:
-    def __init__(self, url: str, available: list[str], variants: list[str], default_variant: str,
-                 latency: LatencyBook, repository: Path | None = None, control_key: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        available: list[str],
+        variants: list[str],
+        default_variant: str,
+        latency: LatencyBook,
+        repository: Path | None = None,
+        control_key: str | None = None,
+    ) -> None:
         """``available``: model names in the repository (the bundle manifest); ``variants``: those to use;
         ``repository``: where the configs are read for version-pinned loads; ``control_key``: the secret
         Triton's control APIs want (None: an unrestricted Triton)."""
@@ -120,8 +133,9 @@ class ModelPool:
         assert self.client is not None
         try:
             self.live = await self.client.is_server_live(client_timeout=1.0)
-            index = await self.client.get_model_repository_index(as_json=True, client_timeout=2.0,
-                                                                headers=self.control_headers)
+            index = await self.client.get_model_repository_index(
+                as_json=True, client_timeout=2.0, headers=self.control_headers
+            )
         except InferenceServerException as err:
             if "restricted" in (err.message() or ""):  # a live Triton that wants another control key
                 log.error("Triton refused the control call: %s; set triton_control_key", err.message())
@@ -136,8 +150,17 @@ class ModelPool:
         self._set_states(states)
         now = time.monotonic()
         # A model that failed to load is retried after a pause, not on every health check.
-        missing = [m for m in self.models if self.wanted(m) - set(states.get(m, ())) and m not in self._loading
-                   and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S] if load else []
+        missing = (
+            [
+                m
+                for m in self.models
+                if self.wanted(m) - set(states.get(m, ()))
+                and m not in self._loading
+                and now - self._failed_at.get(m, -1e9) > LOAD_RETRY_S
+            ]
+            if load
+            else []
+        )
         # The default variant first, then the others (at the next call when ``staged``): answers are
         # whole again once its models are ready, whereas a restarted Triton loading every variant at
         # once (a Python stub each, importing torch) kept them waiting behind the rest on a small machine.
@@ -179,11 +202,16 @@ class ModelPool:
         self._loading.add(model)
         log.info("loading model=%s versions=%s", model, ",".join(sorted(versions, key=_numeric)))
         try:
-            await self.client.load_model(model, config=json_format.MessageToJson(
-                config, preserving_proto_field_name=True), client_timeout=120.0, headers=self.control_headers)
+            await self.client.load_model(
+                model,
+                config=json_format.MessageToJson(config, preserving_proto_field_name=True),
+                client_timeout=120.0,
+                headers=self.control_headers,
+            )
         except InferenceServerException as err:
-            raise ModelLoadError(f"Triton could not load {model} versions {sorted(versions, key=_numeric)}: "
-                                 f"{err.message()}") from None
+            raise ModelLoadError(
+                f"Triton could not load {model} versions {sorted(versions, key=_numeric)}: {err.message()}"
+            ) from None
         finally:
             self._loading.discard(model)
         log.info("loaded model=%s versions=%s", model, ",".join(sorted(versions, key=_numeric)))
@@ -204,8 +232,16 @@ class ModelPool:
             return False
         return True
 
-    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...], timeout_s: float,
-                    request_id: str = "", version: str = "", latency: LatencyBook | None = None) -> CallResult:
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: tuple[str, ...],
+        timeout_s: float,
+        request_id: str = "",
+        version: str = "",
+        latency: LatencyBook | None = None,
+    ) -> CallResult:
         """One call; ``version`` pins the model version ("" lets Triton pick), ``latency`` is the book
         the time goes to (each bundle keeps its own, so a candidate's speed never steers the live plans)."""
         if model not in self.ready or self.client is None or (version and not self.has(model, version)):
@@ -223,9 +259,16 @@ class ModelPool:
         # left some batched requests to the Python-backend models unanswered until the hard limit.
         try:
             result = await asyncio.wait_for(
-                self.client.infer(model, tensors, outputs=[InferRequestedOutput(n) for n in outputs],
-                                  request_id=request_id, model_version=version, client_timeout=timeout_s),
-                timeout_s)
+                self.client.infer(
+                    model,
+                    tensors,
+                    outputs=[InferRequestedOutput(n) for n in outputs],
+                    request_id=request_id,
+                    model_version=version,
+                    client_timeout=timeout_s,
+                ),
+                timeout_s,
+            )
         except TimeoutError:
             # The estimate must learn that this model is slow, or the planner keeps choosing it.
             latency.observe(model, (time.perf_counter() - started) * 1000)
@@ -242,8 +285,7 @@ class ModelPool:
             raise ModelCallError(model, err.message() or str(err.status())) from None
         ms = (time.perf_counter() - started) * 1000
         latency.observe(model, ms)
-        return CallResult(model, result.get_response().model_version, ms,
-                          {n: result.as_numpy(n)[0] for n in outputs})
+        return CallResult(model, result.get_response().model_version, ms, {n: result.as_numpy(n)[0] for n in outputs})
 
 
 def _numeric(version: str) -> tuple[int, str]:

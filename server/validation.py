@@ -14,8 +14,14 @@ from server.coldstart import encode_demographics
 from server.errors import InvalidRequest, NotFound
 from server.settings import Settings
 
-STRATEGIES = {pb.STRATEGY_UNSPECIFIED: "ensemble", pb.STRATEGY_ENSEMBLE: "ensemble", pb.STRATEGY_SAE: "sae",
-              pb.STRATEGY_RBM: "rbm", pb.STRATEGY_TWO_TOWER: "two_tower", pb.STRATEGY_POPULAR: "popular"}
+STRATEGIES = {
+    pb.STRATEGY_UNSPECIFIED: "ensemble",
+    pb.STRATEGY_ENSEMBLE: "ensemble",
+    pb.STRATEGY_SAE: "sae",
+    pb.STRATEGY_RBM: "rbm",
+    pb.STRATEGY_TWO_TOWER: "two_tower",
+    pb.STRATEGY_POPULAR: "popular",
+}
 PRECISIONS = {pb.VARIANT_AUTO: "auto", pb.VARIANT_FP32: "fp32", pb.VARIANT_INT8: "int8", pb.VARIANT_FP16: "fp16"}
 MAX_USER_ID = 128
 MAX_TEXT = 64  # genre, gender, occupation: the longest known value is far shorter
@@ -120,8 +126,9 @@ def recommend_query(request: pb.RecommendRequest, bundle: Bundle, settings: Sett
     if request.variant not in PRECISIONS:
         raise InvalidRequest(f"unknown variant {request.variant}; use one of {sorted(pb.Variant.keys())}")
     if request.latency_budget_ms > settings.max_budget_ms:
-        raise InvalidRequest(f"latency_budget_ms must be at most {settings.max_budget_ms}; "
-                             f"got {request.latency_budget_ms}")
+        raise InvalidRequest(
+            f"latency_budget_ms must be at most {settings.max_budget_ms}; got {request.latency_budget_ms}"
+        )
     if len(request.ratings) > settings.max_ratings:
         raise InvalidRequest(f"{len(request.ratings)} inline ratings; at most {settings.max_ratings}")
     inline: dict[int, float] = {}
@@ -145,11 +152,19 @@ def recommend_query(request: pb.RecommendRequest, bundle: Bundle, settings: Sett
         check_text(d.occupation, "demographics.occupation")
         demographics = encode_demographics(bundle, d.age, d.gender, d.occupation)
     return RecommendQuery(
-        user_id=user_id, inline=inline, unknown_item_ids=unknown + unknown_excluded, k=k,
-        strategy=STRATEGIES[request.strategy], precision=PRECISIONS[request.variant],
-        budget_ms=request.latency_budget_ms, exclude=exclude,
+        user_id=user_id,
+        inline=inline,
+        unknown_item_ids=unknown + unknown_excluded,
+        k=k,
+        strategy=STRATEGIES[request.strategy],
+        precision=PRECISIONS[request.variant],
+        budget_ms=request.latency_budget_ms,
+        exclude=exclude,
         filters=check_filters(request.genres, request.min_year, request.max_year, bundle),
-        explain=request.explain, diversity=float(request.diversity), demographics=demographics)
+        explain=request.explain,
+        diversity=float(request.diversity),
+        demographics=demographics,
+    )
 
 
 def known_item(item_id: int, bundle: Bundle) -> int:

@@ -19,8 +19,10 @@ ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movie
 @pytest.fixture(scope="session")
 def synthetic_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("synthetic")
-    return {fmt: write(root / fmt, SyntheticSpec(users=120, items=150, mean_ratings=25, format=fmt))
-            for fmt in ("ml-100k", "ml-1m", "csv")}
+    return {
+        fmt: write(root / fmt, SyntheticSpec(users=120, items=150, mean_ratings=25, format=fmt))
+        for fmt in ("ml-100k", "ml-1m", "csv")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -37,15 +37,27 @@ class Artifacts:
 def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     dataset = data.dataset
     split = make_split(dataset, "u1")
-    trained = train_models(data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu",
-                           ensemble=False)
+    trained = train_models(
+        data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu", ensemble=False
+    )
     repository = root / "model_repository"
     rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS, top_n=20)
-    manifest = {"registry_versions": {}, "alias": "test", "top_n": 20,
-                "repository": {r["repository_model"]: r["version"] for r in rows}}
+    manifest = {
+        "registry_versions": {},
+        "alias": "test",
+        "top_n": 20,
+        "repository": {r["repository_model"]: r["version"] for r in rows},
+    }
     ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
-    folder = write_bundle(root / "serving_bundle", dataset, trained.models["popularity"], trained.models["two_tower"],
-                          ensemble, manifest, repository=repository)
+    folder = write_bundle(
+        root / "serving_bundle",
+        dataset,
+        trained.models["popularity"],
+        trained.models["two_tower"],
+        ensemble,
+        manifest,
+        repository=repository,
+    )
     write_drift_reference(folder, dataset, split.train, trained.models)
     return Artifacts(repository, root / "serving_bundle", tuple(manifest["repository"]))
 
@@ -112,11 +124,21 @@ class ServerThread:
 
 
 def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides: object) -> Settings:
-    values = {"model_repository": artifacts.repository, "bundle": artifacts.bundle, "triton_url": triton_url,
-              "grpc_port": 0, "metrics_port": 0, "feedback_db": state / "feedback.sqlite", "log_json": False,
-              "admin_port": 0, "rollout_state_dir": state / "rollout",
-              "health_interval_s": 0.2, "variants": list(VARIANTS),
-              # Off unless a test turns it on: most tests observe how an answer is computed, and a
-              # repeated request would be answered from the cache instead.
-              "cache_ttl_s": 0, **overrides}
+    values = {
+        "model_repository": artifacts.repository,
+        "bundle": artifacts.bundle,
+        "triton_url": triton_url,
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "feedback_db": state / "feedback.sqlite",
+        "log_json": False,
+        "admin_port": 0,
+        "rollout_state_dir": state / "rollout",
+        "health_interval_s": 0.2,
+        "variants": list(VARIANTS),
+        # Off unless a test turns it on: most tests observe how an answer is computed, and a
+        # repeated request would be answered from the cache instead.
+        "cache_ttl_s": 0,
+        **overrides,
+    }
     return Settings(**values)

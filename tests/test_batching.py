@@ -13,8 +13,11 @@ RAGGED = {"CANDIDATE_SCORE__1": "CANDIDATE_IDX__3"}
 
 
 def request(items: list[int], candidates: list[int]) -> list[np.ndarray]:
-    return [np.array([items], dtype=np.int64), np.array([[float(i) for i in items]], dtype=np.float32),
-            np.array([candidates], dtype=np.int64)]
+    return [
+        np.array([items], dtype=np.int64),
+        np.array([[float(i) for i in items]], dtype=np.float32),
+        np.array([candidates], dtype=np.int64),
+    ]
 
 
 def model(calls: list[int]):
@@ -28,8 +31,11 @@ def model(calls: list[int]):
             raise IndexError("index 10 is out of bounds for 10 items")
         valid = items >= 0
         assert (ratings[~valid] == 0).all(), "value padding must be 0"
-        return [np.where(valid, ratings, 0).sum(axis=1, keepdims=True),
-                np.where(candidates >= 0, candidates * 10.0, 0).astype(np.float32)]
+        return [
+            np.where(valid, ratings, 0).sum(axis=1, keepdims=True),
+            np.where(candidates >= 0, candidates * 10.0, 0).astype(np.float32),
+        ]
+
     return run
 
 
@@ -62,8 +68,11 @@ def test_a_lone_failing_request_runs_once() -> None:
 
 
 def test_requests_with_several_rows_keep_them() -> None:
-    two_rows = [np.array([[1, -1], [2, 3]], dtype=np.int64), np.array([[1, 0], [2, 3]], dtype=np.float32),
-                np.array([[1], [2]], dtype=np.int64)]
+    two_rows = [
+        np.array([[1, -1], [2, 3]], dtype=np.int64),
+        np.array([[1, 0], [2, 3]], dtype=np.float32),
+        np.array([[1], [2]], dtype=np.int64),
+    ]
     results = batching.execute([request([4], [5]), two_rows], model([]), NAMES, OUTPUTS, RAGGED)
     assert results[1][0][:, 0].tolist() == [1.0, 5.0]  # type: ignore[index]
     assert results[0][0].shape == (1, 1)  # type: ignore[index]

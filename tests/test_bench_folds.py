@@ -9,8 +9,12 @@ from training.data import MovieLens
 
 
 def _fold(**ndcg: float) -> dict:
-    return {"models": {n: {"ndcg@10": ndcg.get(n, 0.0), "recall@10": 0.1, "precision@10": 0.1, "rmse": None,
-                           "train_seconds": 1.0} for n in ORDER}}
+    return {
+        "models": {
+            n: {"ndcg@10": ndcg.get(n, 0.0), "recall@10": 0.1, "precision@10": 0.1, "rmse": None, "train_seconds": 1.0}
+            for n in ORDER
+        }
+    }
 
 
 def test_official_folds_for_ml100k_and_seeded_holdouts_elsewhere(tiny: MovieLens, synthetic_dirs) -> None:

@@ -18,9 +18,25 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory, synthetic_dirs: dict
     state = tmp_path_factory.mktemp("state")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        summary = train.main(["--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(state),
-                              "--max-epochs", "3", "--device", "cpu", "--no-progress", "--gate-margin", "-1",
-                              "--set", "sae.hidden=[16]", "--set", "rbm.hidden=8"])
+        summary = train.main(
+            [
+                "--data",
+                str(synthetic_dirs["ml-100k"]),
+                "--state-dir",
+                str(state),
+                "--max-epochs",
+                "3",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--gate-margin",
+                "-1",
+                "--set",
+                "sae.hidden=[16]",
+                "--set",
+                "rbm.hidden=8",
+            ]
+        )
     assert summary["split"] == "u1"
     registry = summary["registry"]
     # Three epochs on toy data cannot beat popularity; the gate is off here (tests/test_gates.py covers it).
@@ -30,12 +46,14 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory, synthetic_dirs: dict
     return state
 
 
-def test_evaluate_reads_champions_back_from_the_registry(trained_state: Path, synthetic_dirs: dict[str, Path],
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_reads_champions_back_from_the_registry(
+    trained_state: Path, synthetic_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "eval.json"
-    report = evaluate.main(["--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(trained_state),
-                            "--out", str(out)])
+    report = evaluate.main(
+        ["--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(trained_state), "--out", str(out)]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     models = report["models"]
     assert set(models) == {"popularity", "sae", "rbm", "two_tower", "ensemble"}
@@ -65,17 +83,30 @@ def test_bad_arguments_say_what_to_fix(synthetic_dirs: dict[str, Path]) -> None:
         train.main(["--data", str(synthetic_dirs["ml-100k"]), "--models", "svd", "--no-track"])
 
 
-def test_export_reads_champions_and_writes_repository_and_bundle(trained_state: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_reads_champions_and_writes_repository_and_bundle(
+    trained_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     repo, bundle = tmp_path / "repo", tmp_path / "bundle"
-    args = ["--state-dir", str(trained_state), "--out", str(repo), "--bundle", str(bundle),
-            "--variants", "onnx_fp32,torchscript_fp32", "--top-n", "20"]
+    args = [
+        "--state-dir",
+        str(trained_state),
+        "--out",
+        str(repo),
+        "--bundle",
+        str(bundle),
+        "--variants",
+        "onnx_fp32,torchscript_fp32",
+        "--top-n",
+        "20",
+    ]
     rows = export_cli.main(args)
     # The one-graph two-tower model ("two_tower") is exported beside its two halves.
-    assert {r["repository_model"] for r in rows} == {f"{g}_{v}" for g in ("sae", "rbm", "two_tower", "two_tower_user",
-                                                                         "two_tower_items")
-                                                      for v in ("onnx_fp32", "torchscript_fp32")}
+    assert {r["repository_model"] for r in rows} == {
+        f"{g}_{v}"
+        for g in ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
+        for v in ("onnx_fp32", "torchscript_fp32")
+    }
     assert all(read_config(repo / r["repository_model"]).name == r["repository_model"] for r in rows)
     manifest = json.loads((bundle / "1" / "manifest.json").read_text())
     assert manifest["registry_versions"] == {m: 1 for m in ("popularity", "sae", "rbm", "two_tower", "ensemble")}
@@ -84,8 +115,9 @@ def test_export_reads_champions_and_writes_repository_and_bundle(trained_state: 
     assert export_cli.main(args) and (bundle / "2" / "manifest.json").is_file()  # versioned with the models
 
 
-def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_without_registered_models_says_to_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = ["--state-dir", str(tmp_path), "--out", str(tmp_path / "r"), "--bundle", str(tmp_path / "b")]
     with pytest.raises(ExportError, match="make train"):
@@ -100,8 +132,9 @@ def test_export_without_registered_models_says_to_train(tmp_path: Path, monkeypa
     assert not (tmp_path / "r").exists()
 
 
-def test_export_takes_the_members_the_ensemble_pins(trained_state: Path, synthetic_dirs: dict[str, Path],
-                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_takes_the_members_the_ensemble_pins(
+    trained_state: Path, synthetic_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Members' own champion aliases move independently; the served set must be the fitted one."""
     import mlflow
 
@@ -112,12 +145,25 @@ def test_export_takes_the_members_the_ensemble_pins(trained_state: Path, synthet
     client = mlflow.MlflowClient()
     # A second SAE version that becomes its own champion without a new ensemble.
     first = client.get_model_version(registry_name("sae"), "1")
-    second = client.create_model_version(registry_name("sae"), source=first.source, run_id=first.run_id,
-                                         tags=first.tags)
+    second = client.create_model_version(
+        registry_name("sae"), source=first.source, run_id=first.run_id, tags=first.tags
+    )
     client.set_registered_model_alias(registry_name("sae"), CHAMPION, second.version)
     try:
-        rows = export_cli.main(["--state-dir", str(trained_state), "--out", str(tmp_path / "r"), "--bundle",
-                                str(tmp_path / "b"), "--variants", "onnx_fp32", "--top-n", "20"])
+        rows = export_cli.main(
+            [
+                "--state-dir",
+                str(trained_state),
+                "--out",
+                str(tmp_path / "r"),
+                "--bundle",
+                str(tmp_path / "b"),
+                "--variants",
+                "onnx_fp32",
+                "--top-n",
+                "20",
+            ]
+        )
         manifest = json.loads((tmp_path / "b" / "1" / "manifest.json").read_text())
         assert manifest["registry_versions"]["sae"] == 1 and rows
     finally:
@@ -125,8 +171,9 @@ def test_export_takes_the_members_the_ensemble_pins(trained_state: Path, synthet
         client.delete_model_version(registry_name("sae"), second.version)
 
 
-def test_export_refuses_an_ensemble_pinning_a_gated_out_member(trained_state: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_refuses_an_ensemble_pinning_a_gated_out_member(
+    trained_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
 
     from training.tracking import CHAMPION, GATE_TAG, configure, registry_name
@@ -142,8 +189,20 @@ def test_export_refuses_an_ensemble_pinning_a_gated_out_member(trained_state: Pa
     client.set_model_version_tag(name, "1", GATE_TAG, "failed")
     try:
         with pytest.raises(ExportError, match=r"recsys-rbm v1"):
-            export_cli.main(["--state-dir", str(trained_state), "--out", str(tmp_path / "r"), "--bundle",
-                             str(tmp_path / "b"), "--variants", "onnx_fp32", "--top-n", "20"])
+            export_cli.main(
+                [
+                    "--state-dir",
+                    str(trained_state),
+                    "--out",
+                    str(tmp_path / "r"),
+                    "--bundle",
+                    str(tmp_path / "b"),
+                    "--variants",
+                    "onnx_fp32",
+                    "--top-n",
+                    "20",
+                ]
+            )
         assert not (tmp_path / "r").exists()
     finally:
         client.set_model_version_tag(name, "1", GATE_TAG, "passed")

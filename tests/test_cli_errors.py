@@ -29,8 +29,15 @@ GROUPLENS = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 
 def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join([str(ROOT), str(ROOT / "protos")])
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": path, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
+        check=False,
+    )
 
 
 def one_line(stderr: str) -> str:
@@ -42,8 +49,9 @@ def one_line(stderr: str) -> str:
 def test_training_without_data_says_where_movielens_comes_from(tmp_path: Path) -> None:
     """What `make serve` runs first on a clone with no ../shared: the default data folder is missing."""
     missing = tmp_path / "shared" / "data" / "movielens" / "ml-100k"
-    done = run_module("training.train", "--no-track", "--state-dir", str(tmp_path / "var"),
-                      env={"RECSYS_DATA": str(missing)})
+    done = run_module(
+        "training.train", "--no-track", "--state-dir", str(tmp_path / "var"), env={"RECSYS_DATA": str(missing)}
+    )
     assert done.returncode == 2
     line = one_line(done.stderr)
     assert line.startswith(f"training: {missing}: not a directory") and GROUPLENS in line and "DATA=" in line
@@ -61,10 +69,13 @@ def test_client_cli_refuses_an_unknown_strategy_without_a_traceback() -> None:
     assert "invalid choice: 'foo'" in done.stderr and "two_tower" in done.stderr
 
 
-@pytest.mark.parametrize("argv", [
-    ["--target", "127.0.0.1:1", "recommend", "--rate", "5=x"],
-    ["--target", "127.0.0.1:1", "--tls-roots", "/nonexistent/ca.pem", "health"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--target", "127.0.0.1:1", "recommend", "--rate", "5=x"],
+        ["--target", "127.0.0.1:1", "--tls-roots", "/nonexistent/ca.pem", "health"],
+    ],
+)
 def test_client_cli_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         sys.exit(client_cli.main(argv))
@@ -86,12 +97,26 @@ def test_server_help_runs_as_a_command() -> None:
     assert done.returncode == 0 and "--rollout-golden-tolerance" in done.stdout
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["--grpc-port", "not-a-port"], "grpc_port"),
-    (["--config", "/nonexistent/server.toml"], "no such file"),
-    (["--bundle", "/nonexistent/bundle", "--triton-url", "127.0.0.1:1", "--metrics-port", "null",
-      "--admin-port", "null"], "make export"),
-])
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--grpc-port", "not-a-port"], "grpc_port"),
+        (["--config", "/nonexistent/server.toml"], "no such file"),
+        (
+            [
+                "--bundle",
+                "/nonexistent/bundle",
+                "--triton-url",
+                "127.0.0.1:1",
+                "--metrics-port",
+                "null",
+                "--admin-port",
+                "null",
+            ],
+            "make export",
+        ),
+    ],
+)
 def test_server_user_errors_exit_2(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         server_cli.main(argv)
@@ -108,15 +133,32 @@ def test_loadtest_verdict() -> None:
     assert loadtest_cli.failed(_run(3)) == ["3 of 100 requests failed"]
     assert loadtest_cli.failed(_run(0, requests=0)) == ["no request completed (is the target reachable?)"]
     assert loadtest_cli.failed(_run(0, code=1)) == ["locust exited with code 1"]
-    sweep = {"runs": [{"users": 1, "requests": 10, "failures": 0, "locust_exit_code": 0},
-                      {"users": 8, "requests": 80, "failures": 2, "locust_exit_code": 1}]}
+    sweep = {
+        "runs": [
+            {"users": 1, "requests": 10, "failures": 0, "locust_exit_code": 0},
+            {"users": 8, "requests": 80, "failures": 2, "locust_exit_code": 1},
+        ]
+    }
     assert loadtest_cli.failed(sweep) == ["8 users: 2 of 80 requests failed"]
 
 
 def test_loadtest_exits_non_zero_when_requests_fail(tmp_path: Path) -> None:
     """Nothing listens on the target: every user fails, and the exit status says so."""
-    done = run_module("loadtest", "--target", "127.0.0.1:1", "--known-users", "1-5", "--users", "1",
-                      "--spawn-rate", "1", "--duration", "2s", "--out", str(tmp_path))
+    done = run_module(
+        "loadtest",
+        "--target",
+        "127.0.0.1:1",
+        "--known-users",
+        "1-5",
+        "--users",
+        "1",
+        "--spawn-rate",
+        "1",
+        "--duration",
+        "2s",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "loadtest failed: " in done.stderr and (tmp_path / "summary.json").is_file()
 
@@ -127,8 +169,9 @@ def _console_scripts() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("script", sorted(_console_scripts()))
-def test_console_scripts_answer_help(script: str, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_console_scripts_answer_help(
+    script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """What each [project.scripts] entry point does when installed: `recsys-... --help` (console
     scripts call the function with no arguments, so it reads sys.argv)."""
     module, _, attribute = _console_scripts()[script].partition(":")

@@ -27,8 +27,12 @@ def load(path: str) -> Any:
 
 def k8s_objects() -> list[dict[str, Any]]:
     kustomization = load("kustomization.yaml")
-    return [doc for resource in kustomization["resources"]
-            for doc in yaml.safe_load_all((DEPLOY / resource).read_text()) if doc]
+    return [
+        doc
+        for resource in kustomization["resources"]
+        for doc in yaml.safe_load_all((DEPLOY / resource).read_text())
+        if doc
+    ]
 
 
 def by_kind(kind: str, name: str) -> dict[str, Any]:
@@ -48,16 +52,19 @@ def container(workload: dict[str, Any]) -> dict[str, Any]:
 
 def k8s_env(workload: dict[str, Any]) -> dict[str, str]:
     """Literal values; a value from a Secret reads as "secret:<name>/<key>"."""
+
     def value(e: dict[str, Any]) -> str:
         if "value" in e:
             return e["value"]
         ref = e["valueFrom"]["secretKeyRef"]
         return f"secret:{ref['name']}/{ref['key']}"
+
     return {e["name"]: value(e) for e in container(workload)["env"]}
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*")
-                                        if p.suffix in (".yml", ".yaml", ".json")))
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*") if p.suffix in (".yml", ".yaml", ".json"))
+)
 def test_every_file_parses(path: str) -> None:
     text = (DEPLOY / path).read_text()
     docs = [json.loads(text)] if path.endswith(".json") else [d for d in yaml.safe_load_all(text) if d]
@@ -66,8 +73,11 @@ def test_every_file_parses(path: str) -> None:
 
 def test_server_environment_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     compose = load("docker-compose.yml")
-    for env in (dockerfile_env(), compose["services"]["recsys"]["environment"], k8s_env(by_kind("StatefulSet",
-                                                                                                  "recsys"))):
+    for env in (
+        dockerfile_env(),
+        compose["services"]["recsys"]["environment"],
+        k8s_env(by_kind("StatefulSet", "recsys")),
+    ):
         ours = {k: v for k, v in env.items() if k.startswith("RECSYS_") and not v.startswith(("${", "secret:"))}
         assert all(k.removeprefix("RECSYS_").lower() in Settings.model_fields for k in ours), ours
         with monkeypatch.context() as m:
@@ -88,8 +98,10 @@ def test_ports_agree_everywhere() -> None:
     assert recsys["ports"] == [f"{grpc_port}:{grpc_port}"] and recsys["expose"] == [metrics_port]
     assert "127.0.0.1:50051" in (DEPLOY / "Dockerfile").read_text().split("HEALTHCHECK")[1]
     triton_metrics = next(a for a in triton["command"] if a.startswith("--metrics-port=")).split("=")[1]
-    scrape = {job["job_name"]: job["static_configs"][0]["targets"][0]
-              for job in load("prometheus/prometheus.yml")["scrape_configs"]}
+    scrape = {
+        job["job_name"]: job["static_configs"][0]["targets"][0]
+        for job in load("prometheus/prometheus.yml")["scrape_configs"]
+    }
     assert scrape == {"recsys": f"recsys:{metrics_port}", "triton": f"triton:{triton_metrics}"}
     # The server finds Triton's gRPC port by the service name, in compose and in Kubernetes.
     triton_host, triton_port = recsys["environment"]["RECSYS_TRITON_URL"].split(":")
@@ -131,14 +143,21 @@ def test_volume_paths_agree() -> None:
     server = by_kind("StatefulSet", "recsys")
     mounts = {m["mountPath"]: m for m in container(server)["volumeMounts"]}
     assert mounts[k8s_env(server)["RECSYS_BUNDLE"]]["subPath"] == "serving_bundle"
-    claims = {v["persistentVolumeClaim"]["claimName"] for pod in (triton_pod, server)
-              for v in pod["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {by_kind("PersistentVolumeClaim", name)["metadata"]["name"]
-                      for name in ("model-store", "rollout-state")}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for pod in (triton_pod, server)
+        for v in pod["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {
+        by_kind("PersistentVolumeClaim", name)["metadata"]["name"] for name in ("model-store", "rollout-state")
+    }
     # Every replica follows one rollout pointer: the state dir is the shared (ReadWriteMany) claim.
     assert mounts[k8s_env(server)["RECSYS_ROLLOUT_STATE_DIR"]]["name"] in {
-        v["name"] for v in server["spec"]["template"]["spec"]["volumes"]
-        if v.get("persistentVolumeClaim", {}).get("claimName") == "rollout-state"}
+        v["name"]
+        for v in server["spec"]["template"]["spec"]["volumes"]
+        if v.get("persistentVolumeClaim", {}).get("claimName") == "rollout-state"
+    }
     assert by_kind("PersistentVolumeClaim", "rollout-state")["spec"]["accessModes"] == ["ReadWriteMany"]
     # Feedback lives in the shared Valkey, not on a replica's own volume.
     assert "volumeClaimTemplates" not in server["spec"]
@@ -210,8 +229,13 @@ UNPINNED = {  # images whose digest could not be resolved where this was written
 def _images() -> list[str]:
     compose = load("docker-compose.yml")
     images = [s["image"] for s in compose["services"].values() if "image" in s and "build" not in s]
-    images += [c["image"] for o in k8s_objects() if o["kind"] in ("Deployment", "StatefulSet")
-               for c in o["spec"]["template"]["spec"]["containers"] if c["image"] != "recsys-server:latest"]
+    images += [
+        c["image"]
+        for o in k8s_objects()
+        if o["kind"] in ("Deployment", "StatefulSet")
+        for c in o["spec"]["template"]["spec"]["containers"]
+        if c["image"] != "recsys-server:latest"
+    ]
     images += re.findall(r"^FROM (\S+)", (DEPLOY / "Dockerfile").read_text(), re.M)
     return images
 
@@ -266,7 +290,7 @@ def _restricted(args: list[str]) -> dict[str, str]:
     for arg in args:
         for flag in ("--grpc-restricted-protocol=", "--http-restricted-api="):
             if arg.startswith(flag):
-                protocols, _, header = arg[len(flag):].partition(":")
+                protocols, _, header = arg[len(flag) :].partition(":")
                 assert set(protocols.split(",")) >= {"model-repository", "model-config"}, arg
                 flags[flag] = header
     return flags
@@ -275,20 +299,22 @@ def _restricted(args: list[str]) -> dict[str, str]:
 def test_triton_control_plane_is_locked() -> None:
     from export.triton.launcher import CONTROL_HEADER, CONTROL_KEY_NAME
     from server.triton_models import CONTROL_HEADER as SERVER_HEADER
+
     assert SERVER_HEADER == CONTROL_HEADER == f"triton-grpc-protocol-{CONTROL_KEY_NAME}"
     compose = load("docker-compose.yml")
     triton, recsys = compose["services"]["triton"], compose["services"]["recsys"]
     for flags, server_key in (
-            (_restricted(triton["command"]), recsys["environment"]["RECSYS_TRITON_CONTROL_KEY"]),
-            (_restricted(container(by_kind("Deployment", "triton"))["args"]),
-             "$(TRITON_CONTROL_KEY)")):
+        (_restricted(triton["command"]), recsys["environment"]["RECSYS_TRITON_CONTROL_KEY"]),
+        (_restricted(container(by_kind("Deployment", "triton"))["args"]), "$(TRITON_CONTROL_KEY)"),
+    ):
         assert len(flags) == 2 and set(flags.values()) == {f"{CONTROL_KEY_NAME}={server_key}"}
     # Kubernetes: Triton and the server read the key from the same Secret.
     triton_env, server_env = k8s_env(by_kind("Deployment", "triton")), k8s_env(by_kind("StatefulSet", "recsys"))
     assert triton_env["TRITON_CONTROL_KEY"] == server_env["RECSYS_TRITON_CONTROL_KEY"] == "secret:triton-control/key"
     # Compose publishes no Triton port and no metrics port; Prometheus and Grafana only on loopback.
-    assert "ports" not in triton and all(p.startswith("127.0.0.1:") for name in ("prometheus", "grafana")
-                                         for p in compose["services"][name]["ports"])
+    assert "ports" not in triton and all(
+        p.startswith("127.0.0.1:") for name in ("prometheus", "grafana") for p in compose["services"][name]["ports"]
+    )
     assert recsys["environment"]["RECSYS_AUTH_MODE"] == "token" and "RECSYS_AUTH_API_KEYS" in recsys["environment"]
 
 
@@ -302,12 +328,20 @@ def test_network_policies_admit_only_the_server_to_triton_and_prometheus_to_metr
         rules = policies[policy]["spec"]["ingress"]
         return {p["port"]: rule.get("from") for rule in rules for p in rule["ports"]}
 
-    prometheus = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    prometheus = [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
     assert policies["triton-ingress"]["spec"]["podSelector"]["matchLabels"] == {"app": "triton"}
-    assert admitted("triton-ingress") == {triton_ports["grpc"]: [{"podSelector": {"matchLabels": {"app": "recsys"}}}],
-                                          triton_ports["metrics"]: prometheus}  # HTTP (repository API): nobody
+    assert admitted("triton-ingress") == {
+        triton_ports["grpc"]: [{"podSelector": {"matchLabels": {"app": "recsys"}}}],
+        triton_ports["metrics"]: prometheus,
+    }  # HTTP (repository API): nobody
     assert admitted("recsys-ingress") == {server_ports["grpc"]: None, server_ports["metrics"]: prometheus}
     # The readiness probe asks the server's "can answer" service, never Triton's.
     assert container(by_kind("StatefulSet", "recsys"))["readinessProbe"]["grpc"].get("service", "") in (
-        "", "recsys.v1.Recommender")
+        "",
+        "recsys.v1.Recommender",
+    )

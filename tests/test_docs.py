@@ -13,8 +13,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 def _anchors(markdown: str) -> set[str]:
     """GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens."""
-    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-            for heading in re.findall(r"(?m)^#+ (.*)$", markdown)}
+    return {
+        re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in re.findall(r"(?m)^#+ (.*)$", markdown)
+    }
 
 
 def test_readme_is_short_and_names_the_two_commands() -> None:

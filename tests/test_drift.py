@@ -48,9 +48,10 @@ def reference(ml100k: MovieLens, tmp_path_factory: pytest.TempPathFactory) -> Re
 
 def _replay(monitor: DriftMonitor, dataset: MovieLens, ratings: pd.DataFrame) -> None:
     raw_items = dataset.item_ids.to_raw(ratings["item"].to_numpy())
-    monitor.observe_feedback(Event(str(u), int(i), "rating", float(r), int(t) * 1000)
-                             for u, i, r, t in zip(ratings["user"], raw_items, ratings["rating"], ratings["timestamp"],
-                                                   strict=True))
+    monitor.observe_feedback(
+        Event(str(u), int(i), "rating", float(r), int(t) * 1000)
+        for u, i, r, t in zip(ratings["user"], raw_items, ratings["rating"], ratings["timestamp"], strict=True)
+    )
     lengths = np.bincount(dataset.ratings["user"], minlength=dataset.n_users)  # the bundle's histories
     for user in np.unique(ratings["user"]):
         monitor.observe_answer(str(user), int(lengths[user]))
@@ -70,8 +71,13 @@ def _alert_fires(metrics_port: int) -> dict[str, bool]:
 
 def test_u1_test_replayed_stays_in_distribution(ml100k: MovieLens, reference: Reference) -> None:
     metrics = Metrics()
-    monitor = DriftMonitor(reference, ml100k.genres, {int(r): i for i, r in enumerate(ml100k.item_ids.raw_ids)},
-                           metrics.drift_psi, window=20_000)
+    monitor = DriftMonitor(
+        reference,
+        ml100k.genres,
+        {int(r): i for i, r in enumerate(ml100k.item_ids.raw_ids)},
+        metrics.drift_psi,
+        window=20_000,
+    )
     _replay(monitor, ml100k, make_split(ml100k, "u1").test)
     values = monitor.psi()
     assert all(v is not None and v < 0.1 for v in values.values()), values
@@ -83,8 +89,9 @@ def test_u1_test_replayed_stays_in_distribution(ml100k: MovieLens, reference: Re
 
 
 @pytest.mark.parametrize("shift", ["one_genre", "long_tail"])
-def test_shifted_streams_raise_the_relevant_psi_and_the_alert(ml100k: MovieLens, reference: Reference,
-                                                              shift: str) -> None:
+def test_shifted_streams_raise_the_relevant_psi_and_the_alert(
+    ml100k: MovieLens, reference: Reference, shift: str
+) -> None:
     test = make_split(ml100k, "u1").test
     if shift == "one_genre":
         horror = ml100k.genre_names.index("Horror")
@@ -92,8 +99,13 @@ def test_shifted_streams_raise_the_relevant_psi_and_the_alert(ml100k: MovieLens,
     else:
         stream, feature = test[reference.item_decile[test["item"]] >= 5], "popularity_decile"
     metrics = Metrics()
-    monitor = DriftMonitor(reference, ml100k.genres, {int(r): i for i, r in enumerate(ml100k.item_ids.raw_ids)},
-                           metrics.drift_psi, window=20_000)
+    monitor = DriftMonitor(
+        reference,
+        ml100k.genres,
+        {int(r): i for i, r in enumerate(ml100k.item_ids.raw_ids)},
+        metrics.drift_psi,
+        window=20_000,
+    )
     _replay(monitor, ml100k, stream)
     values = monitor.psi()
     assert values[feature] is not None and values[feature] > 0.25, values
@@ -125,8 +137,9 @@ def test_offline_report_writes_png_and_html(serving_artifacts: Artifacts, tmp_pa
 
 
 @pytest.mark.slow
-def test_live_model_score_features_in_distribution_and_shifted(serving_artifacts: Artifacts,
-                                                               serving_triton: EmbeddedTriton, tmp_path: Path) -> None:
+def test_live_model_score_features_in_distribution_and_shifted(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, tmp_path: Path
+) -> None:
     """The server observes each model's top scores in its live answers (real Triton): the bundle's
     users asking with their histories keep every score_<model> PSI below 0.1, which checks that the
     live lists are binned like export's reference; a stream of new users who disliked only long-tail
@@ -140,8 +153,9 @@ def test_live_model_score_features_in_distribution_and_shifted(serving_artifacts
     assert set(scored) <= set(reference.features)
     # fp32 only: the reference is the fp32 graphs' (int8 scores differ by their quantisation error).
     # A window of 1,000 scores (100 answers) so that the shifted stream below fills it.
-    settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path, variants=["torchscript_fp32"],
-                            drift_window=1_000)
+    settings = settings_for(
+        serving_artifacts, serving_triton.grpc_url, tmp_path, variants=["torchscript_fp32"], drift_window=1_000
+    )
     rng = np.random.default_rng(0)
     with ServerThread(settings) as server, RecommenderClient(server.target, timeout=30, retry=NO_RETRY) as client:
         assert server.server is not None and server.server.metrics_port is not None

@@ -31,15 +31,26 @@ from training.pipeline import train_models
 def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> dict:
     dataset = tiny_data.dataset
     split = make_split(dataset, "u1")
-    trained = train_models(tiny_data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu",
-                           ensemble=False)
+    trained = train_models(
+        tiny_data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu", ensemble=False
+    )
     repository = tmp_path_factory.mktemp("model_repository")
     rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20, fused_two_tower=True)
-    graphs = {g: graph for n in ("sae", "rbm", "two_tower")
-              for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()}
+    graphs = {
+        g: graph
+        for n in ("sae", "rbm", "two_tower")
+        for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()
+    }
     task = parity_users(dataset, split.train, split.test, 12)
-    return {"rows": rows, "repository": repository, "graphs": graphs, "models": trained.models, "task": task,
-            "dataset": dataset, "split": split}
+    return {
+        "rows": rows,
+        "repository": repository,
+        "graphs": graphs,
+        "models": trained.models,
+        "task": task,
+        "dataset": dataset,
+        "split": split,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +62,9 @@ def triton(exported: dict) -> EmbeddedTriton:
 
 def _feeds(exported: dict, graph_name: str) -> dict[str, np.ndarray]:
     task = exported["task"]
-    return graph_feeds(exported["graphs"], graph_name, task.history[task.users], task.users,
-                       exported["models"]["two_tower"].user_codes)
+    return graph_feeds(
+        exported["graphs"], graph_name, task.history[task.users], task.users, exported["models"]["two_tower"].user_codes
+    )
 
 
 def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
@@ -104,8 +116,15 @@ def test_triton_serves_exactly_what_was_exported(exported: dict, triton: Embedde
 def test_reexport_adds_a_version_and_prunes_old_ones(exported: dict, tmp_path: Path) -> None:
     repo, split = tmp_path / "repo", exported["split"]
     for expected in (1, 2, 3):
-        rows = export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
-                             variants=["onnx_fp32"], keep_versions=2)
+        rows = export_models(
+            {"sae": exported["models"]["sae"]},
+            exported["dataset"],
+            split.train,
+            split.test,
+            repo,
+            variants=["onnx_fp32"],
+            keep_versions=2,
+        )
         assert rows[0]["version"] == expected
     assert versions(repo / "sae_onnx_fp32") == [2, 3]
     assert read_config(repo / "sae_onnx_fp32").version_policy.latest.num_versions == 2
@@ -154,9 +173,11 @@ def test_a_broken_model_is_named_and_the_server_survives(tmp_path: Path, exporte
 def test_triton_dies_with_a_killed_parent(exported: dict, tmp_path: Path) -> None:
     """SIGKILL gives the parent no chance to clean up; PR_SET_PDEATHSIG must still stop Triton."""
     pid_file = tmp_path / "triton.pid"
-    script = (f"import time; from pathlib import Path; from export.triton import EmbeddedTriton\n"
-              f"t = EmbeddedTriton(Path({str(exported['repository'])!r})).start()\n"
-              f"Path({str(pid_file)!r}).write_text(str(t.process.pid)); time.sleep(600)\n")
+    script = (
+        f"import time; from pathlib import Path; from export.triton import EmbeddedTriton\n"
+        f"t = EmbeddedTriton(Path({str(exported['repository'])!r})).start()\n"
+        f"Path({str(pid_file)!r}).write_text(str(t.process.pid)); time.sleep(600)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 60
     while not pid_file.exists() and time.monotonic() < deadline:
@@ -173,13 +194,15 @@ def test_triton_dies_with_a_killed_parent(exported: dict, tmp_path: Path) -> Non
     assert not Path(f"/proc/{triton_pid}").exists() or state == "Z", "tritonserver outlived its parent"
 
 
-def test_a_parity_failure_leaves_the_repository_untouched(exported: dict, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_parity_failure_leaves_the_repository_untouched(
+    exported: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import export.pipeline as pipeline
 
     repo, split = tmp_path / "repo", exported["split"]
-    export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
-                  variants=["onnx_fp32"])
+    export_models(
+        {"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo, variants=["onnx_fp32"]
+    )
     before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
 
     def failing_check(name: str, variant: str, *args: object) -> None:
@@ -189,14 +212,21 @@ def test_a_parity_failure_leaves_the_repository_untouched(exported: dict, tmp_pa
 
     monkeypatch.setattr(pipeline, "check", failing_check)
     with pytest.raises(ParityError, match="planted mismatch"):
-        export_models({"sae": exported["models"]["sae"]}, exported["dataset"], split.train, split.test, repo,
-                      variants=["onnx_fp32", "torchscript_fp32"])
+        export_models(
+            {"sae": exported["models"]["sae"]},
+            exported["dataset"],
+            split.train,
+            split.test,
+            repo,
+            variants=["onnx_fp32", "torchscript_fp32"],
+        )
     assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
 
 
 @pytest.mark.slow  # starts the embedded Triton
-def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(exported: dict,
-                                                                             triton: EmbeddedTriton) -> None:
+def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(
+    exported: dict, triton: EmbeddedTriton
+) -> None:
     """Single-user requests of different lengths, sent together, are executed in batches (one
     forward pass each) and get exactly what each gets alone; an out-of-range index fails only
     its own request."""
@@ -207,15 +237,21 @@ def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(expo
     from server.triton_metrics import batching_between, scrape
 
     feeds = _feeds(exported, "sae")
-    users = [{n: v[i:i + 1] for n, v in feeds.items()} for i in range(len(next(iter(feeds.values()))))]
+    users = [{n: v[i : i + 1] for n, v in feeds.items()} for i in range(len(next(iter(feeds.values()))))]
     for user in users:  # cut each to its own history length (feeds pad every row to the longest)
         length = max(int((user["ITEM_IDX__0"] >= 0).sum()), 1)
         user["ITEM_IDX__0"], user["RATING__1"] = user["ITEM_IDX__0"][:, :length], user["RATING__1"][:, :length]
         user["CANDIDATE_IDX__3"] = np.arange(length % 5 + 1, dtype=np.int64)[None]
-    bad = {**users[0], "ITEM_IDX__0": np.full((1, 3), 10**9, dtype=np.int64),
-           "RATING__1": np.full((1, 3), 4.0, dtype=np.float32)}
-    names = [r["repository_model"] for r in exported["rows"] if r["model"] == "sae"
-             and r["variant"] in ("torchscript_fp32", "onnx_fp32")]
+    bad = {
+        **users[0],
+        "ITEM_IDX__0": np.full((1, 3), 10**9, dtype=np.int64),
+        "RATING__1": np.full((1, 3), 4.0, dtype=np.float32),
+    }
+    names = [
+        r["repository_model"]
+        for r in exported["rows"]
+        if r["model"] == "sae" and r["variant"] in ("torchscript_fp32", "onnx_fp32")
+    ]
 
     def inputs(user: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
         out = []
@@ -240,17 +276,19 @@ def test_ragged_requests_batch_into_one_execution_and_a_bad_one_fails_alone(expo
         assert counts["avg_batch"] > 1.5, counts  # batches formed across different lengths
         failed = together[len(users)]
         assert isinstance(failed, Exception) and "bounds" in str(failed).lower(), failed
-        for got, want in zip(together[: len(users)] + together[len(users) + 1:], alone + alone, strict=True):
+        for got, want in zip(together[: len(users)] + together[len(users) + 1 :], alone + alone, strict=True):
             assert not isinstance(got, Exception), got
             for tname in ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"):
                 assert got.as_numpy(tname).shape == want.as_numpy(tname).shape, (name, tname)
-                np.testing.assert_allclose(got.as_numpy(tname), want.as_numpy(tname), rtol=1e-5, atol=1e-5,
-                                           err_msg=f"{name} {tname}")
+                np.testing.assert_allclose(
+                    got.as_numpy(tname), want.as_numpy(tname), rtol=1e-5, atol=1e-5, err_msg=f"{name} {tname}"
+                )
 
 
 @pytest.mark.slow  # starts the embedded Triton
-def test_bursts_of_batched_requests_never_wait_out_the_batchers_idle_timer(exported: dict,
-                                                                          triton: EmbeddedTriton) -> None:
+def test_bursts_of_batched_requests_never_wait_out_the_batchers_idle_timer(
+    exported: dict, triton: EmbeddedTriton
+) -> None:
     """Eight concurrent requests, forty times: one runs at once, the rest queue and go as
     the next batch as soon as the instance is free. With a queue policy in the config, Triton
     2.51 held that batch for its scheduler's 500 ms idle wait in one burst out of 10 to 25, which
@@ -261,8 +299,9 @@ def test_bursts_of_batched_requests_never_wait_out_the_batchers_idle_timer(expor
 
     feeds = _feeds(exported, "rbm")
     user = {n: v[:1] for n, v in feeds.items()}
-    name = next(r["repository_model"] for r in exported["rows"]
-                if r["model"] == "rbm" and r["variant"] == "torchscript_fp32")
+    name = next(
+        r["repository_model"] for r in exported["rows"] if r["model"] == "rbm" and r["variant"] == "torchscript_fp32"
+    )
     tensors = []
     for tname, tensor in user.items():
         infer_input = grpcclient.InferInput(tname, list(tensor.shape), "INT64" if tensor.dtype == np.int64 else "FP32")

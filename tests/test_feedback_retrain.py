@@ -36,18 +36,35 @@ def feedback_store(synthetic_dirs: dict[str, Path], tmp_path: Path) -> tuple[str
     user, item = _raw(dataset, int(first.user), int(first.item))
     train = make_split(dataset, "u1").train
     rated_in_base = _raw(dataset, 0, int(train[train.user == first.user].item.iloc[0]))[1]
-    unrated = _raw(dataset, 0, int(np.setdiff1d(np.arange(dataset.n_items),
-                                                dataset.ratings[dataset.ratings.user == first.user].item)[0]))[1]
-    store.append([Event(user, item, "rating", 1.0, 1), Event(user, rated_in_base, "click", None, 5),
-                  Event(user, unrated, "click", None, 6),
-                  Event("alice", item, "rating", 5.0, 7), Event("alice", 999_999, "rating", 5.0, 8)], "special")
+    unrated = _raw(
+        dataset,
+        0,
+        int(np.setdiff1d(np.arange(dataset.n_items), dataset.ratings[dataset.ratings.user == first.user].item)[0]),
+    )[1]
+    store.append(
+        [
+            Event(user, item, "rating", 1.0, 1),
+            Event(user, rated_in_base, "click", None, 5),
+            Event(user, unrated, "click", None, 6),
+            Event("alice", item, "rating", 5.0, 7),
+            Event("alice", 999_999, "rating", 5.0, 8),
+        ],
+        "special",
+    )
     store.close()
-    return url, {"user": user, "item": item, "unrated": unrated, "rated_in_base": rated_in_base,
-                 "rating": float(first.rating), "replayed": replayed}
+    return url, {
+        "user": user,
+        "item": item,
+        "unrated": unrated,
+        "rated_in_base": rated_in_base,
+        "rating": float(first.rating),
+        "replayed": replayed,
+    }
 
 
 def test_merge_applies_latest_wins_clicks_new_users_and_skips_unknown_items(
-        synthetic_dirs: dict[str, Path], feedback_store: tuple[str, dict[str, object]], tmp_path: Path) -> None:
+    synthetic_dirs: dict[str, Path], feedback_store: tuple[str, dict[str, object]], tmp_path: Path
+) -> None:
     url, case = feedback_store
     merge = merge_feedback(synthetic_dirs["ml-100k"], url, tmp_path / "merged")
     merged = load_movielens(merge.folder)
@@ -71,9 +88,12 @@ def test_merge_applies_latest_wins_clicks_new_users_and_skips_unknown_items(
 
 
 @pytest.mark.slow
-def test_retrain_records_lineage_gates_and_exports(synthetic_dirs: dict[str, Path],
-                                                   feedback_store: tuple[str, dict[str, object]], tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retrain_records_lineage_gates_and_exports(
+    synthetic_dirs: dict[str, Path],
+    feedback_store: tuple[str, dict[str, object]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     url, _ = feedback_store
     # Two epochs on toy data cannot beat popularity, so the baseline gate is off (-1): this test is
@@ -83,9 +103,21 @@ def test_retrain_records_lineage_gates_and_exports(synthetic_dirs: dict[str, Pat
     from training import train
 
     train.main(["--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(state), "--no-progress", *small])
-    args = ["--feedback", url, "--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(state),
-            "--out", str(tmp_path / "repo"), "--bundle", str(tmp_path / "bundle"), "--tolerance", "1",
-            *(f"--train-arg={a}" for a in small)]
+    args = [
+        "--feedback",
+        url,
+        "--data",
+        str(synthetic_dirs["ml-100k"]),
+        "--state-dir",
+        str(state),
+        "--out",
+        str(tmp_path / "repo"),
+        "--bundle",
+        str(tmp_path / "bundle"),
+        "--tolerance",
+        "1",
+        *(f"--train-arg={a}" for a in small),
+    ]
     result = retrain.main(args)
     assert result["gate"] == "passed" and result["before_version"] == 1 and result["after_version"] == 2
     assert 0 <= result["before_ndcg@10"] <= 1 and 0 <= result["after_ndcg@10"] <= 1

@@ -39,20 +39,28 @@ def test_margin_comes_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         margin_from_settings(-1.5)
 
 
-def test_a_failing_member_is_left_out_of_the_fusion_with_its_reason(tiny_data: TrainingData,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_member_is_left_out_of_the_fusion_with_its_reason(
+    tiny_data: TrainingData, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
         # No model can beat popularity by 500%: every learned member must be gated out.
-        result = train_models(tiny_data, ["sae"], {"sae": {"max_epochs": 2}}, progress=False, device="cpu",
-                              gate_margin=5.0)
+        result = train_models(
+            tiny_data, ["sae"], {"sae": {"max_epochs": 2}}, progress=False, device="cpu", gate_margin=5.0
+        )
     assert not result.gates["sae"].passed and not result.gates["ensemble"].passed
     assert set(result.ensemble.members) == {"popularity"}
     assert "fusion leaves out model=sae" in caplog.text and "does not beat popularity" in caplog.text
 
 
 def test_the_fitted_fusion_is_never_below_its_best_member_on_validation(tiny_data: TrainingData) -> None:
-    result = train_models(tiny_data, ["sae", "two_tower"], {"sae": {"max_epochs": 3}, "two_tower": {"max_epochs": 3}},
-                          progress=False, device="cpu", gate_margin=0.0)
+    result = train_models(
+        tiny_data,
+        ["sae", "two_tower"],
+        {"sae": {"max_epochs": 3}, "two_tower": {"max_epochs": 3}},
+        progress=False,
+        device="cpu",
+        gate_margin=0.0,
+    )
     members = result.ensemble.members
     assert result.validation["ensemble"]["ndcg@10"] >= max(result.validation[m]["ndcg@10"] for m in members)
 
@@ -65,8 +73,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
 
 
 def _register(client: MlflowClient, tmp_path: Path, model: str, score: float, passed: bool | None) -> dict:
-    gate = None if passed is None else decide(model, {"popularity": {"ndcg@10": 0.2}, model: {"ndcg@10": score}},
-                                              0.05)
+    gate = None if passed is None else decide(model, {"popularity": {"ndcg@10": 0.2}, model: {"ndcg@10": score}}, 0.05)
     assert gate is None or gate.passed == passed
     with mlflow.start_run() as run:
         (tmp_path / "m").mkdir(exist_ok=True)

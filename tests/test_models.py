@@ -67,13 +67,15 @@ class TestScorerConformance:
         empty, nothing = trained.score_raw({})
         assert nothing.item_ids == () and np.isfinite(empty).all()
 
-    def test_save_and_load_give_identical_scores(self, trained: Scorer, tiny_data: TrainingData,
-                                                 tmp_path: Path) -> None:
+    def test_save_and_load_give_identical_scores(
+        self, trained: Scorer, tiny_data: TrainingData, tmp_path: Path
+    ) -> None:
         folder = trained.save(tmp_path / trained.name)
         loaded = ease.EASE.load(folder) if trained.name == "ease" else load_model(folder)
         histories = tiny_data.train[:9]
-        np.testing.assert_allclose(loaded.score(histories, np.arange(9)), trained.score(histories, np.arange(9)),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            loaded.score(histories, np.arange(9)), trained.score(histories, np.arange(9)), rtol=1e-5, atol=1e-5
+        )
         np.testing.assert_array_equal(loaded.item_ids.raw_ids, trained.item_ids.raw_ids)
 
 
@@ -85,8 +87,7 @@ def test_history_changes_personalised_scores(tiny_data: TrainingData) -> None:
 
 
 def test_two_tower_embeds_items_nobody_rated(tiny_data: TrainingData) -> None:
-    model, _ = two_tower.train(tiny_data, make_config("two_tower", QUICK["two_tower"], device="cpu"),
-                               progress=False)
+    model, _ = two_tower.train(tiny_data, make_config("two_tower", QUICK["two_tower"], device="cpu"), progress=False)
     items = model.item_embeddings().numpy()
     genres = tiny_data.dataset.genres
     # Content alone separates items: two items with different genres get different embeddings

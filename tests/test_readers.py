@@ -20,7 +20,8 @@ def test_each_format_reads_back_what_the_generator_wrote(synthetic_dirs: dict[st
     raw_items = data.item_ids.to_raw(data.ratings["item"].to_numpy())
     raw_users = data.user_ids.to_raw(data.ratings["user"].to_numpy())
     merged = truth["ratings"].merge(
-        data.ratings.assign(user=raw_users, item=raw_items), on=["user", "item"], suffixes=("", "_read"))
+        data.ratings.assign(user=raw_users, item=raw_items), on=["user", "item"], suffixes=("", "_read")
+    )
     assert len(merged) == len(truth["ratings"])
     np.testing.assert_allclose(merged["rating"], merged["rating_read"])
     assert data.genres.shape == (150, len(data.genre_names))
@@ -67,14 +68,18 @@ def test_missing_folder_and_files_are_named(tmp_path: Path, synthetic_dirs: dict
         load_movielens(folder)
 
 
-@pytest.mark.parametrize(("fmt", "file", "line", "message"), [
-    ("ml-100k", "u.data", "1\t2\t3", r"u\.data:{n}: malformed line, rating.*|u\.data:{n}: malformed"),
-    ("ml-100k", "u.data", "1\t2\t3\t4\t5", r"u\.data:{n}: malformed line, expected 4 fields, saw 5"),
-    ("ml-1m", "ratings.dat", "1::2::x::4", r"ratings\.dat:{n}: malformed line, rating='x' is not a number"),
-    ("csv", "ratings.csv", "1,4,abc,5", r"ratings\.csv:{n}: malformed line, rating='abc'"),
-])
-def test_malformed_lines_name_file_and_line(tmp_path: Path, synthetic_dirs: dict[str, Path], fmt: str,
-                                            file: str, line: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "file", "line", "message"),
+    [
+        ("ml-100k", "u.data", "1\t2\t3", r"u\.data:{n}: malformed line, rating.*|u\.data:{n}: malformed"),
+        ("ml-100k", "u.data", "1\t2\t3\t4\t5", r"u\.data:{n}: malformed line, expected 4 fields, saw 5"),
+        ("ml-1m", "ratings.dat", "1::2::x::4", r"ratings\.dat:{n}: malformed line, rating='x' is not a number"),
+        ("csv", "ratings.csv", "1,4,abc,5", r"ratings\.csv:{n}: malformed line, rating='abc'"),
+    ],
+)
+def test_malformed_lines_name_file_and_line(
+    tmp_path: Path, synthetic_dirs: dict[str, Path], fmt: str, file: str, line: str, message: str
+) -> None:
     folder = _copy(synthetic_dirs[fmt], tmp_path)
     n = _append(folder / file, line)
     with pytest.raises(DataError, match=message.format(n=n)):
@@ -106,8 +111,9 @@ def test_duplicate_pairs_keep_the_latest_rating(tmp_path: Path, synthetic_dirs: 
     _append(folder / "u.data", f"{user}\t{item}\t1\t1999999999")  # newer than any original
     data = load_movielens(folder)
     assert data.duplicates_dropped == 1
-    row = data.ratings[(data.ratings["user"] == data.user_ids.index_of(user))
-                       & (data.ratings["item"] == data.item_ids.index_of(item))]
+    row = data.ratings[
+        (data.ratings["user"] == data.user_ids.index_of(user)) & (data.ratings["item"] == data.item_ids.index_of(item))
+    ]
     assert row["rating"].tolist() == [1.0]
 
 

@@ -42,21 +42,38 @@ def bundle(serving_artifacts: Artifacts) -> Bundle:
 def _served(server: ServerThread, rpc: str) -> float:
     assert server.server is not None
     registry = server.server.metrics.registry
-    return sum(s.value for m in registry.collect() if m.name == "recsys_requests" for s in m.samples
-               if s.name == "recsys_requests_total" and s.labels["rpc"] == rpc)
+    return sum(
+        s.value
+        for m in registry.collect()
+        if m.name == "recsys_requests"
+        for s in m.samples
+        if s.name == "recsys_requests_total" and s.labels["rpc"] == rpc
+    )
 
 
-def test_two_replicas_share_feedback_and_the_cache(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton,
-                                                   valkey: ValkeyServer, bundle: Bundle, tmp_path: Path) -> None:
+def test_two_replicas_share_feedback_and_the_cache(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, valkey: ValkeyServer, bundle: Bundle, tmp_path: Path
+) -> None:
     redis.Redis.from_url(valkey.url).flushdb()
     ids = [int(i) for i in bundle.item_ids[np.argsort(-bundle.popularity, kind="stable")[:12]]]
-    make = lambda name: settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path / name,  # noqa: E731
-                                     store=valkey.url, cache_ttl_s=30)
-    with ServerThread(make("a")) as a, ServerThread(make("b")) as b, \
-            RecommenderClient(a.target, retry=NO_RETRY) as on_a, RecommenderClient(b.target, retry=NO_RETRY) as on_b:
+
+    def make(name):
+        return settings_for(
+            serving_artifacts, serving_triton.grpc_url, tmp_path / name, store=valkey.url, cache_ttl_s=30
+        )
+
+    with (
+        ServerThread(make("a")) as a,
+        ServerThread(make("b")) as b,
+        RecommenderClient(a.target, retry=NO_RETRY) as on_a,
+        RecommenderClient(b.target, retry=NO_RETRY) as on_b,
+    ):
         before = on_b.recommend("shared-user", k=5)
-        events = [Feedback(ids[0], 5.0, event_id="e0"), Feedback(ids[1], 4.0, event_id="e1"),
-                  Feedback(ids[2], event_id="e2")]
+        events = [
+            Feedback(ids[0], 5.0, event_id="e0"),
+            Feedback(ids[1], 4.0, event_id="e1"),
+            Feedback(ids[2], event_id="e2"),
+        ]
         receipt = on_a.record_feedback("shared-user", events=events)
         assert (receipt.accepted, receipt.new_events, receipt.duplicates) == (3, 3, 0)
         retried = on_b.record_feedback("shared-user", events=events)  # a retry landing on the other replica
@@ -88,18 +105,27 @@ def test_two_replicas_share_feedback_and_the_cache(serving_artifacts: Artifacts,
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "valkey"])
-def test_replica_killed_mid_stream_loses_no_acknowledged_event(serving_artifacts: Artifacts,
-                                                               serving_triton: EmbeddedTriton, bundle: Bundle,
-                                                               tmp_path: Path, backend: str) -> None:
+def test_replica_killed_mid_stream_loses_no_acknowledged_event(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundle: Bundle, tmp_path: Path, backend: str
+) -> None:
     if backend == "valkey":
         server = ValkeyServer(tmp_path / "valkey").start()
         url = server.url
     else:
         server, url = None, sqlite_url(tmp_path / "fb.sqlite")
     try:
-        process, target = start_server(serving_triton.grpc_url, tmp_path, "--store", url, "--bundle",
-                                       str(serving_artifacts.bundle), "--variants", '["torchscript_fp32"]',
-                                       "--metrics-port", "null")
+        process, target = start_server(
+            serving_triton.grpc_url,
+            tmp_path,
+            "--store",
+            url,
+            "--bundle",
+            str(serving_artifacts.bundle),
+            "--variants",
+            '["torchscript_fp32"]',
+            "--metrics-port",
+            "null",
+        )
         items = [int(i) for i in bundle.item_ids[:50]]
         acked: list[str] = []
         stop = threading.Event()

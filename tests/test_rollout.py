@@ -35,9 +35,12 @@ def bundles(serving_artifacts: Artifacts, tmp_path_factory: pytest.TempPathFacto
     live = root / "1"
     shutil.copytree(load_bundle(serving_artifacts.bundle).folder, live)
     repo = serving_artifacts.repository
-    return {"live": live, "good": clone_bundle(live, root / "2", repo, model_version=2, bundle_version=2),
-            "wrong": clone_bundle(live, root / "3", repo, model_version=3, bundle_version=3, scramble=True),
-            "root": root}
+    return {
+        "live": live,
+        "good": clone_bundle(live, root / "2", repo, model_version=2, bundle_version=2),
+        "wrong": clone_bundle(live, root / "3", repo, model_version=3, bundle_version=3, scramble=True),
+        "root": root,
+    }
 
 
 # For tests about stages and replicas, not guardrails: under a busy CI machine a good candidate's
@@ -45,21 +48,31 @@ def bundles(serving_artifacts: Artifacts, tmp_path_factory: pytest.TempPathFacto
 NO_GUARDRAILS = {"rollout_min_samples": 10**9}
 
 
-def start(serving_artifacts: Artifacts, triton: EmbeddedTriton, bundle: Path, state: Path,
-          **overrides: object) -> ServerThread:
+def start(
+    serving_artifacts: Artifacts, triton: EmbeddedTriton, bundle: Path, state: Path, **overrides: object
+) -> ServerThread:
     # Loose latency guardrails: on 2 shared cores a tiny window's p99 is noise; the overlap one is tested.
-    values = {"rollout_drain_s": 1.0, "health_interval_s": 0.2, "rollout_shadow_share": 1.0,
-              "rollout_min_samples": 20, "rollout_max_p99_ratio": 10.0, "rollout_p99_slack_ms": 100.0,
-              # fp32 only: every model version is a Triton load of seconds, twice as many with int8.
-              "variants": ["torchscript_fp32"], **overrides}
-    settings = settings_for(Artifacts(serving_artifacts.repository, bundle, serving_artifacts.models),
-                            triton.grpc_url, state, **values)
+    values = {
+        "rollout_drain_s": 1.0,
+        "health_interval_s": 0.2,
+        "rollout_shadow_share": 1.0,
+        "rollout_min_samples": 20,
+        "rollout_max_p99_ratio": 10.0,
+        "rollout_p99_slack_ms": 100.0,
+        # fp32 only: every model version is a Triton load of seconds, twice as many with int8.
+        "variants": ["torchscript_fp32"],
+        **overrides,
+    }
+    settings = settings_for(
+        Artifacts(serving_artifacts.repository, bundle, serving_artifacts.models), triton.grpc_url, state, **values
+    )
     return ServerThread(settings).start()
 
 
 @pytest.fixture()
-def stack(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundles: dict[str, Path],
-          tmp_path: Path) -> Iterator[ServerThread]:
+def stack(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundles: dict[str, Path], tmp_path: Path
+) -> Iterator[ServerThread]:
     server = start(serving_artifacts, serving_triton, bundles["live"], tmp_path)
     yield server
     server.stop()
@@ -78,8 +91,9 @@ def answers(server: ServerThread, users: list[str] = USERS) -> dict[str, str]:
             result = client.recommend(user, k=10, budget_ms=3000)  # every model, however busy the cores
             assert all(c.ok for c in result.model_calls), result.model_calls
             pins = load_bundle_pins(server, result.bundle_version)
-            assert {c.model: c.version for c in result.model_calls} == {c.model: pins[c.model]
-                                                                          for c in result.model_calls}
+            assert {c.model: c.version for c in result.model_calls} == {
+                c.model: pins[c.model] for c in result.model_calls
+            }
             out[user] = result.bundle_version
     return out
 
@@ -105,8 +119,9 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def test_readiness_needs_the_pinned_versions(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton,
-                                             bundles: dict[str, Path], tmp_path: Path) -> None:
+def test_readiness_needs_the_pinned_versions(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundles: dict[str, Path], tmp_path: Path
+) -> None:
     absent = tmp_path / "bundles" / "9"
     shutil.copytree(bundles["live"], absent)
     edit_manifest(absent, repository={m: 77 for m in json.loads((absent / "manifest.json").read_text())["repository"]})
@@ -148,18 +163,25 @@ BAD = {
     "schema": (lambda f, r: edit_manifest(f, schema_version=99), "schema version 99"),
     "sizes": (lambda f, r: edit_manifest(f, catalog={"items": 5, "users": 3}), "does not fit together"),
     "missing files": (lambda f, r: edit_manifest(f, repository={"sae_torchscript_fp32": 42}), "has no version of"),
-    "missing version folder": (lambda f, r: edit_manifest(f, repository={
-        **json.loads((f / "manifest.json").read_text())["repository"], "rbm_torchscript_fp32": 42}),
-        "model files missing"),
+    "missing version folder": (
+        lambda f, r: edit_manifest(
+            f, repository={**json.loads((f / "manifest.json").read_text())["repository"], "rbm_torchscript_fp32": 42}
+        ),
+        "model files missing",
+    ),
     "no golden": (lambda f, r: (f / "golden.json").unlink(), "no golden requests"),
     "parity": (_tamper_golden, "golden requests fail"),
     "triton cannot load": (_broken_model, "Triton could not load sae_torchscript_fp32"),
 }
 
 
-def test_pinned_versions_and_bad_bundles_refused(stack: ServerThread, bundles: dict[str, Path],
-                                                 serving_artifacts: Artifacts, serving_triton: EmbeddedTriton,
-                                                 tmp_path: Path) -> None:
+def test_pinned_versions_and_bad_bundles_refused(
+    stack: ServerThread,
+    bundles: dict[str, Path],
+    serving_artifacts: Artifacts,
+    serving_triton: EmbeddedTriton,
+    tmp_path: Path,
+) -> None:
     assert set(answers(stack).values()) == {"1"}  # every model call names bundle 1's version (answers checks)
     with admin_of(stack) as admin:
         for number, (case, (breaks, message)) in enumerate(BAD.items(), start=20):
@@ -183,8 +205,9 @@ def test_pinned_versions_and_bad_bundles_refused(stack: ServerThread, bundles: d
         admin.rollback("test over")
 
 
-def test_stages_then_promoted_bundle_survives_a_restart(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton,
-                                                       bundles: dict[str, Path], tmp_path: Path) -> None:
+def test_stages_then_promoted_bundle_survives_a_restart(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundles: dict[str, Path], tmp_path: Path
+) -> None:
     server = start(serving_artifacts, serving_triton, bundles["live"], tmp_path, **NO_GUARDRAILS)
     try:
         with admin_of(server) as admin:
@@ -214,8 +237,9 @@ def test_stages_then_promoted_bundle_survives_a_restart(serving_artifacts: Artif
         server.stop()
 
 
-def test_rollback_by_hand_and_by_guardrail(stack: ServerThread, bundles: dict[str, Path],
-                                           serving_triton: EmbeddedTriton) -> None:
+def test_rollback_by_hand_and_by_guardrail(
+    stack: ServerThread, bundles: dict[str, Path], serving_triton: EmbeddedTriton
+) -> None:
     with admin_of(stack) as admin:
         admin.start(str(bundles["good"]))
         admin.promote("canary", 100)
@@ -237,7 +261,8 @@ def test_rollback_by_hand_and_by_guardrail(stack: ServerThread, bundles: dict[st
 
 
 def test_two_replicas_converge_and_a_restarted_one_rejoins(
-        serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundles: dict[str, Path], tmp_path: Path) -> None:
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, bundles: dict[str, Path], tmp_path: Path
+) -> None:
     state = tmp_path / "shared"
     first = start(serving_artifacts, serving_triton, bundles["live"], state, **NO_GUARDRAILS)
     second = start(serving_artifacts, serving_triton, bundles["live"], state, **NO_GUARDRAILS)

@@ -22,8 +22,9 @@ def guardrails(**overrides: object) -> Guardrails:
 
 def feed(g: Guardrails, candidate: bool, n: int, ms: float, error_every: int = 0, degraded_every: int = 0) -> None:
     for i in range(n):
-        g.record(candidate, ms, bool(error_every and i % error_every == 0),
-                 bool(degraded_every and i % degraded_every == 0))
+        g.record(
+            candidate, ms, bool(error_every and i % error_every == 0), bool(degraded_every and i % degraded_every == 0)
+        )
 
 
 def test_no_verdict_before_enough_samples() -> None:
@@ -33,15 +34,19 @@ def test_no_verdict_before_enough_samples() -> None:
     assert g.breach() == ("", "")
 
 
-@pytest.mark.parametrize(("candidate_ms", "error_every", "degraded_every", "overlap", "trigger"), [
-    (10.0, 0, 0, 0.9, ""),
-    (10.0, 5, 0, 0.9, "error_rate"),
-    (40.0, 0, 0, 0.9, "p99"),
-    (10.0, 0, 4, 0.9, "degraded_share"),
-    (10.0, 0, 0, 0.1, "overlap"),
-])
-def test_each_guardrail_fires_on_its_own(candidate_ms: float, error_every: int, degraded_every: int,
-                                         overlap: float, trigger: str) -> None:
+@pytest.mark.parametrize(
+    ("candidate_ms", "error_every", "degraded_every", "overlap", "trigger"),
+    [
+        (10.0, 0, 0, 0.9, ""),
+        (10.0, 5, 0, 0.9, "error_rate"),
+        (40.0, 0, 0, 0.9, "p99"),
+        (10.0, 0, 4, 0.9, "degraded_share"),
+        (10.0, 0, 0, 0.1, "overlap"),
+    ],
+)
+def test_each_guardrail_fires_on_its_own(
+    candidate_ms: float, error_every: int, degraded_every: int, overlap: float, trigger: str
+) -> None:
     g = guardrails()
     feed(g, False, 100, 10.0)
     feed(g, True, 100, candidate_ms, error_every, degraded_every)

@@ -24,8 +24,11 @@ class LosesFirstResponse(pb_grpc.RecommenderServicer):
     def __init__(self) -> None:
         self.seen: list[pb.RecordFeedbackRequest] = []
 
-    def RecordFeedback(self, request: pb.RecordFeedbackRequest, context: grpc.ServicerContext,
-                       ) -> pb.RecordFeedbackResponse:
+    def RecordFeedback(
+        self,
+        request: pb.RecordFeedbackRequest,
+        context: grpc.ServicerContext,
+    ) -> pb.RecordFeedbackResponse:
         self.seen.append(request)
         if len(self.seen) == 1:
             context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
@@ -47,8 +50,9 @@ def test_a_retried_call_carries_the_same_event_ids_and_times(lossy: tuple[LosesF
     servicer, target = lossy
     retry = RetryPolicy(attempts=3, initial_backoff_s=0.01)
     with RecommenderClient(target, retry=retry) as client:
-        receipt = client.record_feedback("u", ratings={1: 5.0}, clicks=[2],
-                                         events=[Feedback(3, 4.0, timestamp_ms=123, event_id="mine")])
+        receipt = client.record_feedback(
+            "u", ratings={1: 5.0}, clicks=[2], events=[Feedback(3, 4.0, timestamp_ms=123, event_id="mine")]
+        )
     first, second = servicer.seen
     assert first == second and len(first.events) == 3  # byte-for-byte the same request
     ids = [e.event_id for e in first.events]

@@ -108,8 +108,9 @@ def test_retries_never_outlast_the_deadline() -> None:
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 2.5
 
 
-def test_client_cli_json_prints_the_typed_result(scripted: tuple[Scripted, str],
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_client_cli_json_prints_the_typed_result(
+    scripted: tuple[Scripted, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, target = scripted
     assert client_cli.main(["--target", target, "--json", "models"]) == 0
     shown = json.loads(capsys.readouterr().out)

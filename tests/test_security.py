@@ -52,8 +52,11 @@ def test_policy_table_is_default_deny_with_an_admin_prefix() -> None:
     authorize(RECOMMENDER + "Recommend", recommend, service, pb.RecommendRequest(user_id="7"))
     with pytest.raises(DeniedError, match="acts for user '42' only"):
         authorize(RECOMMENDER + "Recommend", recommend, user, pb.RecommendRequest(user_id="7"))
-    for denied in ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "/recsys.admin.v1.X/Y",
-                   "/other.v1.Service/Method"):
+    for denied in (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/recsys.admin.v1.X/Y",
+        "/other.v1.Service/Method",
+    ):
         with pytest.raises(DeniedError):
             authorize(denied, rule_for(denied), service, None)
     authorize("/recsys.admin.v1.X/Y", rule_for("/recsys.admin.v1.X/Y"), DEV, None)
@@ -61,8 +64,9 @@ def test_policy_table_is_default_deny_with_an_admin_prefix() -> None:
 
 def test_authenticator_checks_signature_expiry_and_roles() -> None:
     signer, stranger = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    public = signer.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = signer.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     auth = Authenticator(jwt_public_key=public, algorithms=["ES256"])
 
     def bearer(claims: dict, key: object = signer, alg: str = "ES256") -> list[tuple[str, str]]:
@@ -71,7 +75,8 @@ def test_authenticator_checks_signature_expiry_and_roles() -> None:
     exp = int(time.time()) + 60
     assert auth.authenticate(bearer({"sub": "a", "roles": ["user"], "user_id": 5, "exp": exp})).user_id == "5"
     for metadata, message in [
-        ([], "no credentials"), ([("authorization", "Basic abc")], "must be 'Bearer"),
+        ([], "no credentials"),
+        ([("authorization", "Basic abc")], "must be 'Bearer"),
         (bearer({"sub": "a", "roles": ["service"], "exp": exp}, stranger), "invalid token"),
         (bearer({"sub": "a", "roles": ["service"], "exp": exp - 120}), "expired"),
         (bearer({"sub": "a", "roles": ["service"]}), "exp"),
@@ -96,12 +101,23 @@ def test_token_bucket() -> None:
 
 def _catalogue(items: int, genres: int = 19) -> Bundle:
     rng = np.random.default_rng(0)
-    return Bundle(folder=Path("."), manifest={}, item_ids=np.arange(1, items + 1),
-                  titles=[f"t{i}" for i in range(items)],
-                  years=rng.integers(1950, 2020, items), genre_names=[f"g{j}" for j in range(genres)],
-                  genres=rng.random((items, genres)) < 0.15, user_index={"1": 0}, popularity=rng.random(items),
-                  counts=np.ones(items), histories=sp.csr_matrix((1, items), dtype=np.float32), scale=(1.0, 5.0),
-                  fusion=Fusion("rrf", {}), item_embeddings=None, demographics=None)
+    return Bundle(
+        folder=Path("."),
+        manifest={},
+        item_ids=np.arange(1, items + 1),
+        titles=[f"t{i}" for i in range(items)],
+        years=rng.integers(1950, 2020, items),
+        genre_names=[f"g{j}" for j in range(genres)],
+        genres=rng.random((items, genres)) < 0.15,
+        user_index={"1": 0},
+        popularity=rng.random(items),
+        counts=np.ones(items),
+        histories=sp.csr_matrix((1, items), dtype=np.float32),
+        scale=(1.0, 5.0),
+        fusion=Fusion("rrf", {}),
+        item_embeddings=None,
+        demographics=None,
+    )
 
 
 def test_bad_requests_cost_milliseconds_at_a_60k_catalogue() -> None:
@@ -125,17 +141,28 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> AuthMaterial:
 
 
 @pytest.fixture(scope="module")
-def secure_stack(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, material: AuthMaterial,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path_factory.mktemp("secure"),
-                            **material.settings(), rate_limit_rps=5, rate_limit_burst=40)
+def secure_stack(
+    serving_artifacts: Artifacts,
+    serving_triton: EmbeddedTriton,
+    material: AuthMaterial,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerThread]:
+    settings = settings_for(
+        serving_artifacts,
+        serving_triton.grpc_url,
+        tmp_path_factory.mktemp("secure"),
+        **material.settings(),
+        rate_limit_rps=5,
+        rate_limit_burst=40,
+    )
     with ServerThread(settings) as server:
         yield server
 
 
 @pytest.mark.slow
-def test_abuse_corpus_gets_the_right_codes_in_milliseconds(serving_artifacts: Artifacts,
-                                                           serving_triton: EmbeddedTriton, tmp_path: Path) -> None:
+def test_abuse_corpus_gets_the_right_codes_in_milliseconds(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, tmp_path: Path
+) -> None:
     settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path)
     with ServerThread(settings) as server:
         rows = run_corpus(server.target, abuse_corpus(load_bundle(serving_artifacts.bundle), settings))
@@ -147,9 +174,14 @@ def test_abuse_corpus_gets_the_right_codes_in_milliseconds(serving_artifacts: Ar
 def test_auth_matrix_over_tls(secure_stack: ServerThread, material: AuthMaterial, serving_artifacts: Artifacts) -> None:
     users = sorted(load_bundle(serving_artifacts.bundle).user_index)
     rows = auth_matrix(material, secure_stack.target, users[0], users[1])
-    assert {r["case"] for r in rows} >= {"no_token", "bad_signature", "expired_token",
-                                         "user_token_other_user_recommend", "service_token_any_user",
-                                         "service_token_admin_only_reflection"}
+    assert {r["case"] for r in rows} >= {
+        "no_token",
+        "bad_signature",
+        "expired_token",
+        "user_token_other_user_recommend",
+        "service_token_any_user",
+        "service_token_admin_only_reflection",
+    }
     assert [r for r in rows if r["got"] != r["expected"]] == []
 
 
@@ -176,8 +208,9 @@ def test_sdk_credentials_health_and_rate_limit(secure_stack: ServerThread, mater
 
 
 @pytest.mark.slow
-def test_health_is_not_counted_against_the_concurrency_limit(serving_artifacts: Artifacts,
-                                                             serving_triton: EmbeddedTriton, tmp_path: Path) -> None:
+def test_health_is_not_counted_against_the_concurrency_limit(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, tmp_path: Path
+) -> None:
     settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path, max_concurrent_rpcs=0)
     with ServerThread(settings) as server, grpc.insecure_channel(server.target) as channel:
         with pytest.raises(grpc.RpcError) as caught:
@@ -207,8 +240,10 @@ def test_client_certificates_map_to_principals(tmp_path: Path) -> None:
     named = identities(cert["svc"].read_bytes())
     assert named == ("uri:spiffe://t/svc", "dns:svc.local", "cn:svc cn")  # most specific first
     mapping = tmp_path / "certs.json"
-    mapping.write_text('{"dns:svc.local": {"name": "svc", "roles": ["service"]}, '
-                       '"cn:svc cn": {"name": "by-cn", "roles": ["user"], "user_id": 7}}')
+    mapping.write_text(
+        '{"dns:svc.local": {"name": "svc", "roles": ["service"]}, '
+        '"cn:svc cn": {"name": "by-cn", "roles": ["user"], "user_id": 7}}'
+    )
     auth = Authenticator(cert_principals=load_cert_principals(mapping))
     assert auth.authenticate([], named).name == "svc"  # the first identity the file names wins
     token = Authenticator(api_keys={"x": DEV}, cert_principals=load_cert_principals(mapping))
@@ -237,16 +272,22 @@ def test_a_public_host_without_keys_refuses_to_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_embedded_triton_control_plane_needs_the_key(serving_triton: EmbeddedTriton, serving_artifacts: Artifacts,
-                                                     ) -> None:
+def test_embedded_triton_control_plane_needs_the_key(
+    serving_triton: EmbeddedTriton,
+    serving_artifacts: Artifacts,
+) -> None:
     import tritonclient.grpc as tritongrpc
     from tritonclient.utils import InferenceServerException
 
     model = serving_artifacts.models[0]
     with tritongrpc.InferenceServerClient(serving_triton.grpc_url) as triton:
         assert triton.is_server_live()  # health stays open (probes)
-        for control in (lambda: triton.load_model(model), lambda: triton.unload_model(model),
-                        lambda: triton.get_model_repository_index(), lambda: triton.get_model_config(model)):
+        for control in (
+            lambda: triton.load_model(model),
+            lambda: triton.unload_model(model),
+            lambda: triton.get_model_repository_index(),
+            lambda: triton.get_model_config(model),
+        ):
             with pytest.raises(InferenceServerException, match="restricted"):
                 control()
         assert triton.get_model_repository_index(headers=serving_triton.control_headers) is not None

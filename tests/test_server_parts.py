@@ -22,8 +22,14 @@ from tests.stack import Artifacts
 from training.fusion import FusionSpec
 from training.fusion import fuse as offline_fuse
 
-MODELS = ["sae_torchscript_fp32", "sae_torchscript_int8", "rbm_torchscript_fp32", "two_tower_user_torchscript_fp32",
-          "two_tower_user_torchscript_int8", "two_tower_items_torchscript_fp32"]
+MODELS = [
+    "sae_torchscript_fp32",
+    "sae_torchscript_int8",
+    "rbm_torchscript_fp32",
+    "two_tower_user_torchscript_fp32",
+    "two_tower_user_torchscript_int8",
+    "two_tower_items_torchscript_fp32",
+]
 
 
 def test_rrf_over_full_lists_equals_the_training_fusion() -> None:
@@ -61,8 +67,10 @@ def _dense_fusion(lists: dict[str, RankedList], weights: dict[str, float], metho
 def test_fusing_the_union_gives_the_catalogue_wide_top_items(method: str) -> None:
     rng = np.random.default_rng(1)
     n_items = 5000
-    lists = {name: ranked(rng.choice(n_items, 100, replace=False), rng.normal(size=100))
-             for name in ("sae", "rbm", "two_tower")}
+    lists = {
+        name: ranked(rng.choice(n_items, 100, replace=False), rng.normal(size=100))
+        for name in ("sae", "rbm", "two_tower")
+    }
     weights = {"sae": 0.4, "rbm": 0.1, "two_tower": 0.2}
     served = fuse(lists, weights, method, 60.0)
     dense = _dense_fusion(lists, weights, method, n_items)
@@ -75,8 +83,10 @@ def test_fusing_the_union_gives_the_catalogue_wide_top_items(method: str) -> Non
 
 
 def test_partial_lists_rank_unlisted_items_after_the_list() -> None:
-    lists = {"a": RankedList(np.array([3, 1]), np.array([2.0, 1.0])),
-             "popularity": RankedList(np.array([4, 1, 0]), np.array([9.0, 8.0, 7.0]))}
+    lists = {
+        "a": RankedList(np.array([3, 1]), np.array([2.0, 1.0])),
+        "popularity": RankedList(np.array([4, 1, 0]), np.array([9.0, 8.0, 7.0])),
+    }
     fused = fuse(lists, {"a": 1.0, "unused": 1.0}, "rrf", 10.0)
     # Items only popularity (no weight) names get a's floor, in popularity's order.
     assert fused.items.tolist() == [3, 1, 4, 0]
@@ -121,8 +131,15 @@ def _observe(book: LatencyBook, **ms: float) -> None:
 
 def test_plans_downgrade_step_by_step() -> None:
     pool, book = _pool()
-    _observe(book, sae_torchscript_fp32=30, sae_torchscript_int8=12, rbm_torchscript_fp32=8,
-             two_tower_user_torchscript_fp32=4, two_tower_user_torchscript_int8=3, two_tower_items_torchscript_fp32=3)
+    _observe(
+        book,
+        sae_torchscript_fp32=30,
+        sae_torchscript_int8=12,
+        rbm_torchscript_fp32=8,
+        two_tower_user_torchscript_fp32=4,
+        two_tower_user_torchscript_int8=3,
+        two_tower_items_torchscript_fp32=3,
+    )
     branches = ["sae", "two_tower", "rbm"]
     # Two stages cost the two-tower's calls (4 + 3) plus the slowest ranker (30).
     full, _ = choose_plan(pool, branches, "auto", 50, 200)
@@ -180,8 +197,9 @@ def test_settings_layers_defaults_file_env_flags(tmp_path: Path, monkeypatch: py
     config.write_text('grpc_port = 6000\nmax_k = 50\ndefault_budget_ms = 90\nvariants = ["onnx_fp32"]\n')
     monkeypatch.setenv("RECSYS_MAX_K", "60")
     monkeypatch.setenv("RECSYS_GRPC_PORT", "7000")
-    settings = load_settings(["--config", str(config), "--grpc-port", "8000", "--content-weights",
-                              '{"two_tower": 1.0}'])
+    settings = load_settings(
+        ["--config", str(config), "--grpc-port", "8000", "--content-weights", '{"two_tower": 1.0}']
+    )
     assert (settings.grpc_port, settings.max_k, settings.default_budget_ms) == (8000, 60, 90)
     assert settings.variants == ["onnx_fp32"] and settings.content_weights == {"two_tower": 1.0}
     assert load_settings([]).grpc_port == 7000
@@ -236,8 +254,14 @@ def test_the_one_graph_two_tower_is_one_call_and_its_halves_the_fallback() -> No
     book = LatencyBook(prior_ms=10.0)
     pool = ModelPool("unused:1", [*MODELS, fused], ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32", book)
     pool.ready = {*MODELS, fused}
-    _observe(book, two_tower_torchscript_fp32=5, two_tower_user_torchscript_fp32=4, two_tower_items_torchscript_fp32=3,
-             sae_torchscript_fp32=6, rbm_torchscript_fp32=6)
+    _observe(
+        book,
+        two_tower_torchscript_fp32=5,
+        two_tower_user_torchscript_fp32=4,
+        two_tower_items_torchscript_fp32=3,
+        sae_torchscript_fp32=6,
+        rbm_torchscript_fp32=6,
+    )
     plan, _ = choose_plan(pool, ["sae", "two_tower", "rbm"], "fp32", 50, 200)
     assert plan.branches["two_tower"] == (fused,) and plan.cost_ms == 11  # one call, then the rankers
     pool.ready.discard(fused)  # not loaded, or failed: the two calls in a row

@@ -58,9 +58,12 @@ def test_known_user_gets_the_full_ensemble(client: RecommenderClient, bundle: Bu
     result = client.recommend(user, k=8, explain=True)
     assert (result.strategy, result.rung, result.plan, result.degraded) == ("ensemble", "full", "full", False)
     assert len(result.items) == 8 and not rated & {i.item_id for i in result.items}
-    assert {c.model for c in result.model_calls} == {"sae_torchscript_fp32", "rbm_torchscript_fp32",
-                                                     "two_tower_user_torchscript_fp32",
-                                                     "two_tower_items_torchscript_fp32"}
+    assert {c.model for c in result.model_calls} == {
+        "sae_torchscript_fp32",
+        "rbm_torchscript_fp32",
+        "two_tower_user_torchscript_fp32",
+        "two_tower_items_torchscript_fp32",
+    }
     assert all(c.ok and c.version == "1" for c in result.model_calls)
     assert result.history_size == len(rated) and result.bundle_version == "1" and len(result.request_id) == 32
     assert [i.score for i in result.items] == sorted((i.score for i in result.items), reverse=True)
@@ -99,8 +102,10 @@ def test_single_model_strategies_and_variants(client: RecommenderClient, bundle:
     assert [c.model for c in fp16.model_calls] == ["rbm_torchscript_fp32"]
     tower = client.recommend(user, k=5, strategy="two_tower", variant="int8")
     # The item scorer is a Linear layer now, so it has an int8 variant too.
-    assert [c.model for c in tower.model_calls] == ["two_tower_user_torchscript_int8",
-                                                    "two_tower_items_torchscript_int8"]
+    assert [c.model for c in tower.model_calls] == [
+        "two_tower_user_torchscript_int8",
+        "two_tower_items_torchscript_int8",
+    ]
     assert client.recommend(user, k=5, strategy="popular").model_calls == []
 
 
@@ -142,52 +147,92 @@ BAD_REQUESTS = [
     (pb.RecommendRequest(k=101), grpc.StatusCode.INVALID_ARGUMENT, "k must be between 1"),
     (pb.RecommendRequest(k=5, strategy=42), grpc.StatusCode.INVALID_ARGUMENT, "unknown strategy 42"),
     (pb.RecommendRequest(k=5, variant=9), grpc.StatusCode.INVALID_ARGUMENT, "unknown variant 9"),
-    (pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=9)]), grpc.StatusCode.INVALID_ARGUMENT,
-     "rating 9.0 is not on the scale"),
-    (pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=float("nan"))]),
-     grpc.StatusCode.INVALID_ARGUMENT, "rating nan"),
+    (
+        pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=9)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "rating 9.0 is not on the scale",
+    ),
+    (
+        pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=float("nan"))]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "rating nan",
+    ),
     (pb.RecommendRequest(k=5, genres=["Cooking"]), grpc.StatusCode.INVALID_ARGUMENT, "unknown genre 'Cooking'"),
     (pb.RecommendRequest(k=5, min_year=2000, max_year=1990), grpc.StatusCode.INVALID_ARGUMENT, "is after max_year"),
     (pb.RecommendRequest(k=5, diversity=2), grpc.StatusCode.INVALID_ARGUMENT, "diversity must be between"),
     (pb.RecommendRequest(k=5, latency_budget_ms=60_000), grpc.StatusCode.INVALID_ARGUMENT, "at most 10000"),
-    (pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=3)] * 5001), grpc.StatusCode.INVALID_ARGUMENT,
-     "5001 inline ratings; at most 5000"),
+    (
+        pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=3)] * 5001),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "5001 inline ratings; at most 5000",
+    ),
     (pb.RecommendRequest(k=5, user_id="x" * 200), grpc.StatusCode.INVALID_ARGUMENT, "user_id must be at most 128"),
-    (pb.RecommendRequest(k=5, demographics=pb.Demographics(age=-3)), grpc.StatusCode.INVALID_ARGUMENT,
-     "demographics.age"),
+    (
+        pb.RecommendRequest(k=5, demographics=pb.Demographics(age=-3)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "demographics.age",
+    ),
     (pb.RecommendRequest(k=5, user_id="x" * 300_000), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),  # over 256 KiB
     # Amplification: counts are capped before any per-element work, strings are bounded and never echoed whole.
-    (pb.RecommendRequest(k=5, genres=["Drama"] * 30_000), grpc.StatusCode.INVALID_ARGUMENT,
-     "30000 genres; at most"),
+    (pb.RecommendRequest(k=5, genres=["Drama"] * 30_000), grpc.StatusCode.INVALID_ARGUMENT, "30000 genres; at most"),
     (pb.RecommendRequest(k=5, genres=["x" * 200_000]), grpc.StatusCode.INVALID_ARGUMENT, "'xxxxxxxx"),
-    (pb.RecommendRequest(k=5, exclude_item_ids=[1] * 10_001), grpc.StatusCode.INVALID_ARGUMENT,
-     "10001 ids; at most 10000"),
-    (pb.RecommendRequest(k=5, demographics=pb.Demographics(occupation="o" * 100)), grpc.StatusCode.INVALID_ARGUMENT,
-     "demographics.occupation must be at most 64 characters"),
+    (
+        pb.RecommendRequest(k=5, exclude_item_ids=[1] * 10_001),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "10001 ids; at most 10000",
+    ),
+    (
+        pb.RecommendRequest(k=5, demographics=pb.Demographics(occupation="o" * 100)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "demographics.occupation must be at most 64 characters",
+    ),
     (pb.OnboardingRequest(k=5, genres=["Drama"] * 1000), grpc.StatusCode.INVALID_ARGUMENT, "1000 genres; at most"),
-    (pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=2)] * 1001),
-     grpc.StatusCode.INVALID_ARGUMENT, "1001 events; at most 1000"),
+    (
+        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=2)] * 1001),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1001 events; at most 1000",
+    ),
     (pb.SimilarItemsRequest(item_id=999999, k=3), grpc.StatusCode.NOT_FOUND, "item 999999 is not in the catalogue"),
     (pb.SimilarItemsRequest(item_id=1, k=0), grpc.StatusCode.INVALID_ARGUMENT, "k must be between"),
     (pb.OnboardingRequest(k=-1), grpc.StatusCode.INVALID_ARGUMENT, "k must be between"),
-    (pb.RecordFeedbackRequest(user_id="", events=[pb.FeedbackEvent(item_id=1, kind=1, rating=4)]),
-     grpc.StatusCode.INVALID_ARGUMENT, "user_id is required"),
+    (
+        pb.RecordFeedbackRequest(user_id="", events=[pb.FeedbackEvent(item_id=1, kind=1, rating=4)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "user_id is required",
+    ),
     (pb.RecordFeedbackRequest(user_id="u"), grpc.StatusCode.INVALID_ARGUMENT, "events is empty"),
-    (pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1)]), grpc.StatusCode.INVALID_ARGUMENT,
-     "kind must be"),
-    (pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=999999, kind=1, rating=4)]),
-     grpc.StatusCode.NOT_FOUND, "item 999999"),
-    (pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=1, rating=0.2)]),
-     grpc.StatusCode.INVALID_ARGUMENT, "events[0]: rating 0.2"),
+    (
+        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kind must be",
+    ),
+    (
+        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=999999, kind=1, rating=4)]),
+        grpc.StatusCode.NOT_FOUND,
+        "item 999999",
+    ),
+    (
+        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=1, rating=0.2)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "events[0]: rating 0.2",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("request_message", "code", "message"), BAD_REQUESTS,
-                         ids=[f"{type(r).__name__}-{i}" for i, (r, _, _) in enumerate(BAD_REQUESTS)])
-def test_bad_input_gets_a_clear_status(stack: ServerThread, request_message: object, code: grpc.StatusCode,
-                                       message: str) -> None:
-    method = {pb.RecommendRequest: "Recommend", pb.SimilarItemsRequest: "SimilarItems",
-              pb.OnboardingRequest: "GetOnboardingItems", pb.RecordFeedbackRequest: "RecordFeedback"}
+@pytest.mark.parametrize(
+    ("request_message", "code", "message"),
+    BAD_REQUESTS,
+    ids=[f"{type(r).__name__}-{i}" for i, (r, _, _) in enumerate(BAD_REQUESTS)],
+)
+def test_bad_input_gets_a_clear_status(
+    stack: ServerThread, request_message: object, code: grpc.StatusCode, message: str
+) -> None:
+    method = {
+        pb.RecommendRequest: "Recommend",
+        pb.SimilarItemsRequest: "SimilarItems",
+        pb.OnboardingRequest: "GetOnboardingItems",
+        pb.RecordFeedbackRequest: "RecordFeedback",
+    }
     with grpc.insecure_channel(stack.target) as channel:
         call = getattr(pb_grpc.RecommenderStub(channel), method[type(request_message)])
         with pytest.raises(grpc.RpcError) as caught:
@@ -208,8 +253,9 @@ def test_unknown_user_without_ratings_is_not_an_error(client: RecommenderClient)
     assert client.recommend("never-seen-before", k=3).rung == "popularity"
 
 
-def test_feedback_is_durable_and_shapes_the_next_answer(serving_artifacts: Artifacts, serving_triton: EmbeddedTriton,
-                                                        tmp_path: Path, bundle: Bundle) -> None:
+def test_feedback_is_durable_and_shapes_the_next_answer(
+    serving_artifacts: Artifacts, serving_triton: EmbeddedTriton, tmp_path: Path, bundle: Bundle
+) -> None:
     ids = [int(i) for i in bundle.item_ids[np.argsort(-bundle.popularity, kind="stable")[:12]]]
     settings = settings_for(serving_artifacts, serving_triton.grpc_url, tmp_path)
     with ServerThread(settings) as first, RecommenderClient(first.target, retry=NO_RETRY) as client:
@@ -231,13 +277,17 @@ def test_list_models_health_and_reflection(client: RecommenderClient, stack: Ser
     assert models.triton_ready and models.catalog_size > 0 and models.fusion_method == "rrf"
     by_name = {m.name: m for m in models.models}
     # Every graph has an int8 variant now (the RBM and the item scorer are Linear layers).
-    assert set(by_name) == {f"{role}_torchscript_{p}" for role in ("sae", "rbm", "two_tower_user", "two_tower_items")
-                            for p in ("fp32", "int8")}
+    assert set(by_name) == {
+        f"{role}_torchscript_{p}"
+        for role in ("sae", "rbm", "two_tower_user", "two_tower_items")
+        for p in ("fp32", "int8")
+    }
     assert all(m.ready and m.versions == ("1",) and m.calls >= 5 and m.p95_ms > 0 for m in models.models)
     assert client.health() == "SERVING" and client.health("recsys.v1.Recommender") == "SERVING"
     with grpc.insecure_channel(stack.target) as channel:
         replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
         services = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"recsys.v1.Recommender", "grpc.health.v1.Health"} <= services
 
@@ -259,8 +309,10 @@ def test_async_client(stack: ServerThread, bundle: Bundle) -> None:
     async def run() -> list:
         async with AsyncRecommenderClient(stack.target) as client:
             # A generous budget: identical answers are only promised when no model misses its budget.
-            return await asyncio.gather(*(client.recommend(user, k=4, budget_ms=5000) for _ in range(8)),
-                                        client.similar_items(int(bundle.item_ids[0]), k=2))
+            return await asyncio.gather(
+                *(client.recommend(user, k=4, budget_ms=5000) for _ in range(8)),
+                client.similar_items(int(bundle.item_ids[0]), k=2),
+            )
 
     *results, similar = asyncio.run(run())
     assert all([i.item_id for i in r.items] == [i.item_id for i in results[0].items] for r in results)
@@ -271,8 +323,11 @@ def _scrape(stack: ServerThread) -> dict[str, float]:
     assert stack.server is not None and stack.server.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.server.metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: RecommenderClient, bundle: Bundle) -> None:

@@ -48,10 +48,14 @@ def generator_delay(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slow_artifacts(serving_artifacts: Artifacts, delay: Path, generator_delay: Path,
-                   tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    repository = slow_repository(serving_artifacts, tmp_path_factory.mktemp("slow") / "repo",
-                                 {SLOW_MODEL: delay, SLOW_GENERATOR: generator_delay})
+def slow_artifacts(
+    serving_artifacts: Artifacts, delay: Path, generator_delay: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Artifacts:
+    repository = slow_repository(
+        serving_artifacts,
+        tmp_path_factory.mktemp("slow") / "repo",
+        {SLOW_MODEL: delay, SLOW_GENERATOR: generator_delay},
+    )
     return Artifacts(repository, serving_artifacts.bundle, serving_artifacts.models)
 
 
@@ -62,10 +66,14 @@ def triton(slow_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
 
 
 @pytest.fixture(scope="module")
-def stack(slow_artifacts: Artifacts, triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory,
-          ) -> Iterator[ServerThread]:
-    settings = settings_for(slow_artifacts, triton.grpc_url, tmp_path_factory.mktemp("state"),
-                            max_concurrent_rpcs=4, latency_max_age_s=3.0)
+def stack(
+    slow_artifacts: Artifacts,
+    triton: EmbeddedTriton,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerThread]:
+    settings = settings_for(
+        slow_artifacts, triton.grpc_url, tmp_path_factory.mktemp("state"), max_concurrent_rpcs=4, latency_max_age_s=3.0
+    )
     with ServerThread(settings) as server:
         yield server
 
@@ -120,8 +128,9 @@ def test_a_model_turning_slow_never_makes_an_answer_late(stack: ServerThread, de
         assert client.recommend(user, k=5, budget_ms=BUDGET_MS, variant="fp32").plan == "full"
 
 
-def test_a_slow_candidate_generator_does_not_take_the_rankers_down(stack: ServerThread, generator_delay: Path,
-                                                                    user: str) -> None:
+def test_a_slow_candidate_generator_does_not_take_the_rankers_down(
+    stack: ServerThread, generator_delay: Path, user: str
+) -> None:
     budget_ms = 400
     with RecommenderClient(stack.target, retry=NO_RETRY) as client:
         generator_delay.write_text("0")
@@ -156,17 +165,23 @@ def test_a_cancelled_call_stops_its_triton_calls(stack: ServerThread, delay: Pat
     server = stack.server
 
     def cancelled() -> float:
-        return sum(server.metrics.registry.get_sample_value(
-            "recsys_requests_total", {"rpc": "Recommend", "strategy": s, "outcome": "cancelled"}) or 0
-            for s in ("", "sae"))
+        return sum(
+            server.metrics.registry.get_sample_value(
+                "recsys_requests_total", {"rpc": "Recommend", "strategy": s, "outcome": "cancelled"}
+            )
+            or 0
+            for s in ("", "sae")
+        )
 
     before = cancelled()
     delay.write_text("1500")
     try:
         with grpc.insecure_channel(stack.target) as channel:
             call = pb_grpc.RecommenderStub(channel).Recommend.future(
-                pb.RecommendRequest(user_id=user, k=3, strategy=pb.STRATEGY_SAE, variant=pb.VARIANT_FP32,
-                                    latency_budget_ms=5000))
+                pb.RecommendRequest(
+                    user_id=user, k=3, strategy=pb.STRATEGY_SAE, variant=pb.VARIANT_FP32, latency_budget_ms=5000
+                )
+            )
             _wait_for(lambda: server.metrics.inflight._value.get() == 1, 5, "the call to reach the server")
             time.sleep(0.2)  # now waiting on the slow model (1.5 s)
             call.cancel()
@@ -183,6 +198,7 @@ def test_too_many_concurrent_calls_are_refused(stack: ServerThread, delay: Path,
     delay.write_text("300")
     try:
         with RecommenderClient(stack.target, retry=NO_RETRY) as client, ThreadPoolExecutor(12) as pool:
+
             def call() -> str:
                 try:
                     client.recommend(user, k=3, strategy="sae", variant="fp32", budget_ms=5000)
@@ -196,13 +212,15 @@ def test_too_many_concurrent_calls_are_refused(stack: ServerThread, delay: Path,
     assert outcomes.count("exhausted") >= 1 and outcomes.count("ok") >= 4
 
 
-def test_shutdown_drains_calls_in_flight(slow_artifacts: Artifacts, triton: EmbeddedTriton, delay: Path,
-                                         tmp_path: Path, user: str) -> None:
+def test_shutdown_drains_calls_in_flight(
+    slow_artifacts: Artifacts, triton: EmbeddedTriton, delay: Path, tmp_path: Path, user: str
+) -> None:
     server = ServerThread(settings_for(slow_artifacts, triton.grpc_url, tmp_path)).start()
     delay.write_text("500")
     outcome: dict[str, object] = {}
     try:
         with RecommenderClient(server.target, retry=NO_RETRY) as client:
+
             def slow_call() -> None:
                 outcome["result"] = client.recommend(user, k=3, strategy="sae", variant="fp32", budget_ms=5000)
 

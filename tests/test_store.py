@@ -87,10 +87,12 @@ def test_sqlite_batch_is_atomic_and_survives_reopening(tmp_path: Path) -> None:
 def test_sqlite_rows_from_before_event_ids_are_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.executescript("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, item_id INTEGER, "
-                     "kind TEXT, rating REAL, timestamp_ms INTEGER, request_id TEXT);"
-                     "INSERT INTO feedback VALUES (1, 'u', 7, 'rating', 5.0, 1, 'r'), "
-                     "(2, 'u', 8, 'click', NULL, 2, 'r');")
+    db.executescript(
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, item_id INTEGER, "
+        "kind TEXT, rating REAL, timestamp_ms INTEGER, request_id TEXT);"
+        "INSERT INTO feedback VALUES (1, 'u', 7, 'rating', 5.0, 1, 'r'), "
+        "(2, 'u', 8, 'click', NULL, 2, 'r');"
+    )
     db.close()
     store = open_store(sqlite_url(path))
     assert [(e.item_id, e.event_id) for e in store.user_events("u")] == [(7, "legacy-1"), (8, "legacy-2")]

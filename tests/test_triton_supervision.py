@@ -25,8 +25,9 @@ def supervised(serving_artifacts: Artifacts) -> Iterator[EmbeddedTriton]:
 
 
 @pytest.mark.slow
-def test_triton_killed_under_load_comes_back_by_itself(serving_artifacts: Artifacts, supervised: EmbeddedTriton,
-                                                       tmp_path: Path) -> None:
+def test_triton_killed_under_load_comes_back_by_itself(
+    serving_artifacts: Artifacts, supervised: EmbeddedTriton, tmp_path: Path
+) -> None:
     bundle = load_bundle(serving_artifacts.bundle)
     user = next(iter(bundle.user_index))
     # One variant: fewer models to reload, so the test is about supervision, not about loading speed.
@@ -56,8 +57,9 @@ def test_triton_killed_under_load_comes_back_by_itself(serving_artifacts: Artifa
 
 
 @pytest.mark.slow
-def test_a_reload_brings_the_default_variant_back_first(serving_artifacts: Artifacts,
-                                                        supervised: EmbeddedTriton) -> None:
+def test_a_reload_brings_the_default_variant_back_first(
+    serving_artifacts: Artifacts, supervised: EmbeddedTriton
+) -> None:
     """The watcher's staged refresh loads the default variant's models before any other variant's,
     so answers are whole again without waiting for every variant (what a restarted Triton needs)."""
     import asyncio
@@ -74,8 +76,15 @@ def test_a_reload_brings_the_default_variant_back_first(serving_artifacts: Artif
         time.sleep(0.2)
 
     async def refresh_twice() -> tuple[set[str], set[str]]:
-        pool = ModelPool(supervised.grpc_url, models, ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32",
-                         LatencyBook(), repository=serving_artifacts.repository, control_key=supervised.control_key)
+        pool = ModelPool(
+            supervised.grpc_url,
+            models,
+            ["torchscript_fp32", "torchscript_int8"],
+            "torchscript_fp32",
+            LatencyBook(),
+            repository=serving_artifacts.repository,
+            control_key=supervised.control_key,
+        )
         # The versions the bundle pins: other tests add versions (some broken on purpose) to the
         # shared repository, so the newest folder is not necessarily loadable.
         pins = load_bundle(serving_artifacts.bundle).manifest["repository"]

@@ -25,8 +25,15 @@ def test_every_space_names_real_settings_and_starts_from_the_defaults() -> None:
 
 def test_tune_keeps_the_best_validation_trial(tiny_data: TrainingData) -> None:
     seen: list[tuple[str, int, float]] = []
-    result = tune(tiny_data, ["rbm"], budget_minutes=0.05, device="cpu", max_epochs=2,
-                  fixed={"rbm": {"cd_k": 1}}, on_trial=lambda m, n, o, v, s: seen.append((m, n, v)))
+    result = tune(
+        tiny_data,
+        ["rbm"],
+        budget_minutes=0.05,
+        device="cpu",
+        max_epochs=2,
+        fixed={"rbm": {"cd_k": 1}},
+        on_trial=lambda m, n, o, v, s: seen.append((m, n, v)),
+    )
     trials = result.trials["rbm"]
     assert trials and seen[0][:2] == ("rbm", 0)
     assert result.best["rbm"] == max(t["ndcg@10"] for t in trials)
@@ -34,12 +41,30 @@ def test_tune_keeps_the_best_validation_trial(tiny_data: TrainingData) -> None:
     make_config("rbm", result.settings["rbm"])  # the chosen settings are a valid config
 
 
-def test_tune_cli_logs_trials_and_the_chosen_settings(synthetic_dirs: dict[str, Path], tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tune_cli_logs_trials_and_the_chosen_settings(
+    synthetic_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    summary = train.main(["--data", str(synthetic_dirs["ml-100k"]), "--state-dir", str(tmp_path), "--tune",
-                          "--budget-minutes", "0.05", "--models", "rbm", "--max-epochs", "2", "--device", "cpu",
-                          "--no-progress", "--set", "rbm.hidden=8"])
+    summary = train.main(
+        [
+            "--data",
+            str(synthetic_dirs["ml-100k"]),
+            "--state-dir",
+            str(tmp_path),
+            "--tune",
+            "--budget-minutes",
+            "0.05",
+            "--models",
+            "rbm",
+            "--max-epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--set",
+            "rbm.hidden=8",
+        ]
+    )
     chosen = summary["tuned_settings.json"]["settings"]["rbm"]
     assert chosen["hidden"] == 8  # --set wins over the search
     runs = mlflow.search_runs(experiment_names=["recsys-training"], output_format="list")

@@ -55,8 +55,12 @@ def run_fold(dataset: MovieLens, split_name: str, seed: int, ease_l2: float) -> 
     rows = {n: {m: details[n].get(m) for m in METRICS} for n in ORDER}
     for name in ORDER:
         rows[name]["train_seconds"] = ease_seconds if name == "ease" else trained.train_seconds[name]
-    return {"models": rows, "gates": {n: g.to_dict() for n, g in trained.gates.items()},
-            "validation": trained.validation, "fusion": trained.ensemble.config_dict()}
+    return {
+        "models": rows,
+        "gates": {n: g.to_dict() for n, g in trained.gates.items()},
+        "validation": trained.validation,
+        "fusion": trained.ensemble.config_dict(),
+    }
 
 
 def summarise(per_fold: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -66,17 +70,22 @@ def summarise(per_fold: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[s
         for metric in (*METRICS, "train_seconds"):
             values = [f["models"][name][metric] for f in per_fold.values() if f["models"][name][metric] is not None]
             if values:
-                out[name][metric] = {"mean": statistics.fmean(values),
-                                     "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+                out[name][metric] = {
+                    "mean": statistics.fmean(values),
+                    "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                }
     return out
 
 
 def bars(per_fold: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, bool]:
     folds = [f["models"] for f in per_fold.values()]
-    out = {f"{n}_beats_popularity_every_fold": all(f[n]["ndcg@10"] > f["popularity"]["ndcg@10"] for f in folds)
-           for n in LEARNED}
+    out = {
+        f"{n}_beats_popularity_every_fold": all(f[n]["ndcg@10"] > f["popularity"]["ndcg@10"] for f in folds)
+        for n in LEARNED
+    }
     out["ensemble_at_least_best_single_every_fold"] = all(
-        f["ensemble"]["ndcg@10"] >= max(f[n]["ndcg@10"] for n in LEARNED) for f in folds)
+        f["ensemble"]["ndcg@10"] >= max(f[n]["ndcg@10"] for n in LEARNED) for f in folds
+    )
     out["ensemble_at_least_ease_mean"] = summary["ensemble"]["ndcg@10"]["mean"] >= summary["ease"]["ndcg@10"]["mean"]
     return out
 
@@ -117,8 +126,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for future in as_completed(futures):
                 name = futures[future]
                 per_fold[name] = future.result()
-                logging.getLogger(__name__).info("fold %s: %s", name, {n: round(r["ndcg@10"], 4)
-                                                                       for n, r in per_fold[name]["models"].items()})
+                logging.getLogger(__name__).info(
+                    "fold %s: %s", name, {n: round(r["ndcg@10"], 4) for n, r in per_fold[name]["models"].items()}
+                )
                 # After every fold, so a slow run leaves what it has.
                 report = write_report(args, dataset, splits, dict(sorted(per_fold.items())), started)
     return report
@@ -130,14 +140,24 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def write_report(args: argparse.Namespace, dataset: MovieLens, splits: list[str], per_fold: dict[str, Any],
-                 started: float) -> dict[str, Any]:
+def write_report(
+    args: argparse.Namespace, dataset: MovieLens, splits: list[str], per_fold: dict[str, Any], started: float
+) -> dict[str, Any]:
     """Write the report of the folds done so far (``complete`` says whether all are)."""
     summary = summarise(per_fold)
-    report = {"dataset": dataset.name, "items": dataset.n_items, "users": dataset.n_users,
-              "ratings": len(dataset.ratings), "splits": splits, "complete": len(per_fold) == len(splits),
-              "summary": summary, "bars": bars(per_fold, summary), "folds": per_fold, "ease_l2": args.ease_l2,
-              "seconds": time.perf_counter() - started}
+    report = {
+        "dataset": dataset.name,
+        "items": dataset.n_items,
+        "users": dataset.n_users,
+        "ratings": len(dataset.ratings),
+        "splits": splits,
+        "complete": len(per_fold) == len(splits),
+        "summary": summary,
+        "bars": bars(per_fold, summary),
+        "folds": per_fold,
+        "ease_l2": args.ease_l2,
+        "seconds": time.perf_counter() - started,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(table(summary))

@@ -22,8 +22,17 @@ from training.evaluation.report import evaluate_models
 from training.pipeline import LEARNED, full_history, prepare, train_models
 from training.train import ROOT, default_data
 
-COLUMNS = ("rmse", "mae", "precision@10", "recall@10", "ndcg@10", "hit_rate@10", "map@10", "coverage@10",
-           "train_seconds")
+COLUMNS = (
+    "rmse",
+    "mae",
+    "precision@10",
+    "recall@10",
+    "ndcg@10",
+    "hit_rate@10",
+    "map@10",
+    "coverage@10",
+    "train_seconds",
+)
 ORDER = ("popularity", "sae", "rbm", "two_tower", "ensemble")
 
 
@@ -50,12 +59,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trained = train_models(prepare(dataset, split, seed=args.seed), list(LEARNED), seed=args.seed, progress=False)
     models = {**trained.models, "ensemble": trained.ensemble}
     details = evaluate_models(models, dataset, full_history(dataset, split.train), split.test)
-    rows = {name: {**{c: details[name].get(c) for c in COLUMNS[:-1]},
-                   "train_seconds": trained.train_seconds[name]} for name in ORDER}
-    report = {"dataset": dataset.name, "split": split.name, "models": rows, "details": details,
-              "validation": trained.validation, "fusion": trained.ensemble.config_dict(),
-              "gates": {n: g.to_dict() for n, g in trained.gates.items()},
-              "seconds": time.perf_counter() - started}
+    rows = {
+        name: {**{c: details[name].get(c) for c in COLUMNS[:-1]}, "train_seconds": trained.train_seconds[name]}
+        for name in ORDER
+    }
+    report = {
+        "dataset": dataset.name,
+        "split": split.name,
+        "models": rows,
+        "details": details,
+        "validation": trained.validation,
+        "fusion": trained.ensemble.config_dict(),
+        "gates": {n: g.to_dict() for n, g in trained.gates.items()},
+        "seconds": time.perf_counter() - started,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(table(rows))

@@ -74,8 +74,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         tracking.configure(args.state_dir)
         models = from_registry(names, args.alias)
-    report = {"dataset": dataset.name, "split": split.name,
-              "models": evaluate_models(models, dataset, full_history(dataset, split.train), split.test)}
+    report = {
+        "dataset": dataset.name,
+        "split": split.name,
+        "models": evaluate_models(models, dataset, full_history(dataset, split.train), split.test),
+    }
     text = json.dumps(report, indent=1)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

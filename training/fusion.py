@@ -58,8 +58,7 @@ def fuse(per_model: Mapping[str, np.ndarray], spec: FusionSpec) -> np.ndarray:
     for name, weight in spec.weights.items():
         if weight == 0:
             continue
-        part = zscore(per_model[name]) if spec.method == "weighted" else reciprocal_ranks(per_model[name],
-                                                                                            spec.rrf_k)
+        part = zscore(per_model[name]) if spec.method == "weighted" else reciprocal_ranks(per_model[name], spec.rrf_k)
         total = weight * part if total is None else total + weight * part
     if total is None:
         raise ValueError("a fusion needs at least one model with a non-zero weight")
@@ -67,8 +66,11 @@ def fuse(per_model: Mapping[str, np.ndarray], spec: FusionSpec) -> np.ndarray:
 
 
 def _simplex(n: int, steps: int) -> list[tuple[float, ...]]:
-    return [tuple(c / steps for c in combo) for combo in itertools.product(range(steps + 1), repeat=n)
-            if sum(combo) == steps]
+    return [
+        tuple(c / steps for c in combo)
+        for combo in itertools.product(range(steps + 1), repeat=n)
+        if sum(combo) == steps
+    ]
 
 
 def fit_fusion(models: Mapping[str, Scorer], task: RankingTask, steps: int = 10) -> FusionSpec:
@@ -97,8 +99,13 @@ def fit_fusion(models: Mapping[str, Scorer], task: RankingTask, steps: int = 10)
                 best = FusionSpec(method, dict(zip(names, weights, strict=True)), k or 60.0, value)
     assert best is not None
     spec = FusionSpec(best.method, best.weights, best.rrf_k, best.validation_ndcg, tried)
-    log.info("fitted fusion method=%s weights=%s rrf_k=%g validation_ndcg@10=%.4f", spec.method,
-             spec.weights, spec.rrf_k, spec.validation_ndcg)
+    log.info(
+        "fitted fusion method=%s weights=%s rrf_k=%g validation_ndcg@10=%.4f",
+        spec.method,
+        spec.weights,
+        spec.rrf_k,
+        spec.validation_ndcg,
+    )
     return spec
 
 

@@ -58,16 +58,31 @@ def decide(name: str, validation: Mapping[str, Mapping[str, float]], margin: flo
     floor = validation[BASELINE]["ndcg@10"]
     bar, ndcg = floor * (1.0 + margin), validation[name]["ndcg@10"]
     if ndcg > bar:
-        return GateDecision(name, True, ndcg, bar, f"validation ndcg@10 {ndcg:.4f} > popularity {floor:.4f} "
-                                                   f"x (1 + {margin:g}) = {bar:.4f}")
-    return GateDecision(name, False, ndcg, bar, f"validation ndcg@10 {ndcg:.4f} does not beat popularity "
-                                                f"{floor:.4f} x (1 + {margin:g}) = {bar:.4f}")
+        return GateDecision(
+            name,
+            True,
+            ndcg,
+            bar,
+            f"validation ndcg@10 {ndcg:.4f} > popularity {floor:.4f} x (1 + {margin:g}) = {bar:.4f}",
+        )
+    return GateDecision(
+        name,
+        False,
+        ndcg,
+        bar,
+        f"validation ndcg@10 {ndcg:.4f} does not beat popularity {floor:.4f} x (1 + {margin:g}) = {bar:.4f}",
+    )
 
 
 def gate_all(validation: Mapping[str, Mapping[str, float]], margin: float) -> dict[str, GateDecision]:
     decisions = {name: decide(name, validation, margin) for name in validation}
     for decision in decisions.values():
         if decision.model != BASELINE:
-            log.log(logging.INFO if decision.passed else logging.WARNING, "gate model=%s %s: %s", decision.model,
-                    "passed" if decision.passed else "FAILED", decision.reason)
+            log.log(
+                logging.INFO if decision.passed else logging.WARNING,
+                "gate model=%s %s: %s",
+                decision.model,
+                "passed" if decision.passed else "FAILED",
+                decision.reason,
+            )
     return decisions

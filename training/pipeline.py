@@ -98,8 +98,7 @@ def train_models(
             model = popularity.train(data, config)
         else:
             checkpoint = checkpoint_dir / f"{name}.pt" if checkpoint_dir else None
-            model, result.histories[name] = MODELS[name][0](data, config, progress=progress,
-                                                            checkpoint=checkpoint)
+            model, result.histories[name] = MODELS[name][0](data, config, progress=progress, checkpoint=checkpoint)
         result.train_seconds[name] = time.perf_counter() - started
         result.models[name] = model
         result.validation[name] = validation_metrics(model, data)

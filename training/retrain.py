@@ -86,15 +86,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     tracking.configure(args.state_dir)
     before = champion_version()
-    summary = train_main(["--data", str(args.data or default_data()), "--feedback", args.feedback,
-                          "--state-dir", str(args.state_dir), "--no-progress", *args.train_arg])
+    summary = train_main(
+        [
+            "--data",
+            str(args.data or default_data()),
+            "--feedback",
+            args.feedback,
+            "--state-dir",
+            str(args.state_dir),
+            "--no-progress",
+            *args.train_arg,
+        ]
+    )
     after = int(summary["registry"]["ensemble"]["version"])
     dataset = load_movielens(summary["data"])
     split = make_split(dataset, summary["split"])
-    result: dict[str, Any] = {"data": summary["data"], "feedback": {k: v for k, v in summary.items()
-                                                                    if k.startswith("feedback_")},
-                              "before_version": before, "after_version": after,
-                              "after_ndcg@10": ensemble_ndcg(after, dataset, split.train, split.test)}
+    result: dict[str, Any] = {
+        "data": summary["data"],
+        "feedback": {k: v for k, v in summary.items() if k.startswith("feedback_")},
+        "before_version": before,
+        "after_version": after,
+        "after_ndcg@10": ensemble_ndcg(after, dataset, split.train, split.test),
+    }
     result["before_ndcg@10"] = None if before is None else ensemble_ndcg(before, dataset, split.train, split.test)
     passed = before is None or result["after_ndcg@10"] >= result["before_ndcg@10"] - args.tolerance
     result["gate"] = "passed" if passed else "failed"
@@ -103,13 +116,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         MlflowClient().set_registered_model_alias(tracking.registry_name("ensemble"), tracking.CHAMPION, str(before))
         print(json.dumps(result, indent=1))
-        log.error("gate failed: the new ensemble (v%s) scores %.4f, the champion (v%s) %.4f; champion kept, "
-                  "nothing exported", after, result["after_ndcg@10"], before, result["before_ndcg@10"])
+        log.error(
+            "gate failed: the new ensemble (v%s) scores %.4f, the champion (v%s) %.4f; champion kept, nothing exported",
+            after,
+            result["after_ndcg@10"],
+            before,
+            result["before_ndcg@10"],
+        )
         sys.exit(GATE_FAILED)
     rows = export_main(["--state-dir", str(args.state_dir), "--out", str(args.out), "--bundle", str(args.bundle)])
     result["exported"] = {"repository": str(args.out), "bundle": str(args.bundle), "models": len(rows)}
-    result["rollout"] = (f"new bundle under {args.bundle} (newest version folder); roll it out with "
-                         f"`python -m clients rollout ship {args.bundle}` (what `make retrain` does next)")
+    result["rollout"] = (
+        f"new bundle under {args.bundle} (newest version folder); roll it out with "
+        f"`python -m clients rollout ship {args.bundle}` (what `make retrain` does next)"
+    )
     print(json.dumps(result, indent=1))
     return result
 

@@ -89,33 +89,57 @@ def _champion_score(client: MlflowClient, name: str, tags: dict[str, str]) -> fl
         return None
     same_data = all(current.tags.get(k) == tags[k] for k in ("data_fingerprint", "split", "validation_seed"))
     if not same_data:
-        log.warning("champion model=%s version=%s was trained on other data; it will be replaced", name,
-                    current.version)
+        log.warning(
+            "champion model=%s version=%s was trained on other data; it will be replaced", name, current.version
+        )
         return None
     return float(current.tags[MONITOR_TAG])
 
 
-def register(client: MlflowClient, model: str, run_id: str, artifact_uri: str, score: float,
-             tags: dict[str, str], gate: GateDecision | None = None) -> dict[str, Any]:
+def register(
+    client: MlflowClient,
+    model: str,
+    run_id: str,
+    artifact_uri: str,
+    score: float,
+    tags: dict[str, str],
+    gate: GateDecision | None = None,
+) -> dict[str, Any]:
     """Register a model version; move ``champion`` to it if it passed its gate and beats the current one."""
     name = registry_name(model)
     with contextlib.suppress(MlflowException):  # raised when it is already registered
         client.create_registered_model(name, description=f"{model} recommender trained on MovieLens")
     # The score is stored exactly: a rounded tag would let an equal score look better next time.
     gated_in = gate is None or gate.passed
-    gate_tags = {GATE_TAG: PASSED if gated_in else "failed",
-                 GATE_REASON_TAG: gate.reason[:500] if gate is not None else "no gate applied"}
-    version = client.create_model_version(name, source=artifact_uri, run_id=run_id,
-                                          tags={**tags, **gate_tags, MONITOR_TAG: repr(float(score))})
+    gate_tags = {
+        GATE_TAG: PASSED if gated_in else "failed",
+        GATE_REASON_TAG: gate.reason[:500] if gate is not None else "no gate applied",
+    }
+    version = client.create_model_version(
+        name, source=artifact_uri, run_id=run_id, tags={**tags, **gate_tags, MONITOR_TAG: repr(float(score))}
+    )
     previous = _champion_score(client, name, tags) if gated_in else None
     promoted = gated_in and (previous is None or score > previous)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version.version)
-    log.info("registered model=%s version=%s validation_ndcg@10=%.4f gate=%s champion_before=%s promoted=%s",
-             name, version.version, score, gate_tags[GATE_TAG], previous, promoted)
-    return {"name": name, "version": int(version.version), "validation_ndcg@10": score,
-            "previous_champion_ndcg@10": previous, "champion": promoted, "gate": gate_tags[GATE_TAG],
-            "gate_reason": gate_tags[GATE_REASON_TAG]}
+    log.info(
+        "registered model=%s version=%s validation_ndcg@10=%.4f gate=%s champion_before=%s promoted=%s",
+        name,
+        version.version,
+        score,
+        gate_tags[GATE_TAG],
+        previous,
+        promoted,
+    )
+    return {
+        "name": name,
+        "version": int(version.version),
+        "validation_ndcg@10": score,
+        "previous_champion_ndcg@10": previous,
+        "champion": promoted,
+        "gate": gate_tags[GATE_TAG],
+        "gate_reason": gate_tags[GATE_REASON_TAG],
+    }
 
 
 @contextlib.contextmanager
@@ -134,8 +158,12 @@ def tuning_run(params: dict[str, Any]) -> Iterator[Callable[[str, int, dict[str,
         yield on_trial
 
 
-def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[str, list[int]],
-                 artifacts: dict[str, Any] | None = None) -> dict[str, Any]:
+def log_training(
+    result: TrainedModels,
+    params: dict[str, Any],
+    id_maps: dict[str, list[int]],
+    artifacts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Log a finished training call to MLflow; returns the registry outcome per model.
 
     ``artifacts`` are JSON documents logged with the parent run (e.g. ``tuned_settings.json``).
@@ -167,16 +195,21 @@ def log_training(result: TrainedModels, params: dict[str, Any], id_maps: dict[st
                 if history is not None:
                     for record in history.epochs:
                         step = int(record["epoch"])
-                        mlflow.log_metrics({metric_key(k): v for k, v in record.items() if k != "epoch"},
-                                           step=step)
+                        mlflow.log_metrics({metric_key(k): v for k, v in record.items() if k != "epoch"}, step=step)
                     mlflow.log_artifact(str(learning_curve(history, Path(tmp) / f"{name}.png")))
                     mlflow.log_metrics({"best_epoch": history.best_epoch, "stopped_early": history.stopped_early})
                 final = {f"validation_{metric_key(k)}": v for k, v in result.validation.get(name, {}).items()}
                 mlflow.log_metrics({**final, "train_seconds": result.train_seconds.get(name, 0.0)})
                 mlflow.log_artifacts(str(folder), artifact_path="model")
-                outcome[name] = register(client, name, run.info.run_id, mlflow.get_artifact_uri("model"),
-                                         result.validation[name].get("ndcg@10", 0.0), tags,
-                                         result.gates.get(name))
+                outcome[name] = register(
+                    client,
+                    name,
+                    run.info.run_id,
+                    mlflow.get_artifact_uri("model"),
+                    result.validation[name].get("ndcg@10", 0.0),
+                    tags,
+                    result.gates.get(name),
+                )
     return outcome
 
 

@@ -96,9 +96,17 @@ def _probe(name: str) -> dict[str, Any]:
     return trial.params
 
 
-def tune(data: TrainingData, names: list[str], budget_minutes: float, *, seed: int = 0, device: str = "auto",
-         max_epochs: int | None = None, fixed: Mapping[str, Mapping[str, Any]] | None = None,
-         on_trial: Callable[[str, int, dict[str, Any], float, float], None] | None = None) -> TuningResult:
+def tune(
+    data: TrainingData,
+    names: list[str],
+    budget_minutes: float,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    max_epochs: int | None = None,
+    fixed: Mapping[str, Mapping[str, Any]] | None = None,
+    on_trial: Callable[[str, int, dict[str, Any], float, float], None] | None = None,
+) -> TuningResult:
     """Search each of ``names`` within its share of ``budget_minutes``; ``fixed`` settings are never searched."""
     from training.pipeline import MODELS
 
@@ -115,15 +123,23 @@ def tune(data: TrainingData, names: list[str], budget_minutes: float, *, seed: i
             from training.pipeline import make_config
 
             overrides = {**SPACES[name](trial), **pinned}
-            config = make_config(name, {**TRIAL_ONLY.get(name, {}), **overrides}, seed=seed, device=device,
-                                 max_epochs=max_epochs)
+            config = make_config(
+                name, {**TRIAL_ONLY.get(name, {}), **overrides}, seed=seed, device=device, max_epochs=max_epochs
+            )
             trial_started = time.perf_counter()
             model, history = MODELS[name][0](data, config, progress=False)
             value = validation_metrics(model, data).get("ndcg@10", 0.0)
             trial.set_user_attr("best_epoch", history.best_epoch)
             seconds = time.perf_counter() - trial_started
-            log.info("tune model=%s trial=%d ndcg@10=%.4f best_epoch=%d seconds=%.0f %s", name, trial.number,
-                     value, history.best_epoch, seconds, overrides)
+            log.info(
+                "tune model=%s trial=%d ndcg@10=%.4f best_epoch=%d seconds=%.0f %s",
+                name,
+                trial.number,
+                value,
+                history.best_epoch,
+                seconds,
+                overrides,
+            )
             if on_trial is not None:
                 on_trial(name, trial.number, overrides, value, seconds)
             return value
@@ -134,9 +150,16 @@ def tune(data: TrainingData, names: list[str], budget_minutes: float, *, seed: i
         best = study.best_trial
         result.settings[name] = {**SPACES[name](optuna.trial.FixedTrial(best.params)), **pinned}
         result.best[name] = float(best.value)
-        result.trials[name] = [{"number": t.number, "params": t.params, "ndcg@10": t.value,
-                                "best_epoch": t.user_attrs.get("best_epoch")} for t in study.trials]
-        log.info("tuned model=%s trials=%d best ndcg@10=%.4f settings=%s", name, len(study.trials), best.value,
-                 result.settings[name])
+        result.trials[name] = [
+            {"number": t.number, "params": t.params, "ndcg@10": t.value, "best_epoch": t.user_attrs.get("best_epoch")}
+            for t in study.trials
+        ]
+        log.info(
+            "tuned model=%s trials=%d best ndcg@10=%.4f settings=%s",
+            name,
+            len(study.trials),
+            best.value,
+            result.settings[name],
+        )
     result.seconds = time.perf_counter() - started
     return result

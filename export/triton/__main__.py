@@ -27,8 +27,12 @@ def main(argv: list[str] | None = None) -> None:
         models = sorted(p.name for p in args.model_repository.iterdir() if (p / "config.pbtxt").is_file())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with EmbeddedTriton(args.model_repository, models=tuple(models), verbose=args.verbose,
-                        ports=Ports(args.grpc_port, args.http_port, args.metrics_port)) as triton:
+    with EmbeddedTriton(
+        args.model_repository,
+        models=tuple(models),
+        verbose=args.verbose,
+        ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
+    ) as triton:
         print(f"Triton ready: grpc {triton.grpc_url}, metrics {triton.metrics_url}, models {', '.join(models)}")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave the block, which stops Triton
             stop.wait()

@@ -77,14 +77,18 @@ def find_home(explicit: Path | None = None) -> Path:
     if explicit or os.environ.get(HOME_ENV):
         candidates = [Path(explicit or os.environ[HOME_ENV])]
     else:
-        candidates = [ROOT / ".triton" / "pytriton" / "tritonserver",
-                      *(Path(p) / "pytriton" / "tritonserver" for p in sys.path if p)]
+        candidates = [
+            ROOT / ".triton" / "pytriton" / "tritonserver",
+            *(Path(p) / "pytriton" / "tritonserver" for p in sys.path if p),
+        ]
     for home in candidates:
         if (home / "bin" / "tritonserver").is_file():
             return home
     looked = ", ".join(str(c) for c in candidates[:3])
-    raise TritonNotFound(f"tritonserver binary not found (looked in {looked}); run `make setup`, which installs "
-                         f"nvidia-pytriton into .triton/, or set ${HOME_ENV} to a pytriton/tritonserver folder")
+    raise TritonNotFound(
+        f"tritonserver binary not found (looked in {looked}); run `make setup`, which installs "
+        f"nvidia-pytriton into .triton/, or set ${HOME_ENV} to a pytriton/tritonserver folder"
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -139,9 +143,19 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class EmbeddedTriton:
     """One tritonserver process serving ``model_repository`` on loopback ports."""
 
-    def __init__(self, model_repository: Path, *, models: tuple[str, ...] = (), ports: Ports | None = None,
-                 home: Path | None = None, startup_timeout: float = 60.0, verbose: int = 0,
-                 supervise: bool = False, max_backoff_s: float = 10.0, control_key: str | None = None) -> None:
+    def __init__(
+        self,
+        model_repository: Path,
+        *,
+        models: tuple[str, ...] = (),
+        ports: Ports | None = None,
+        home: Path | None = None,
+        startup_timeout: float = 60.0,
+        verbose: int = 0,
+        supervise: bool = False,
+        max_backoff_s: float = 10.0,
+        control_key: str | None = None,
+    ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.control_key = control_key or secrets.token_urlsafe(24)
         self.supervise, self.max_backoff_s = supervise, max_backoff_s
@@ -182,10 +196,15 @@ class EmbeddedTriton:
             f"--backend-directory={backends}",
             f"--cache-directory={self.home / 'caches'}",
             "--model-control-mode=explicit",
-            "--grpc-address=127.0.0.1", f"--grpc-port={self.ports.grpc}",
-            "--http-address=127.0.0.1", f"--http-port={self.ports.http}",
-            "--metrics-address=127.0.0.1", f"--metrics-port={self.ports.metrics}",
-            "--allow-gpu-metrics=false", "--strict-readiness=true", "--exit-on-error=false",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.ports.grpc}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.ports.http}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-on-error=false",
             # Our configs are complete. With auto-complete on, the Python backend starts one stub per
             # model just to ask it for config changes (importing torch, ~half of a model's load time),
             # then another per instance: a restarted Triton came back to its models twice as slowly.
@@ -216,8 +235,9 @@ class EmbeddedTriton:
         self._launch()
         _control_keys[self.grpc_url] = self.control_key
         if self.supervise:
-            threading.Thread(target=self._supervise, args=(self.process,), name="triton-supervisor",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._supervise, args=(self.process,), name="triton-supervisor", daemon=True
+            ).start()
         return self
 
     def _supervise(self, process: subprocess.Popen[str] | None) -> None:
@@ -254,8 +274,14 @@ class EmbeddedTriton:
         self._workdir = tempfile.TemporaryDirectory(prefix="recsys-triton-")
         backends = prepare_backends(self.home, Path(self._workdir.name) / "backends")
         self._log_tail.clear()
-        self.process = subprocess.Popen(self._command(backends), env=self._environment(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            self._command(backends),
+            env=self._environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
         threading.Thread(target=self._forward_logs, args=(self.process.stdout,), daemon=True).start()
         self._wait_live()
         log.info("triton started pid=%d grpc=%s metrics=%s", self.process.pid, self.grpc_url, self.metrics_url)

@@ -57,14 +57,18 @@ def request_for(role: str, bundle: Bundle, dims: dict[str, list[int]], candidate
         by_name["EXCLUDE_IDX__3"] = none
     elif role == "two_tower_items":
         dim = dims["USER_EMBEDDING__0"][0]
-        by_name = {"USER_EMBEDDING__0": np.random.default_rng(0).normal(size=(1, dim)).astype(np.float32),
-                   "EXCLUDE_IDX__1": items}
+        by_name = {
+            "USER_EMBEDDING__0": np.random.default_rng(0).normal(size=(1, dim)).astype(np.float32),
+            "EXCLUDE_IDX__1": items,
+        }
     return {name: by_name[name] for name in dims}
 
 
-async def measure(triton: EmbeddedTriton, model: str, request: dict[str, np.ndarray], concurrency: int,
-                  duration: float) -> dict[str, Any]:
+async def measure(
+    triton: EmbeddedTriton, model: str, request: dict[str, np.ndarray], concurrency: int, duration: float
+) -> dict[str, Any]:
     async with tritonaio.InferenceServerClient(triton.grpc_url) as client:
+
         async def call(_: int) -> None:
             await client.infer(model, [_tensor(n, a) for n, a in request.items()])
 
@@ -91,25 +95,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
-        repositories = {"on": chosen.repository,
-                        "off": copy_with_batching(chosen.repository, Path(scratch) / "off", None)}
+        repositories = {
+            "on": chosen.repository,
+            "off": copy_with_batching(chosen.repository, Path(scratch) / "off", None),
+        }
         for batching, repository in repositories.items():
             with EmbeddedTriton(repository, models=tuple(models)) as triton:
                 for model in models:
                     config = read_config(repository / model)
-                    request = request_for(model.removesuffix(f"_{args.variant}"), bundle,
-                                          {i.name: list(i.dims) for i in config.input})
+                    request = request_for(
+                        model.removesuffix(f"_{args.variant}"), bundle, {i.name: list(i.dims) for i in config.input}
+                    )
                     for concurrency in concurrencies:
                         result = asyncio.run(measure(triton, model, request, concurrency, args.duration))
                         runs.append({"model": model, "batching": batching, "concurrency": concurrency, **result})
                         log.info("%s", runs[-1])
-    report = {"runs": runs, "meta": {"catalog_size": bundle.n_items, "variant": args.variant,
-                                     "duration_s": args.duration, "cpus": os.cpu_count(),
-                                     "load_average": [round(x, 2) for x in os.getloadavg()],
-                                     "catalog": args.catalog,
-                                     "queue_delay_us": {m: read_config(chosen.repository / m).dynamic_batching
-                                                        .max_queue_delay_microseconds for m in models},
-                                     "tool": "tritonclient asyncio closed loop (no perf_analyzer binary here)"}}
+    report = {
+        "runs": runs,
+        "meta": {
+            "catalog_size": bundle.n_items,
+            "variant": args.variant,
+            "duration_s": args.duration,
+            "cpus": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "catalog": args.catalog,
+            "queue_delay_us": {
+                m: read_config(chosen.repository / m).dynamic_batching.max_queue_delay_microseconds for m in models
+            },
+            "tool": "tritonclient asyncio closed loop (no perf_analyzer binary here)",
+        },
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     return report

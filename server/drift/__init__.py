@@ -48,8 +48,15 @@ class DriftMonitor:
     reference (a bundle exported before drift references) the monitor observes nothing.
     """
 
-    def __init__(self, reference: Reference | None, genres: np.ndarray, item_index: dict[int, int],
-                 gauge: Gauge | None, window: int = 10_000, min_samples: int = 200) -> None:
+    def __init__(
+        self,
+        reference: Reference | None,
+        genres: np.ndarray,
+        item_index: dict[int, int],
+        gauge: Gauge | None,
+        window: int = 10_000,
+        min_samples: int = 200,
+    ) -> None:
         self.gauge, self.size, self.min_samples = gauge, window, min_samples
         self.version = ""  # the bundle whose reference is watched ("" until ``follow``)
         self.windows: dict[str, Window] = {}
@@ -89,8 +96,12 @@ class DriftMonitor:
             self.windows["genre"].add(self._genre[idx])
         self._publish(("rating", "popularity_decile", "genre"))
 
-    def observe_answer(self, user_id: str, history_size: int, model_scores: dict[str, np.ndarray] | None = None,
-                       ) -> None:
+    def observe_answer(
+        self,
+        user_id: str,
+        history_size: int,
+        model_scores: dict[str, np.ndarray] | None = None,
+    ) -> None:
         """One computed Recommend answer: the size of the profile it ranked for, and each model's
         top scores (best first; the first ``SCORE_DEPTH`` count, so O(k) per answer). The
         reference counts each user once, so a feature already counted for a user in the window is
@@ -123,8 +134,10 @@ class DriftMonitor:
 
     def psi(self) -> dict[str, float | None]:
         """PSI per feature; None until the feature's window holds ``min_samples`` observations."""
-        return {k: psi(self.reference.expected[k], w.counts) if len(w) >= self.min_samples else None
-                for k, w in self.windows.items()}
+        return {
+            k: psi(self.reference.expected[k], w.counts) if len(w) >= self.min_samples else None
+            for k, w in self.windows.items()
+        }
 
     def _publish(self, features: Iterable[str]) -> None:
         if self.gauge is None or self.reference is None:

@@ -84,8 +84,16 @@ class Reference:
         return tuple(self.expected)
 
     @classmethod
-    def from_ratings(cls, lengths: np.ndarray, items: np.ndarray, ratings: np.ndarray, counts: np.ndarray,
-                     genres: np.ndarray, genre_names: list[str], levels: np.ndarray) -> Reference:
+    def from_ratings(
+        cls,
+        lengths: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        counts: np.ndarray,
+        genres: np.ndarray,
+        genre_names: list[str],
+        levels: np.ndarray,
+    ) -> Reference:
         """Reference histograms: ``lengths`` per user; ``items``/``ratings`` (dense indices) of the
         training ratings; ``counts`` the training popularity per item."""
         lengths = np.asarray(lengths)[np.asarray(lengths) > 0]
@@ -97,11 +105,15 @@ class Reference:
             "popularity_decile": np.bincount(deciles[items], minlength=10).astype(float),
             "genre": genre_weights(genres)[items].sum(axis=0),
         }
-        labels = {"history_length": [f"<= {e:g}" for e in edges] + [f"> {edges[-1]:g}"],
-                  "rating": [f"{v:g}" for v in levels], "popularity_decile": [f"d{d}" for d in range(10)],
-                  "genre": list(genre_names)}
-        return cls({k: v / max(v.sum(), 1e-12) for k, v in expected.items()}, labels, edges,
-                   np.asarray(levels, float), deciles)
+        labels = {
+            "history_length": [f"<= {e:g}" for e in edges] + [f"> {edges[-1]:g}"],
+            "rating": [f"{v:g}" for v in levels],
+            "popularity_decile": [f"d{d}" for d in range(10)],
+            "genre": list(genre_names),
+        }
+        return cls(
+            {k: v / max(v.sum(), 1e-12) for k, v in expected.items()}, labels, edges, np.asarray(levels, float), deciles
+        )
 
     def with_scores(self, scores: dict[str, np.ndarray]) -> Reference:
         """This reference plus a ``score_<model>`` feature per model: ``scores[model]`` holds the
@@ -120,11 +132,13 @@ class Reference:
         return replace(self, expected=expected, labels=labels, score_edges=edges)
 
     def save(self, folder: Path) -> Path:
-        data = {"features": {k: {"labels": self.labels[k], "expected": self.expected[k].tolist()}
-                             for k in self.features},
-                "length_edges": self.length_edges.tolist(), "levels": self.levels.tolist(),
-                "item_decile": self.item_decile.tolist(),
-                "score_edges": {k: v.tolist() for k, v in self.score_edges.items()}}
+        data = {
+            "features": {k: {"labels": self.labels[k], "expected": self.expected[k].tolist()} for k in self.features},
+            "length_edges": self.length_edges.tolist(),
+            "levels": self.levels.tolist(),
+            "item_decile": self.item_decile.tolist(),
+            "score_edges": {k: v.tolist() for k, v in self.score_edges.items()},
+        }
         path = Path(folder) / FILE
         path.write_text(json.dumps(data))
         return path
@@ -137,7 +151,11 @@ class Reference:
         data = json.loads(path.read_text())
         features = data["features"]
         # References written before score features have none: the monitor then watches the rest.
-        return cls({k: np.asarray(v["expected"], float) for k, v in features.items()},
-                   {k: list(v["labels"]) for k, v in features.items()}, np.asarray(data["length_edges"], float),
-                   np.asarray(data["levels"], float), np.asarray(data["item_decile"], np.int64),
-                   {k: np.asarray(v, float) for k, v in data.get("score_edges", {}).items()})
+        return cls(
+            {k: np.asarray(v["expected"], float) for k, v in features.items()},
+            {k: list(v["labels"]) for k, v in features.items()},
+            np.asarray(data["length_edges"], float),
+            np.asarray(data["levels"], float),
+            np.asarray(data["item_decile"], np.int64),
+            {k: np.asarray(v, float) for k, v in data.get("score_edges", {}).items()},
+        )

@@ -65,22 +65,28 @@ def write_report(monitor: DriftMonitor, events: int, out: Path) -> dict[str, Any
         ax.bar(x + 0.2, live, 0.4, label=f"live ({len(monitor.windows[feature])} obs.)")
         ax.set_xticks(x, monitor.reference.labels[feature], rotation=60, fontsize=7)
         value = values[feature]
-        ax.set_title(f"{feature}: PSI {'n/a' if value is None else f'{value:.3f}'}",
-                     color="red" if value is not None and value > SHIFTED else "black")
+        ax.set_title(
+            f"{feature}: PSI {'n/a' if value is None else f'{value:.3f}'}",
+            color="red" if value is not None and value > SHIFTED else "black",
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "drift.png", dpi=90)
     plt.close(fig)
     summary = {"events": events, "psi": values, "shifted": [k for k, v in values.items() if v and v > SHIFTED]}
     (out / "drift.json").write_text(json.dumps(summary, indent=1))
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{'n/a' if v is None else f'{v:.4f}'}</td><td>"
-                   f"{'n/a' if v is None else 'shifted' if v > SHIFTED else 'watch' if v > STABLE else 'stable'}"
-                   f"</td></tr>" for k, v in values.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{'n/a' if v is None else f'{v:.4f}'}</td><td>"
+        f"{'n/a' if v is None else 'shifted' if v > SHIFTED else 'watch' if v > STABLE else 'stable'}"
+        f"</td></tr>"
+        for k, v in values.items()
+    )
     (out / "drift.html").write_text(
         f"<html><head><title>Drift report</title></head><body><h1>Drift: live feedback vs training data</h1>"
         f"<p>{events} recent feedback events. PSI &lt; {STABLE}: stable; &gt; {SHIFTED}: shifted.</p>"
         f"<table border=1><tr><th>feature</th><th>PSI</th><th>verdict</th></tr>{rows}</table>"
-        f"<img src='drift.png' alt='reference vs live histograms'></body></html>")
+        f"<img src='drift.png' alt='reference vs live histograms'></body></html>"
+    )
     return summary
 
 

@@ -41,7 +41,7 @@ def open_store(url: str, dedupe_window_s: float | None = None) -> Store:
     if scheme == "sqlite":
         from server.store.sqlite import SqliteStore
 
-        path = url[len("sqlite://"):]
+        path = url[len("sqlite://") :]
         if not path.startswith("/") or path == "/":
             raise StoreError(f"store {url!r}: use sqlite:///ABSOLUTE/PATH.sqlite")
         return SqliteStore(Path(path))

@@ -28,8 +28,14 @@ class Event:
         if self.event_id:
             return self
         text = f"{self.user_id}|{self.item_id}|{self.kind}|{self.rating}|{self.timestamp_ms}"
-        return Event(self.user_id, self.item_id, self.kind, self.rating, self.timestamp_ms,
-                     "c-" + hashlib.sha256(text.encode()).hexdigest()[:32])
+        return Event(
+            self.user_id,
+            self.item_id,
+            self.kind,
+            self.rating,
+            self.timestamp_ms,
+            "c-" + hashlib.sha256(text.encode()).hexdigest()[:32],
+        )
 
 
 class Store(Protocol):

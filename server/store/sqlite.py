@@ -63,16 +63,20 @@ class SqliteStore:
 
     def append(self, events: list[Event], request_id: str) -> int:
         """All events in one transaction: either every new one is stored or none is."""
-        rows = [(e.event_id, e.user_id, e.item_id, e.kind, e.rating, e.timestamp_ms, request_id)
-                for e in (e.with_id() for e in events)]
+        rows = [
+            (e.event_id, e.user_id, e.item_id, e.kind, e.rating, e.timestamp_ms, request_id)
+            for e in (e.with_id() for e in events)
+        ]
         with self._lock:
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 # ON CONFLICT, not OR IGNORE: only a known id is skipped; a CHECK failure still aborts.
-                self._db.executemany("INSERT INTO events (event_id, user_id, item_id, kind, rating, timestamp_ms, "
-                                     "request_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
-                                     rows)
+                self._db.executemany(
+                    "INSERT INTO events (event_id, user_id, item_id, kind, rating, timestamp_ms, "
+                    "request_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+                    rows,
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -81,8 +85,9 @@ class SqliteStore:
 
     def user_events(self, user_id: str) -> list[Event]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {COLUMNS} FROM events WHERE user_id = ? ORDER BY seq",
-                                    (user_id,)).fetchall()
+            rows = self._db.execute(
+                f"SELECT {COLUMNS} FROM events WHERE user_id = ? ORDER BY seq", (user_id,)
+            ).fetchall()
         return [Event(*row) for row in rows]
 
     def version(self, user_id: str) -> int:
@@ -92,8 +97,9 @@ class SqliteStore:
     def events_after(self, seq: int = 0) -> Iterator[Event]:
         while True:  # in pages, so neither side holds every event at once
             with self._lock:
-                rows = self._db.execute(f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 5000",
-                                        (seq,)).fetchall()
+                rows = self._db.execute(
+                    f"SELECT {COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT 5000", (seq,)
+                ).fetchall()
             if not rows:
                 return
             yield from (Event(*row) for row in rows)
@@ -105,18 +111,21 @@ class SqliteStore:
 
     def cache_get(self, key: str) -> bytes | None:
         with self._cache_lock:
-            row = self._cache.execute("SELECT value FROM cache WHERE key = ? AND expires > ?",
-                                      (key, time.time())).fetchone()
+            row = self._cache.execute(
+                "SELECT value FROM cache WHERE key = ? AND expires > ?", (key, time.time())
+            ).fetchone()
         return None if row is None else bytes(row[0])
 
     def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
         now = time.time()
         with self._cache_lock:
-            self._cache.execute("INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)",
-                                (key, value, now + ttl_s))
+            self._cache.execute(
+                "INSERT OR REPLACE INTO cache (key, value, expires) VALUES (?, ?, ?)", (key, value, now + ttl_s)
+            )
             # Expired entries go a few at a time, so the table stays near the live working set.
-            self._cache.execute("DELETE FROM cache WHERE key IN (SELECT key FROM cache WHERE expires <= ? LIMIT 16)",
-                                (now,))
+            self._cache.execute(
+                "DELETE FROM cache WHERE key IN (SELECT key FROM cache WHERE expires <= ? LIMIT 16)", (now,)
+            )
 
     def close(self) -> None:
         with self._lock, self._cache_lock:

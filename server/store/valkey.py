@@ -71,8 +71,9 @@ def user_key(user_id: str) -> str:
 
 def _event(row: bytes) -> Event:
     d = json.loads(row)
-    return Event(d["user_id"], int(d["item_id"]), d["kind"], d["rating"], int(d["timestamp_ms"]), d["event_id"],
-                 int(d["seq"]))
+    return Event(
+        d["user_id"], int(d["item_id"]), d["kind"], d["rating"], int(d["timestamp_ms"]), d["event_id"], int(d["seq"])
+    )
 
 
 class ValkeyStore:
@@ -84,8 +85,7 @@ class ValkeyStore:
         options = parse_qs(parts.query)
         relaxed = options.get("durability", ["strict"])[0] == "relaxed"
         self.url = urlunsplit(parts._replace(query=""))
-        self._db = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5,
-                                        health_check_interval=30)
+        self._db = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
         try:
             self._check_durability(relaxed)
             self._append = self._db.register_script(APPEND)
@@ -101,9 +101,11 @@ class ValkeyStore:
             return
         fsync = config.get("appendfsync")
         if config.get("appendonly") != "yes" or fsync not in (("always", "everysec") if relaxed else ("always",)):
-            raise StoreError(f"{self.url} runs with appendonly={config.get('appendonly')} appendfsync={fsync}: "
-                             "an acknowledged event could be lost; configure `appendonly yes` and "
-                             "`appendfsync always` (or add ?durability=relaxed to accept everysec)")
+            raise StoreError(
+                f"{self.url} runs with appendonly={config.get('appendonly')} appendfsync={fsync}: "
+                "an acknowledged event could be lost; configure `appendonly yes` and "
+                "`appendfsync always` (or add ?durability=relaxed to accept everysec)"
+            )
 
     def append(self, events: list[Event], request_id: str) -> int:
         users = {e.user_id for e in events}
@@ -111,9 +113,20 @@ class ValkeyStore:
             raise ValueError("one append holds one user's events")
         args: list[str | int] = [self.window_ms]
         for e in (e.with_id() for e in events):
-            args += [e.event_id, json.dumps({"event_id": e.event_id, "user_id": e.user_id, "item_id": e.item_id,
-                                             "kind": e.kind, "rating": e.rating, "timestamp_ms": e.timestamp_ms,
-                                             "request_id": request_id})]
+            args += [
+                e.event_id,
+                json.dumps(
+                    {
+                        "event_id": e.event_id,
+                        "user_id": e.user_id,
+                        "item_id": e.item_id,
+                        "kind": e.kind,
+                        "rating": e.rating,
+                        "timestamp_ms": e.timestamp_ms,
+                        "request_id": request_id,
+                    }
+                ),
+            ]
         try:
             return int(self._append(keys=[IDS, SEQ, LOG, user_key(users.pop())], args=args))
         except redis.RedisError as err:

@@ -26,8 +26,9 @@ class Demographics:
     def fit(cls, users: pd.DataFrame) -> Demographics:
         if "gender" not in users:
             return cls((), ())
-        return cls(tuple(sorted(users["gender"].astype(str).unique())),
-                   tuple(sorted(users["occupation"].astype(str).unique())))
+        return cls(
+            tuple(sorted(users["gender"].astype(str).unique())), tuple(sorted(users["occupation"].astype(str).unique()))
+        )
 
     @property
     def sizes(self) -> tuple[int, int, int]:

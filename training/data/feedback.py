@@ -64,9 +64,10 @@ def merge_feedback(base: Path, store_url: str, out_root: Path) -> FeedbackMerge:
         raise DataError(f"{base}: merging feedback writes the ml-100k layout; the base must be ml-100k")
     store = open_store(store_url)
     try:
-        events = pd.DataFrame([(e.user_id, e.item_id, e.kind, e.rating, e.timestamp_ms, e.seq)
-                               for e in store.events_after(0)],
-                              columns=["user_id", "item", "kind", "rating", "timestamp_ms", "seq"])
+        events = pd.DataFrame(
+            [(e.user_id, e.item_id, e.kind, e.rating, e.timestamp_ms, e.seq) for e in store.events_after(0)],
+            columns=["user_id", "item", "kind", "rating", "timestamp_ms", "seq"],
+        )
     finally:
         store.close()
     merge = FeedbackMerge(base, store_url.split("@")[-1], len(events))  # never a password in lineage
@@ -74,15 +75,19 @@ def merge_feedback(base: Path, store_url: str, out_root: Path) -> FeedbackMerge:
         raise DataError(f"{merge.store} holds no feedback events; nothing to merge")
     merge.watermark_seq, merge.watermark_time_ms = int(events["seq"].max()), int(events["timestamp_ms"].max())
     base_ratings = read_ratings_file(base / "u.data", "ml-100k")
-    users = pd.read_csv(base / "u.user", sep="|", names=["user", "age", "gender", "occupation", "zip"],
-                        encoding="latin-1")
+    users = pd.read_csv(
+        base / "u.user", sep="|", names=["user", "age", "gender", "occupation", "zip"], encoding="latin-1"
+    )
     items = set(pd.read_csv(base / "u.item", sep="|", header=None, usecols=[0], encoding="latin-1")[0].tolist())
 
     known = events["item"].isin(items)
     merge.unknown_items = {int(k): int(v) for k, v in Counter(events.loc[~known, "item"]).most_common()}
     if merge.unknown_items:
-        log.warning("skipped feedback for unknown items count=%d examples=%s", sum(merge.unknown_items.values()),
-                    list(merge.unknown_items)[:5])
+        log.warning(
+            "skipped feedback for unknown items count=%d examples=%s",
+            sum(merge.unknown_items.values()),
+            list(merge.unknown_items)[:5],
+        )
     events = events[known]
     user_map = _user_ids(events["user_id"], set(users["user"].tolist()))
     merge.new_users = sum(1 for raw in user_map.values() if raw not in set(users["user"].tolist()))
@@ -119,8 +124,7 @@ def _resolve(events: pd.DataFrame, base_ratings: pd.DataFrame, merge: FeedbackMe
     rated_before = pd.MultiIndex.from_frame(pd.concat([rated[["user", "item"]], base_ratings[["user", "item"]]]))
     clicks = clicked[~pd.MultiIndex.from_frame(clicked[["user", "item"]]).isin(rated_before)]
     liked = 4.0  # ml-100k's 1..5 scale: the 75% point, as the server counts a click
-    out = pd.concat([rated.assign(rating=rated["rating"].astype(np.float32)),
-                     clicks.assign(rating=np.float32(liked))])
+    out = pd.concat([rated.assign(rating=rated["rating"].astype(np.float32)), clicks.assign(rating=np.float32(liked))])
     merge.ratings, merge.clicks_as_liked = len(out), len(clicks)
     out = out.assign(timestamp=(out["timestamp_ms"] // 1000).astype(np.int64))
     return out[COLUMNS].reset_index(drop=True)
@@ -131,8 +135,14 @@ def _without(rows: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
     return rows[~pd.MultiIndex.from_frame(rows[["user", "item"]]).isin(pairs)]
 
 
-def _write(base: Path, folder: Path, base_ratings: pd.DataFrame, feedback: pd.DataFrame, users: pd.DataFrame,
-           user_map: dict[str, int]) -> None:
+def _write(
+    base: Path,
+    folder: Path,
+    base_ratings: pd.DataFrame,
+    feedback: pd.DataFrame,
+    users: pd.DataFrame,
+    user_map: dict[str, int],
+) -> None:
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -154,6 +164,11 @@ def _write(base: Path, folder: Path, base_ratings: pd.DataFrame, feedback: pd.Da
 
 
 def _save(ratings: pd.DataFrame, path: Path) -> None:
-    ratings[COLUMNS].astype({"user": np.int64, "item": np.int64, "rating": np.int64 if
-                             bool(np.all(np.mod(ratings["rating"], 1) == 0)) else np.float32,
-                             "timestamp": np.int64}).to_csv(path, sep="\t", header=False, index=False)
+    ratings[COLUMNS].astype(
+        {
+            "user": np.int64,
+            "item": np.int64,
+            "rating": np.int64 if bool(np.all(np.mod(ratings["rating"], 1) == 0)) else np.float32,
+            "timestamp": np.int64,
+        }
+    ).to_csv(path, sep="\t", header=False, index=False)

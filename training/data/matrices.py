@@ -17,8 +17,9 @@ from training.data.dataset import RatingScale
 def to_csr(ratings: pd.DataFrame, n_users: int, n_items: int, values: np.ndarray | None = None) -> sp.csr_matrix:
     """User x item matrix of ``values`` (the ratings by default) at the rated positions."""
     data = ratings["rating"].to_numpy(np.float32) if values is None else np.asarray(values, np.float32)
-    matrix = sp.csr_matrix((data, (ratings["user"].to_numpy(), ratings["item"].to_numpy())),
-                           shape=(n_users, n_items), dtype=np.float32)
+    matrix = sp.csr_matrix(
+        (data, (ratings["user"].to_numpy(), ratings["item"].to_numpy())), shape=(n_users, n_items), dtype=np.float32
+    )
     matrix.sum_duplicates()
     return matrix
 

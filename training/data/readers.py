@@ -40,7 +40,8 @@ class DataError(ValueError):
 WHERE_MOVIELENS_COMES_FROM = (
     "MovieLens 100K comes from GroupLens: https://files.grouplens.org/datasets/movielens/ml-100k.zip; unzip it "
     "to ../shared/data/movielens/ml-100k beside the clone, or point DATA= (make), --data or $RECSYS_DATA at a "
-    "MovieLens folder (or a synthetic one: python -m training.data.synthetic DIR)")
+    "MovieLens folder (or a synthetic one: python -m training.data.synthetic DIR)"
+)
 
 
 def detect_format(folder: Path) -> Format:
@@ -51,8 +52,9 @@ def detect_format(folder: Path) -> Format:
         if (folder / marker).is_file():
             return fmt
     wanted = ", ".join(f"{m} ({f})" for f, m in _MARKERS.items())
-    raise DataError(f"{folder}: no MovieLens ratings file found; expected one of {wanted}. "
-                    f"{WHERE_MOVIELENS_COMES_FROM}")
+    raise DataError(
+        f"{folder}: no MovieLens ratings file found; expected one of {wanted}. {WHERE_MOVIELENS_COMES_FROM}"
+    )
 
 
 def load_movielens(folder: Path | str, fmt: Format | None = None) -> MovieLens:
@@ -63,9 +65,14 @@ def load_movielens(folder: Path | str, fmt: Format | None = None) -> MovieLens:
         raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     reader = {"ml-100k": _read_100k, "ml-1m": _read_1m, "csv": _read_csv_family}[fmt]
     dataset = reader(folder)
-    log.info("loaded dataset=%s users=%d items=%d ratings=%d duplicates_dropped=%d",
-             dataset.name, dataset.n_users, dataset.n_items, len(dataset.ratings),
-             dataset.duplicates_dropped)
+    log.info(
+        "loaded dataset=%s users=%d items=%d ratings=%d duplicates_dropped=%d",
+        dataset.name,
+        dataset.n_users,
+        dataset.n_items,
+        len(dataset.ratings),
+        dataset.duplicates_dropped,
+    )
     return dataset
 
 
@@ -95,8 +102,16 @@ def read_table(
     def source() -> io.StringIO | Path:
         return io.StringIO(text) if text is not None else path
 
-    kwargs = dict(sep=sep, names=names, header=0 if header else None, encoding=encoding,
-                  engine="c", quoting=3 if sep != "," else 0, keep_default_na=False, na_values=[""])
+    kwargs = dict(
+        sep=sep,
+        names=names,
+        header=0 if header else None,
+        encoding=encoding,
+        engine="c",
+        quoting=3 if sep != "," else 0,
+        keep_default_na=False,
+        na_values=[""],
+    )
     try:
         # Fast path: parse numbers directly, so ml-25m never materialises 100M Python strings.
         frame = pd.read_csv(source(), dtype={c: numeric.get(c, str) for c in names}, **kwargs)
@@ -142,18 +157,27 @@ def read_ratings_file(path: Path, fmt: Format) -> pd.DataFrame:
 
 def _read_100k(folder: Path) -> MovieLens:
     ratings = read_ratings_file(folder / "u.data", "ml-100k")
-    genre_table = read_table(_require(folder / "u.genre"), sep="|", names=["name", "flag"],
-                             numeric={"flag": "int64"}, encoding="latin-1")
+    genre_table = read_table(
+        _require(folder / "u.genre"), sep="|", names=["name", "flag"], numeric={"flag": "int64"}, encoding="latin-1"
+    )
     genre_names = genre_table.sort_values("flag")["name"].tolist()
     item_cols = ["item", "title", "release", "video_release", "url", *genre_names]
-    items = read_table(_require(folder / "u.item"), sep="|", names=item_cols,
-                       numeric={"item": "int64", **{g: "int8" for g in genre_names}},
-                       encoding="latin-1")
+    items = read_table(
+        _require(folder / "u.item"),
+        sep="|",
+        names=item_cols,
+        numeric={"item": "int64", **{g: "int8" for g in genre_names}},
+        encoding="latin-1",
+    )
     release_year = pd.to_numeric(items["release"].str[-4:], errors="coerce")
     items["year"] = release_year.fillna(_year_from_title(items["title"].fillna("")))
-    users = read_table(_require(folder / "u.user"), sep="|",
-                       names=["user", "age", "gender", "occupation", "zip"],
-                       numeric={"user": "int64", "age": "int64"}, encoding="latin-1")
+    users = read_table(
+        _require(folder / "u.user"),
+        sep="|",
+        names=["user", "age", "gender", "occupation", "zip"],
+        numeric={"user": "int64", "age": "int64"},
+        encoding="latin-1",
+    )
     genres = items[genre_names].to_numpy(dtype=np.int8)
     return build_dataset("ml-100k", folder, ratings, items, genres, genre_names, users, ML100K_SCALE)
 
@@ -173,14 +197,23 @@ def _split_genres(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
 def _read_1m(folder: Path) -> MovieLens:
     ratings = read_ratings_file(folder / "ratings.dat", "ml-1m")
     movies_path = _require(folder / "movies.dat")
-    items = read_table(movies_path, sep="\t", names=["item", "title", "genres"], numeric={"item": "int64"},
-                       text=movies_path.read_text(encoding="latin-1").replace("::", "\t"))
+    items = read_table(
+        movies_path,
+        sep="\t",
+        names=["item", "title", "genres"],
+        numeric={"item": "int64"},
+        text=movies_path.read_text(encoding="latin-1").replace("::", "\t"),
+    )
     users = None
     users_path = folder / "users.dat"
     if users_path.is_file():
-        users = read_table(users_path, sep="\t", names=["user", "gender", "age", "occupation", "zip"],
-                           numeric={"user": "int64", "age": "int64"},
-                           text=users_path.read_text(encoding="latin-1").replace("::", "\t"))
+        users = read_table(
+            users_path,
+            sep="\t",
+            names=["user", "gender", "age", "occupation", "zip"],
+            numeric={"user": "int64", "age": "int64"},
+            text=users_path.read_text(encoding="latin-1").replace("::", "\t"),
+        )
     items["year"] = _year_from_title(items["title"])
     genres, genre_names = _split_genres(items["genres"])
     return build_dataset("ml-1m", folder, ratings, items, genres, genre_names, users, ML1M_SCALE)
@@ -188,8 +221,13 @@ def _read_1m(folder: Path) -> MovieLens:
 
 def _read_csv_family(folder: Path) -> MovieLens:
     ratings = read_ratings_file(folder / "ratings.csv", "csv")
-    items = read_table(_require(folder / "movies.csv"), sep=",", names=["item", "title", "genres"],
-                       numeric={"item": "int64"}, header=True)
+    items = read_table(
+        _require(folder / "movies.csv"),
+        sep=",",
+        names=["item", "title", "genres"],
+        numeric={"item": "int64"},
+        header=True,
+    )
     items["year"] = _year_from_title(items["title"].str.strip())
     genres, genre_names = _split_genres(items["genres"])
     return build_dataset(folder.name or "csv", folder, ratings, items, genres, genre_names, None, CSV_SCALE)
@@ -213,8 +251,9 @@ def _check_known(raw: pd.Series, ids: IdMap, what: str, where: Path) -> np.ndarr
     unknown = index < 0
     if unknown.any():
         examples = ", ".join(str(x) for x in pd.unique(raw[unknown])[:5])
-        raise DataError(f"{where}: {int(unknown.sum())} ratings name {what} ids missing from the "
-                        f"{what} file (e.g. {examples})")
+        raise DataError(
+            f"{where}: {int(unknown.sum())} ratings name {what} ids missing from the {what} file (e.g. {examples})"
+        )
     return index
 
 
@@ -251,12 +290,14 @@ def build_dataset(
     else:
         user_ids = IdMap(np.unique(ratings["user"].to_numpy()))
         demographics = pd.DataFrame(index=pd.RangeIndex(len(user_ids)))
-    mapped = pd.DataFrame({
-        "user": _check_known(ratings["user"], user_ids, "user", folder),
-        "item": _check_known(ratings["item"], item_ids, "item", folder),
-        "rating": ratings["rating"].to_numpy(dtype=np.float32),
-        "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
-    })
+    mapped = pd.DataFrame(
+        {
+            "user": _check_known(ratings["user"], user_ids, "user", folder),
+            "item": _check_known(ratings["item"], item_ids, "item", folder),
+            "rating": ratings["rating"].to_numpy(dtype=np.float32),
+            "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
+        }
+    )
     mapped, dropped = drop_duplicates(mapped)
     if dropped:
         log.warning("dropped duplicate ratings dataset=%s count=%d policy=keep_latest", name, dropped)

@@ -28,8 +28,9 @@ def official_split(dataset: MovieLens, name: str = "u1") -> Split:
     if name not in OFFICIAL_SPLITS:
         raise DataError(f"unknown official split {name!r}; choose one of {', '.join(OFFICIAL_SPLITS)}")
     if dataset.source is None or not (dataset.source / f"{name}.base").is_file():
-        raise DataError(f"{dataset.source}: official split {name} needs {name}.base and {name}.test "
-                        f"(only ml-100k ships them)")
+        raise DataError(
+            f"{dataset.source}: official split {name} needs {name}.base and {name}.test (only ml-100k ships them)"
+        )
     parts = []
     for suffix in ("base", "test"):
         path = dataset.source / f"{name}.{suffix}"
@@ -37,9 +38,16 @@ def official_split(dataset: MovieLens, name: str = "u1") -> Split:
         users, items = dataset.user_ids.to_index(raw["user"]), dataset.item_ids.to_index(raw["item"])
         if (users < 0).any() or (items < 0).any():
             raise DataError(f"{path}: ratings name ids that u.data's users or items do not have")
-        parts.append(pd.DataFrame({"user": users, "item": items,
-                                   "rating": raw["rating"].to_numpy(np.float32),
-                                   "timestamp": raw["timestamp"].to_numpy(np.int64)}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "user": users,
+                    "item": items,
+                    "rating": raw["rating"].to_numpy(np.float32),
+                    "timestamp": raw["timestamp"].to_numpy(np.int64),
+                }
+            )
+        )
     return Split(name, parts[0], parts[1])
 
 
@@ -55,8 +63,9 @@ def _per_user_rank(ratings: pd.DataFrame, key: np.ndarray) -> tuple[np.ndarray, 
     return rank, count
 
 
-def holdout_split(ratings: pd.DataFrame, fraction: float = 0.2, min_ratings: int = 6,
-                  seed: int = 0, name: str | None = None) -> Split:
+def holdout_split(
+    ratings: pd.DataFrame, fraction: float = 0.2, min_ratings: int = 6, seed: int = 0, name: str | None = None
+) -> Split:
     """Per-user random holdout: ``fraction`` of each user's ratings (at least one) go to test.
 
     Users with fewer than ``min_ratings`` ratings keep them all in train.
@@ -67,8 +76,11 @@ def holdout_split(ratings: pd.DataFrame, fraction: float = 0.2, min_ratings: int
     rank, count = _per_user_rank(ratings, rng.random(len(ratings)))
     held = np.maximum(1, np.floor(count * fraction)).astype(np.int64)
     test = (count >= min_ratings) & (rank < held)
-    return Split(name or f"holdout-{fraction:g}-seed{seed}", ratings[~test].reset_index(drop=True),
-                 ratings[test].reset_index(drop=True))
+    return Split(
+        name or f"holdout-{fraction:g}-seed{seed}",
+        ratings[~test].reset_index(drop=True),
+        ratings[test].reset_index(drop=True),
+    )
 
 
 def temporal_split(ratings: pd.DataFrame, n: int = 1, min_ratings: int = 6) -> Split:
@@ -78,8 +90,7 @@ def temporal_split(ratings: pd.DataFrame, n: int = 1, min_ratings: int = 6) -> S
     key = ratings["timestamp"].to_numpy() * 1.0 + ratings["item"].to_numpy() * 1e-9
     rank, count = _per_user_rank(ratings, -key)
     test = (count >= max(min_ratings, n + 1)) & (rank < n)
-    return Split(f"temporal-last{n}", ratings[~test].reset_index(drop=True),
-                 ratings[test].reset_index(drop=True))
+    return Split(f"temporal-last{n}", ratings[~test].reset_index(drop=True), ratings[test].reset_index(drop=True))
 
 
 def validation_split(train: pd.DataFrame, fraction: float = 0.1, seed: int = 0) -> Split:

@@ -19,9 +19,26 @@ import pandas as pd
 
 from training.data.readers import FORMATS, Format
 
-GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
-          "Western"]
+GENRES = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 OCCUPATIONS = ["engineer", "student", "writer", "educator", "artist", "other"]
 
 
@@ -49,8 +66,9 @@ def generate(spec: SyntheticSpec) -> dict[str, pd.DataFrame]:
     popularity = -1.1 * np.log1p(rng.permutation(spec.items))  # a Zipf-like head
     affinity = user_factors @ item_factors.T / np.sqrt(spec.dim)
 
-    lengths = np.clip(rng.geometric(1.0 / spec.mean_ratings, spec.users), spec.min_ratings,
-                      max(spec.min_ratings, spec.items // 2))
+    lengths = np.clip(
+        rng.geometric(1.0 / spec.mean_ratings, spec.users), spec.min_ratings, max(spec.min_ratings, spec.items // 2)
+    )
     users, items, values = [], [], []
     for u in range(spec.users):
         # Gumbel top-k: a sample without replacement proportional to exp(taste + popularity).
@@ -65,29 +83,39 @@ def generate(spec: SyntheticSpec) -> dict[str, pd.DataFrame]:
     step, low = (0.5, 0.5) if half_stars else (1.0, 1.0)
     rating = np.clip(np.round(raw / step) * step, low, 5.0)
     item_id_step = 3 if half_stars else 1  # non-contiguous ids, as in ml-latest
-    ratings = pd.DataFrame({
-        "user": user + 1,
-        "item": item * item_id_step + 1,
-        "rating": rating,
-        "timestamp": 874_000_000 + rng.integers(0, 20_000_000, len(user)),
-    }).sample(frac=1.0, random_state=spec.seed).reset_index(drop=True)
+    ratings = (
+        pd.DataFrame(
+            {
+                "user": user + 1,
+                "item": item * item_id_step + 1,
+                "rating": rating,
+                "timestamp": 874_000_000 + rng.integers(0, 20_000_000, len(user)),
+            }
+        )
+        .sample(frac=1.0, random_state=spec.seed)
+        .reset_index(drop=True)
+    )
     years = rng.integers(1930, 2000, spec.items)
     names = GENRES[:n_genres]
-    movies = pd.DataFrame({
-        "item": np.arange(spec.items) * item_id_step + 1,
-        "title": [f"Synthetic Movie {i} ({y})" for i, y in enumerate(years)],
-        "year": years,
-        "genres": ["|".join(names[j] for j in np.flatnonzero(row)) for row in item_genres],
-    })
+    movies = pd.DataFrame(
+        {
+            "item": np.arange(spec.items) * item_id_step + 1,
+            "title": [f"Synthetic Movie {i} ({y})" for i, y in enumerate(years)],
+            "year": years,
+            "genres": ["|".join(names[j] for j in np.flatnonzero(row)) for row in item_genres],
+        }
+    )
     for j, g in enumerate(names):
         movies[g] = item_genres[:, j]
-    people = pd.DataFrame({
-        "user": np.arange(spec.users) + 1,
-        "age": rng.integers(15, 70, spec.users),
-        "gender": rng.choice(["M", "F"], spec.users),
-        "occupation": rng.choice(OCCUPATIONS, spec.users),
-        "zip": [f"{z:05d}" for z in rng.integers(0, 99999, spec.users)],
-    })
+    people = pd.DataFrame(
+        {
+            "user": np.arange(spec.users) + 1,
+            "age": rng.integers(15, 70, spec.users),
+            "gender": rng.choice(["M", "F"], spec.users),
+            "occupation": rng.choice(OCCUPATIONS, spec.users),
+            "zip": [f"{z:05d}" for z in rng.integers(0, 99999, spec.users)],
+        }
+    )
     return {"ratings": ratings, "movies": movies, "users": people, "genre_names": pd.Series(names)}
 
 
@@ -108,13 +136,26 @@ def write(folder: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     if spec.format == "ml-100k":
         _write_lines(folder / "u.data", _ratings_lines(ratings, "\t"))
         _write_lines(folder / "u.genre", [f"{g}|{j}" for j, g in enumerate(names)], "latin-1")
-        _write_lines(folder / "u.item", [
-            "|".join([str(m.item), m.title, f"01-Jan-{m.year}", "", "http://example.invalid/",
-                      *(str(getattr(m, f"g{j}")) for j in range(len(names)))])
-            for m in movies.rename(columns={g: f"g{j}" for j, g in enumerate(names)}).itertuples()
-        ], "latin-1")
-        _write_lines(folder / "u.user", [f"{p.user}|{p.age}|{p.gender}|{p.occupation}|{p.zip}"
-                                         for p in people.itertuples()])
+        _write_lines(
+            folder / "u.item",
+            [
+                "|".join(
+                    [
+                        str(m.item),
+                        m.title,
+                        f"01-Jan-{m.year}",
+                        "",
+                        "http://example.invalid/",
+                        *(str(getattr(m, f"g{j}")) for j in range(len(names))),
+                    ]
+                )
+                for m in movies.rename(columns={g: f"g{j}" for j, g in enumerate(names)}).itertuples()
+            ],
+            "latin-1",
+        )
+        _write_lines(
+            folder / "u.user", [f"{p.user}|{p.age}|{p.gender}|{p.occupation}|{p.zip}" for p in people.itertuples()]
+        )
         # Five disjoint 20% test folds, as the official mku.sh makes u1..u5.
         fold = np.arange(len(ratings)) % 5
         for k in range(5):
@@ -122,15 +163,23 @@ def write(folder: Path | str, spec: SyntheticSpec = SyntheticSpec()) -> Path:
             _write_lines(folder / f"u{k + 1}.test", _ratings_lines(ratings[fold == k], "\t"))
     elif spec.format == "ml-1m":
         _write_lines(folder / "ratings.dat", _ratings_lines(ratings, "::"))
-        _write_lines(folder / "movies.dat", [f"{m.item}::{m.title}::{m.genres}" for m in movies.itertuples()],
-                     "latin-1")
-        _write_lines(folder / "users.dat", [f"{p.user}::{p.gender}::{p.age}::{OCCUPATIONS.index(p.occupation)}"
-                                            f"::{p.zip}" for p in people.itertuples()], "latin-1")
+        _write_lines(
+            folder / "movies.dat", [f"{m.item}::{m.title}::{m.genres}" for m in movies.itertuples()], "latin-1"
+        )
+        _write_lines(
+            folder / "users.dat",
+            [f"{p.user}::{p.gender}::{p.age}::{OCCUPATIONS.index(p.occupation)}::{p.zip}" for p in people.itertuples()],
+            "latin-1",
+        )
     elif spec.format == "csv":
         _write_lines(folder / "ratings.csv", ["userId,movieId,rating,timestamp", *_ratings_lines(ratings, ",")])
-        _write_lines(folder / "movies.csv", ["movieId,title,genres",
-                                             *(f'{m.item},"{m.title}",{m.genres or "(no genres listed)"}'
-                                               for m in movies.itertuples())])
+        _write_lines(
+            folder / "movies.csv",
+            [
+                "movieId,title,genres",
+                *(f'{m.item},"{m.title}",{m.genres or "(no genres listed)"}' for m in movies.itertuples()),
+            ],
+        )
     else:
         raise ValueError(f"unknown format {spec.format!r}; choose one of {', '.join(FORMATS)}")
     return folder
@@ -145,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mean-ratings", type=int, default=SyntheticSpec.mean_ratings)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    spec = SyntheticSpec(users=args.users, items=args.items, mean_ratings=args.mean_ratings, seed=args.seed,
-                         format=args.format)
+    spec = SyntheticSpec(
+        users=args.users, items=args.items, mean_ratings=args.mean_ratings, seed=args.seed, format=args.format
+    )
     print(f"wrote {write(args.out, spec)}")
 
 

@@ -26,11 +26,11 @@ class RankingTask:
     users: np.ndarray  # users with at least one relevant held-out item
 
 
-def ranking_task(history: sp.csr_matrix, test: pd.DataFrame, threshold: float = 4.0,
-                 exclude: sp.csr_matrix | None = None) -> RankingTask:
+def ranking_task(
+    history: sp.csr_matrix, test: pd.DataFrame, threshold: float = 4.0, exclude: sp.csr_matrix | None = None
+) -> RankingTask:
     liked = test[test["rating"] >= threshold]
-    relevant = sp.csr_matrix((np.ones(len(liked), np.float32), (liked["user"], liked["item"])),
-                             shape=history.shape)
+    relevant = sp.csr_matrix((np.ones(len(liked), np.float32), (liked["user"], liked["item"])), shape=history.shape)
     relevant.sum_duplicates()
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     return RankingTask(history, history if exclude is None else exclude, relevant, users)
@@ -51,7 +51,7 @@ def rank_users(score_fn: ScoreFn, task: RankingTask, k: int, batch_size: int = 5
     """Top-k lists for every evaluated user of the task, in ``task.users`` order."""
     lists = []
     for start in range(0, len(task.users), batch_size):
-        users = task.users[start: start + batch_size]
+        users = task.users[start : start + batch_size]
         scores = score_fn(users, task.history[users])
         lists.append(top_k(scores, task.exclude[users], k))
     return np.concatenate(lists) if lists else np.zeros((0, k), np.int64)
@@ -73,8 +73,13 @@ def ndcg10_of(recommended: np.ndarray, task: RankingTask) -> float:
     return float(metrics.ndcg_at_k(hits, n_relevant, 10).mean())
 
 
-def ranking_metrics(recommended: np.ndarray, task: RankingTask, genres: np.ndarray,
-                    item_popularity: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def ranking_metrics(
+    recommended: np.ndarray,
+    task: RankingTask,
+    genres: np.ndarray,
+    item_popularity: np.ndarray,
+    ks: tuple[int, ...] = KS,
+) -> dict[str, float]:
     """Accuracy at each K plus coverage, novelty and diversity of the lists."""
     hits, n_relevant = hits_of(recommended, task)
     out: dict[str, float] = {"users": float(len(task.users))}
@@ -91,8 +96,9 @@ def ranking_metrics(recommended: np.ndarray, task: RankingTask, genres: np.ndarr
     return out
 
 
-def evaluate_ranking(score_fn: ScoreFn, task: RankingTask, genres: np.ndarray, item_popularity: np.ndarray,
-                     ks: tuple[int, ...] = KS) -> dict[str, float]:
+def evaluate_ranking(
+    score_fn: ScoreFn, task: RankingTask, genres: np.ndarray, item_popularity: np.ndarray, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     return ranking_metrics(rank_users(score_fn, task, max(ks)), task, genres, item_popularity, ks)
 
 

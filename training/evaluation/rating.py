@@ -15,8 +15,9 @@ class RatingPredictor(Protocol):
     def predict_ratings(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray | None: ...
 
 
-def predict_pairs(model: RatingPredictor, history: sp.csr_matrix, pairs: pd.DataFrame,
-                  batch_size: int = 512) -> np.ndarray | None:
+def predict_pairs(
+    model: RatingPredictor, history: sp.csr_matrix, pairs: pd.DataFrame, batch_size: int = 512
+) -> np.ndarray | None:
     """The model's prediction for each (user, item) row of ``pairs``, users scored from ``history``."""
     users = np.unique(pairs["user"].to_numpy())
     out = np.empty(len(pairs), dtype=np.float64)
@@ -24,7 +25,7 @@ def predict_pairs(model: RatingPredictor, history: sp.csr_matrix, pairs: pd.Data
     pair_rows = np.fromiter((row_of[int(u)] for u in pairs["user"]), dtype=np.int64, count=len(pairs))
     items = pairs["item"].to_numpy()
     for start in range(0, len(users), batch_size):
-        batch = users[start: start + batch_size]
+        batch = users[start : start + batch_size]
         predicted = model.predict_ratings(history[batch], batch)
         if predicted is None:
             return None

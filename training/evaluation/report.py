@@ -18,19 +18,25 @@ from training.models.base import Scorer
 COLD_START_RATINGS = 5
 
 
-def evaluate_models(models: Mapping[str, Scorer], dataset: MovieLens, history: sp.csr_matrix,
-                    test: pd.DataFrame, threshold: float = 4.0, seed: int = 0) -> dict[str, dict[str, Any]]:
+def evaluate_models(
+    models: Mapping[str, Scorer],
+    dataset: MovieLens,
+    history: sp.csr_matrix,
+    test: pd.DataFrame,
+    threshold: float = 4.0,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Metrics per model: RMSE/MAE (None for non-rating models), ranking at 5/10/20, and a cold-start slice.
 
     The cold-start slice gives each evaluated user only ``COLD_START_RATINGS`` random training
     ratings as input, while still excluding all their training items from the ranking.
     """
     task = ranking_task(history, test, threshold)
-    cold = RankingTask(truncate_histories(history, COLD_START_RATINGS, seed), task.exclude, task.relevant,
-                       task.users)
+    cold = RankingTask(truncate_histories(history, COLD_START_RATINGS, seed), task.exclude, task.relevant, task.users)
     popularity = item_counts(history) / max(1, int((np.diff(history.indptr) > 0).sum()))
     out: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
+
         def score(users: np.ndarray, hist: sp.csr_matrix, model: Scorer = model) -> np.ndarray:
             return model.score(hist, users)
 

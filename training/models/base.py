@@ -63,8 +63,7 @@ class Scorer(ABC):
         index = self.item_ids.to_index(list(ratings))
         known = index >= 0
         values = np.asarray(list(ratings.values()), dtype=np.float32)[known]
-        row = sp.csr_matrix((values, (np.zeros(known.sum(), np.int64), index[known])),
-                            shape=(1, len(self.item_ids)))
+        row = sp.csr_matrix((values, (np.zeros(known.sum(), np.int64), index[known])), shape=(1, len(self.item_ids)))
         unknown = tuple(int(r) for r, ok in zip(ratings, known, strict=True) if not ok)
         return self.score(row)[0], Unknown(unknown)
 
@@ -79,8 +78,13 @@ class Scorer(ABC):
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"model": self.name, "config": self.config_dict(), "scale": self.scale.to_dict(),
-                "item_ids": self.item_ids.to_list(), **self._extra_meta()}
+        meta = {
+            "model": self.name,
+            "config": self.config_dict(),
+            "scale": self.scale.to_dict(),
+            "item_ids": self.item_ids.to_list(),
+            **self._extra_meta(),
+        }
         (folder / "model.json").write_text(json.dumps(meta, indent=1))
         self._save_weights(folder)
         return folder

@@ -45,8 +45,9 @@ class EASE(Scorer):
     @classmethod
     def load(cls, folder: Path) -> EASE:
         meta = read_meta(folder)
-        return cls(IdMap(meta["item_ids"]), scale_from(meta), EASEConfig(**meta["config"]),
-                   np.load(folder / "ease.npy"))
+        return cls(
+            IdMap(meta["item_ids"]), scale_from(meta), EASEConfig(**meta["config"]), np.load(folder / "ease.npy")
+        )
 
 
 def fit_weights(rated: sp.csr_matrix, l2: float) -> np.ndarray:

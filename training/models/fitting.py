@@ -35,7 +35,7 @@ def user_batches(matrix: sp.csr_matrix, batch_size: int, rng: np.random.Generato
     users = np.flatnonzero(np.diff(matrix.indptr) > 0)
     rng.shuffle(users)
     for start in range(0, len(users), batch_size):
-        yield users[start: start + batch_size]
+        yield users[start : start + batch_size]
 
 
 def corrupt(x: torch.Tensor, drop_rate: float) -> torch.Tensor:
@@ -105,6 +105,13 @@ def fit(
         module.load_state_dict(best_state)
     module.eval()
     history.seconds = time.perf_counter() - started
-    log.info("trained model=%s epochs=%d best_epoch=%d best_%s=%.4f seconds=%.1f", name, len(history.epochs),
-             history.best_epoch, monitor, history.best, history.seconds)
+    log.info(
+        "trained model=%s epochs=%d best_epoch=%d best_%s=%.4f seconds=%.1f",
+        name,
+        len(history.epochs),
+        history.best_epoch,
+        monitor,
+        history.best,
+        history.seconds,
+    )
     return history

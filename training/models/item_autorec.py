@@ -38,8 +38,9 @@ class ItemAutoRec(nn.Module):
     @torch.no_grad()
     def remember(self, item_columns: sp.csr_matrix) -> None:
         """Encode every item from its training column; predictions read these codes."""
-        self.codes.copy_(torch.sigmoid(self.encoder(dense_rows(item_columns, np.arange(item_columns.shape[0]),
-                                                               self.codes.device))))
+        self.codes.copy_(
+            torch.sigmoid(self.encoder(dense_rows(item_columns, np.arange(item_columns.shape[0]), self.codes.device)))
+        )
 
     @torch.no_grad()
     def predict(self, users: np.ndarray) -> torch.Tensor:
@@ -60,9 +61,20 @@ class ItemAutoRec(nn.Module):
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # users, items, ratings
 
 
-def train_item_path(net: ItemAutoRec, train: sp.csr_matrix, validation: Pairs | None,
-                    *, lr: float, weight_decay: float, input_dropout: float, batch_size: int, max_epochs: int,
-                    patience: int, rng: np.random.Generator, progress: bool) -> FitHistory:
+def train_item_path(
+    net: ItemAutoRec,
+    train: sp.csr_matrix,
+    validation: Pairs | None,
+    *,
+    lr: float,
+    weight_decay: float,
+    input_dropout: float,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    rng: np.random.Generator,
+    progress: bool,
+) -> FitHistory:
     """Fit on the item columns of ``train``; early-stop on validation RMSE of (users, items, ratings)."""
     columns = sp.csr_matrix(train.T)
     device = net.codes.device
@@ -88,7 +100,16 @@ def train_item_path(net: ItemAutoRec, train: sp.csr_matrix, validation: Pairs | 
         predicted = net.predict_pairs(users, items)
         return {"rmse": float(np.sqrt(np.mean((predicted - ratings) ** 2)))}
 
-    history = fit(net, "sae-item-ratings", run_epoch, validate if validation is not None else None,
-                  max_epochs=max_epochs, patience=patience, progress=progress, monitor="rmse", lower_is_better=True)
+    history = fit(
+        net,
+        "sae-item-ratings",
+        run_epoch,
+        validate if validation is not None else None,
+        max_epochs=max_epochs,
+        patience=patience,
+        progress=progress,
+        monitor="rmse",
+        lower_is_better=True,
+    )
     net.remember(columns)  # the best epoch's weights are back in place; encode with them
     return history

@@ -23,8 +23,9 @@ class PopularityConfig:
 class Popularity(Scorer):
     name: ClassVar[str] = "popularity"
 
-    def __init__(self, item_ids: IdMap, scale: RatingScale, config: PopularityConfig,
-                 bayes_mean: np.ndarray, counts: np.ndarray) -> None:
+    def __init__(
+        self, item_ids: IdMap, scale: RatingScale, config: PopularityConfig, bayes_mean: np.ndarray, counts: np.ndarray
+    ) -> None:
         super().__init__(item_ids, scale)
         self.config = config
         self.bayes_mean = bayes_mean.astype(np.float32)
@@ -47,8 +48,13 @@ class Popularity(Scorer):
     @classmethod
     def load(cls, folder: Path) -> Popularity:
         meta, arrays = read_meta(folder), np.load(folder / "popularity.npz")
-        return cls(IdMap(meta["item_ids"]), scale_from(meta), PopularityConfig(**meta["config"]),
-                   arrays["bayes_mean"], arrays["counts"])
+        return cls(
+            IdMap(meta["item_ids"]),
+            scale_from(meta),
+            PopularityConfig(**meta["config"]),
+            arrays["bayes_mean"],
+            arrays["counts"],
+        )
 
 
 def train(data: TrainingData, config: PopularityConfig = PopularityConfig()) -> Popularity:

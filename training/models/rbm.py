@@ -144,8 +144,7 @@ def _with_negatives(levels: torch.Tensor, ratio: float | None, generator: torch.
     return torch.where(pick, torch.ones_like(levels), levels)
 
 
-def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float | None,
-                          reference: bool) -> torch.Tensor:
+def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float | None, reference: bool) -> torch.Tensor:
     """Per-item log-frequencies of each level among observed units (rated plus expected negatives).
 
     Starting the visible biases at the item marginals (Hinton's practical guide) means the RBM
@@ -153,8 +152,10 @@ def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float | N
     user's taste adds; from zero biases a 10k-item catalogue spends its few updates per rare
     item on the marginals and the early-stopped model never gets past them.
     """
-    counts = np.stack([np.bincount(levels.indices[levels.data == k], minlength=levels.shape[1])
-                       for k in range(1, n_levels + 1)], axis=1).astype(np.float64)
+    counts = np.stack(
+        [np.bincount(levels.indices[levels.data == k], minlength=levels.shape[1]) for k in range(1, n_levels + 1)],
+        axis=1,
+    ).astype(np.float64)
     rated = np.diff(levels.indptr).astype(np.float64)
     unrated = levels.shape[1] - rated
     if ratio is None:
@@ -172,8 +173,9 @@ def _initial_visible_bias(levels: sp.csr_matrix, n_levels: int, ratio: float | N
     return torch.from_numpy(logits.astype(np.float32))
 
 
-def train(data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool = True,
-          checkpoint: Path | None = None) -> tuple[RBM, FitHistory]:
+def train(
+    data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool = True, checkpoint: Path | None = None
+) -> tuple[RBM, FitHistory]:
     rng = seed_everything(config.seed)
     device = pick_device(config.device)
     net = _make_net(data.dataset.n_items, config, data.dataset.scale).to(device)
@@ -216,8 +218,9 @@ def train(data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool
                 (v0 - vk).sum(0) / size,
                 (h0 - hk).sum(0) / size,
             )
-            for param, vel, grad, mask in zip((net.weight, net.visible_bias, net.hidden_bias), velocity, grads,
-                                              masks, strict=True):
+            for param, vel, grad, mask in zip(
+                (net.weight, net.visible_bias, net.hidden_bias), velocity, grads, masks, strict=True
+            ):
                 decay = config.weight_decay * param if param is net.weight else 0.0
                 vel.mul_(config.momentum).add_(config.lr * (grad - decay) * mask)
                 param.add_(vel)
@@ -226,6 +229,14 @@ def train(data: TrainingData, config: RBMConfig = RBMConfig(), *, progress: bool
         return error / max(batches, 1)
 
     validate = (lambda: validation_metrics(model, data)) if data.validation is not None else None
-    history = fit(net, "rbm", run_epoch, validate, max_epochs=config.max_epochs, patience=config.patience,
-                  checkpoint=checkpoint, progress=progress)
+    history = fit(
+        net,
+        "rbm",
+        run_epoch,
+        validate,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
     return model, history

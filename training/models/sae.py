@@ -41,8 +41,7 @@ from training.models.fitting import FitHistory, corrupt, fit, liked_targets, mul
 from training.models.item_autorec import ItemAutoRec, train_item_path
 from training.runtime import pick_device, seed_everything
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
-                                           "selu": nn.SELU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "selu": nn.SELU}
 
 
 @dataclass(frozen=True)
@@ -137,8 +136,15 @@ ITEM_WEIGHTS = "item_autorec.pt"
 class SAE(TorchScorer):
     name: ClassVar[str] = "sae"
 
-    def __init__(self, item_ids: IdMap, scale: RatingScale, config: SAEConfig, net: SAENet,
-                 item_net: ItemAutoRec | None = None, item_share: float = 0.0) -> None:
+    def __init__(
+        self,
+        item_ids: IdMap,
+        scale: RatingScale,
+        config: SAEConfig,
+        net: SAENet,
+        item_net: ItemAutoRec | None = None,
+        item_share: float = 0.0,
+    ) -> None:
         super().__init__(item_ids, scale)
         self.config, self.net = config, net
         self.item_net, self.item_share = item_net, item_share
@@ -194,12 +200,14 @@ class SAE(TorchScorer):
             item_net = ItemAutoRec(meta["item_path_users"], len(meta["item_ids"]), config.item_hidden)
             item_net.load_state_dict(torch.load(folder / ITEM_WEIGHTS, map_location=device, weights_only=True))
             item_net = item_net.to(device).eval()
-        return cls(IdMap(meta["item_ids"]), scale, config, net.to(device).eval(), item_net,
-                   float(meta.get("item_share", 0.0)))
+        return cls(
+            IdMap(meta["item_ids"]), scale, config, net.to(device).eval(), item_net, float(meta.get("item_share", 0.0))
+        )
 
 
-def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool = True,
-          checkpoint: Path | None = None) -> tuple[SAE, FitHistory]:
+def train(
+    data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool = True, checkpoint: Path | None = None
+) -> tuple[SAE, FitHistory]:
     rng = seed_everything(config.seed)
     device = pick_device(config.device)
     scale, n_items = data.dataset.scale, data.dataset.n_items
@@ -218,8 +226,11 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
                 observed = (x > 0).float()
                 predicted, logits = net(corrupt(x, config.input_dropout))
                 if ranking:
-                    target = observed if config.ranking_target == "rated" else liked_targets(
-                        x, float(scale.high), config.like_threshold)
+                    target = (
+                        observed
+                        if config.ranking_target == "rated"
+                        else liked_targets(x, float(scale.high), config.like_threshold)
+                    )
                     loss = multinomial_nll(logits, target)
                 else:
                     target = dense_rows(ratings, users, device)
@@ -229,19 +240,33 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
                 optimiser.step()
                 total, batches = total + loss.item(), batches + 1
             return total / max(batches, 1)
+
         return run_epoch
 
     validate = (lambda: validation_metrics(model, data)) if data.validation is not None else None
     common = dict(max_epochs=config.max_epochs, patience=config.patience, progress=progress)
-    history = fit(net, "sae-ratings", make_epoch(net.rating_parameters(), ranking=False), validate,
-                  monitor="rmse", lower_is_better=True, **common)
+    history = fit(
+        net,
+        "sae-ratings",
+        make_epoch(net.rating_parameters(), ranking=False),
+        validate,
+        monitor="rmse",
+        lower_is_better=True,
+        **common,
+    )
     if config.item_hidden:
         # Its own random streams, so adding this path leaves the ranking path's training unchanged.
         with torch.random.fork_rng(devices=[]):
             _add_item_path(model, data, config, np.random.default_rng(config.seed + 1), device, progress)
     if config.rank_by == "likelihood":
-        ranking_history = fit(net, "sae-ranking", make_epoch(list(net.ranking_path.parameters()), ranking=True),
-                              validate, checkpoint=checkpoint, **common)
+        ranking_history = fit(
+            net,
+            "sae-ranking",
+            make_epoch(list(net.ranking_path.parameters()), ranking=True),
+            validate,
+            checkpoint=checkpoint,
+            **common,
+        )
         offset = len(history.epochs)
         history.epochs += [{**e, "epoch": e["epoch"] + offset} for e in ranking_history.epochs]
         history.best, history.best_epoch = ranking_history.best, ranking_history.best_epoch + offset
@@ -249,16 +274,30 @@ def train(data: TrainingData, config: SAEConfig = SAEConfig(), *, progress: bool
     return model, history
 
 
-def _add_item_path(model: SAE, data: TrainingData, config: SAEConfig, rng: np.random.Generator,
-                   device: torch.device, progress: bool) -> None:
+def _add_item_path(
+    model: SAE, data: TrainingData, config: SAEConfig, rng: np.random.Generator, device: torch.device, progress: bool
+) -> None:
     """Train the item-based rating path and blend it in with the share that minimises validation RMSE."""
     pairs = data.validation_ratings
-    validation = None if pairs is None or not len(pairs) else (
-        pairs["user"].to_numpy(), pairs["item"].to_numpy(), pairs["rating"].to_numpy().astype(np.float64))
+    validation = (
+        None
+        if pairs is None or not len(pairs)
+        else (pairs["user"].to_numpy(), pairs["item"].to_numpy(), pairs["rating"].to_numpy().astype(np.float64))
+    )
     item_net = ItemAutoRec(data.train.shape[0], data.dataset.n_items, config.item_hidden or 0).to(device)
-    train_item_path(item_net, data.train, validation, lr=config.item_lr, weight_decay=config.item_weight_decay,
-                    input_dropout=config.item_input_dropout, batch_size=config.item_batch_size,
-                    max_epochs=config.max_epochs, patience=config.patience, rng=rng, progress=progress)
+    train_item_path(
+        item_net,
+        data.train,
+        validation,
+        lr=config.item_lr,
+        weight_decay=config.item_weight_decay,
+        input_dropout=config.item_input_dropout,
+        batch_size=config.item_batch_size,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        rng=rng,
+        progress=progress,
+    )
     model.item_net = item_net.eval()
     if config.rating_blend is not None or validation is None:
         model.item_share = 0.5 if config.rating_blend is None else config.rating_blend

@@ -56,8 +56,9 @@ class UserTower(nn.Module):
         super().__init__()
         self.history = nn.Linear(n_items, config.dim, bias=False)
         self.demographics = nn.ModuleList(nn.Embedding(size, config.dim) for size in demographic_sizes)
-        self.mlp = nn.Sequential(nn.Linear(2 * config.dim, config.hidden), nn.Tanh(),
-                                 nn.Linear(config.hidden, config.dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * config.dim, config.hidden), nn.Tanh(), nn.Linear(config.hidden, config.dim)
+        )
 
     def forward(self, normalised_ratings: torch.Tensor, demographics: torch.Tensor) -> torch.Tensor:
         count = (normalised_ratings > 0).sum(1, keepdim=True).clamp(min=1).to(normalised_ratings.dtype)
@@ -91,8 +92,14 @@ class ItemTower(nn.Module):
 
 
 class TwoTowerNet(nn.Module):
-    def __init__(self, n_items: int, genres: torch.Tensor, years: torch.Tensor,
-                 demographic_sizes: tuple[int, ...], config: TwoTowerConfig) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        genres: torch.Tensor,
+        years: torch.Tensor,
+        demographic_sizes: tuple[int, ...],
+        config: TwoTowerConfig,
+    ) -> None:
         super().__init__()
         self.user_tower = UserTower(n_items, demographic_sizes, config)
         self.item_tower = ItemTower(genres, years, config)
@@ -104,8 +111,15 @@ class TwoTowerNet(nn.Module):
 class TwoTower(TorchScorer):
     name: ClassVar[str] = "two_tower"
 
-    def __init__(self, item_ids: IdMap, scale: RatingScale, config: TwoTowerConfig, net: TwoTowerNet,
-                 demographics: Demographics, user_codes: np.ndarray) -> None:
+    def __init__(
+        self,
+        item_ids: IdMap,
+        scale: RatingScale,
+        config: TwoTowerConfig,
+        net: TwoTowerNet,
+        demographics: Demographics,
+        user_codes: np.ndarray,
+    ) -> None:
         super().__init__(item_ids, scale)
         self.config, self.net = config, net
         self.demographics = demographics
@@ -122,8 +136,9 @@ class TwoTower(TorchScorer):
     @torch.no_grad()
     def user_embeddings(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> torch.Tensor:
         self.net.eval()
-        x = dense_rows(normalised(histories, self.scale), np.arange(histories.shape[0]),
-                       self.net.item_tower.genres.device)
+        x = dense_rows(
+            normalised(histories, self.scale), np.arange(histories.shape[0]), self.net.item_tower.genres.device
+        )
         return self.net.user_tower(x, self._codes(users, histories.shape[0]))
 
     @torch.no_grad()
@@ -145,14 +160,20 @@ class TwoTower(TorchScorer):
     def load(cls, folder: Path, device: str = "cpu") -> TwoTower:
         meta = read_meta(folder)
         config = TwoTowerConfig(**meta["config"])
-        demographics = Demographics(tuple(meta["demographics"]["genders"]),
-                                    tuple(meta["demographics"]["occupations"]))
+        demographics = Demographics(tuple(meta["demographics"]["genders"]), tuple(meta["demographics"]["occupations"]))
         state = cls.load_state(folder, device)
-        net = TwoTowerNet(len(meta["item_ids"]), state["item_tower.genres"], state["item_tower.years"],
-                          demographics.sizes, config)
+        net = TwoTowerNet(
+            len(meta["item_ids"]), state["item_tower.genres"], state["item_tower.years"], demographics.sizes, config
+        )
         net.load_state_dict(state)
-        return cls(IdMap(meta["item_ids"]), scale_from(meta), config, net.to(device).eval(), demographics,
-                   np.load(folder / "user_codes.npy"))
+        return cls(
+            IdMap(meta["item_ids"]),
+            scale_from(meta),
+            config,
+            net.to(device).eval(),
+            demographics,
+            np.load(folder / "user_codes.npy"),
+        )
 
 
 def _build(dataset: MovieLens, config: TwoTowerConfig, device: torch.device) -> TwoTower:
@@ -160,12 +181,16 @@ def _build(dataset: MovieLens, config: TwoTowerConfig, device: torch.device) -> 
     genres = torch.from_numpy(dataset.genres.astype(np.float32))
     years = torch.from_numpy(year_buckets(dataset.items["year"].to_numpy()))
     net = TwoTowerNet(dataset.n_items, genres, years, demographics.sizes, config).to(device)
-    return TwoTower(dataset.item_ids, dataset.scale, config, net, demographics,
-                    demographics.encode(dataset.users))
+    return TwoTower(dataset.item_ids, dataset.scale, config, net, demographics, demographics.encode(dataset.users))
 
 
-def train(data: TrainingData, config: TwoTowerConfig = TwoTowerConfig(), *, progress: bool = True,
-          checkpoint: Path | None = None) -> tuple[TwoTower, FitHistory]:
+def train(
+    data: TrainingData,
+    config: TwoTowerConfig = TwoTowerConfig(),
+    *,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+) -> tuple[TwoTower, FitHistory]:
     rng = seed_everything(config.seed)
     device = pick_device(config.device)
     model = _build(data.dataset, config, device)
@@ -176,8 +201,11 @@ def train(data: TrainingData, config: TwoTowerConfig = TwoTowerConfig(), *, prog
         total, batches = 0.0, 0
         for users in user_batches(inputs, config.batch_size, rng):
             x = dense_rows(inputs, users, device)
-            target = (x > 0).float() if config.target == "rated" else liked_targets(
-                x, float(data.dataset.scale.high), config.like_threshold)
+            target = (
+                (x > 0).float()
+                if config.target == "rated"
+                else liked_targets(x, float(data.dataset.scale.high), config.like_threshold)
+            )
             logits = net(corrupt(x, config.history_dropout), model._codes(users, len(users)))
             loss = multinomial_nll(logits, target)
             optimiser.zero_grad()
@@ -187,6 +215,14 @@ def train(data: TrainingData, config: TwoTowerConfig = TwoTowerConfig(), *, prog
         return total / max(batches, 1)
 
     validate = (lambda: validation_metrics(model, data)) if data.validation is not None else None
-    history = fit(net, "two_tower", run_epoch, validate, max_epochs=config.max_epochs, patience=config.patience,
-                  checkpoint=checkpoint, progress=progress)
+    history = fit(
+        net,
+        "two_tower",
+        run_epoch,
+        validate,
+        max_epochs=config.max_epochs,
+        patience=config.patience,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
     return model, history

@@ -66,8 +66,10 @@ def stack(requests: Sequence[Arrays], names: Sequence[str]) -> Batch:
         parts = [arrays[k] for arrays in requests]
         width = max(p.shape[-1] for p in parts) if parts[0].ndim > 1 else None
         if width is not None and any(p.shape[-1] != width for p in parts):
-            parts = [np.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, width - p.shape[-1])], constant_values=pad_value(p))
-                     for p in parts]
+            parts = [
+                np.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, width - p.shape[-1])], constant_values=pad_value(p))
+                for p in parts
+            ]
         stacked.append(np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
     return Batch(stacked, rows, lengths)
 
@@ -92,8 +94,13 @@ def split(outputs: Arrays, names: Sequence[str], batch: Batch, ragged: dict[str,
     return per_request
 
 
-def execute(requests: Sequence[Arrays | Exception], run: Runner, names: Sequence[str], outputs: Sequence[str],
-            ragged: dict[str, str]) -> list[Arrays | Exception]:
+def execute(
+    requests: Sequence[Arrays | Exception],
+    run: Runner,
+    names: Sequence[str],
+    outputs: Sequence[str],
+    ragged: dict[str, str],
+) -> list[Arrays | Exception]:
     """Every request's outputs or its own error: one batched run, per-request runs if that fails."""
     good = [i for i, r in enumerate(requests) if not isinstance(r, Exception)]
     results: list[Arrays | Exception] = list(requests)
@@ -117,8 +124,15 @@ def execute(requests: Sequence[Arrays | Exception], run: Runner, names: Sequence
     return results
 
 
-def respond(pb_utils: Any, requests: Sequence[object], run: Runner, names: Sequence[str], outputs: Sequence[str],
-            ragged: dict[str, str], tensor: Callable[[str, np.ndarray], object]) -> list[object]:
+def respond(
+    pb_utils: Any,
+    requests: Sequence[object],
+    run: Runner,
+    names: Sequence[str],
+    outputs: Sequence[str],
+    ragged: dict[str, str],
+    tensor: Callable[[str, np.ndarray], object],
+) -> list[object]:
     """A stand-in's ``execute``: read every request (one unreadable request fails alone), run them as
     one batch, and answer each with its outputs (``tensor`` wraps an array for Triton) or its error."""
     arrays: list[Arrays | Exception] = []
@@ -132,6 +146,9 @@ def respond(pb_utils: Any, requests: Sequence[object], run: Runner, names: Seque
         if isinstance(result, Exception):
             responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
         else:
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[tensor(name, value) for name, value in zip(outputs, result, strict=True)]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[tensor(name, value) for name, value in zip(outputs, result, strict=True)]
+                )
+            )
     return responses

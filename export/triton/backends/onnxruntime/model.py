@@ -45,5 +45,12 @@ class TritonPythonModel:
         return [np.asarray(r, dtype=t) for r, t in zip(results, self.output_types, strict=True)]
 
     def execute(self, requests):
-        return batching.respond(pb_utils, requests, self._run, self.inputs, self.outputs, self.ragged,
-                                lambda name, value: pb_utils.Tensor.from_dlpack(name, value))
+        return batching.respond(
+            pb_utils,
+            requests,
+            self._run,
+            self.inputs,
+            self.outputs,
+            self.ragged,
+            lambda name, value: pb_utils.Tensor.from_dlpack(name, value),
+        )

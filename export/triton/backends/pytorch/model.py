@@ -41,5 +41,12 @@ class TritonPythonModel:
         return [v.detach().cpu().numpy() for v in values]
 
     def execute(self, requests):
-        return batching.respond(pb_utils, requests, self._run, self.inputs, self.outputs, self.ragged,
-                                lambda name, value: pb_utils.Tensor.from_dlpack(name, torch.from_numpy(value)))
+        return batching.respond(
+            pb_utils,
+            requests,
+            self._run,
+            self.inputs,
+            self.outputs,
+            self.ragged,
+            lambda name, value: pb_utils.Tensor.from_dlpack(name, torch.from_numpy(value)),
+        )
