@@ -70,7 +70,7 @@ export: setup var/mlflow.db
 	$(PY) -m export --out model_repository --bundle serving_bundle
 
 triton: export
-	$(PY) -m export.triton --model-repository model_repository
+	$(PY) -m server.triton --model-repository model_repository
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -82,29 +82,29 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench-quality: setup
-	$(PY) -m training.bench_quality --data $(DATA)
-	$(PY) -m training.bench_folds --data $(DATA) --jobs 2
-	$(PY) -m training.bench_folds --synthetic-items 10000 --folds 3 --jobs 2 --out reports/quality-synthetic.json
+	$(PY) -m loadtest.benches.quality --data $(DATA)
+	$(PY) -m loadtest.benches.folds --data $(DATA) --jobs 2
+	$(PY) -m loadtest.benches.folds --synthetic-items 10000 --folds 3 --jobs 2 --out reports/quality-synthetic.json
 
 bench-export: setup var/mlflow.db
-	$(PY) -m export.bench
+	$(PY) -m loadtest.benches.export_variants
 
 # BENCH_ARGS="--catalog synthetic-60k" for the 60k-item catalogue (built once under var/catalogs/).
 bench-serving: setup serving_bundle
-	$(PY) -m server.bench $(BENCH_ARGS)
+	$(PY) -m loadtest.benches.serving $(BENCH_ARGS)
 
 # Per-model throughput/latency through Triton, batching on and off (a tritonclient stand-in for perf_analyzer).
 bench-triton: setup serving_bundle
-	$(PY) -m export.triton.perf $(BENCH_ARGS)
+	$(PY) -m loadtest.benches.triton_perf $(BENCH_ARGS)
 
 # Size and latency of the catalogue-sized graphs (RBM, item scorer) fp32 vs int8 at 60k items.
 bench-int8: setup
-	$(PY) -m export.int8_scale $(BENCH_ARGS)
+	$(PY) -m loadtest.benches.int8_scale $(BENCH_ARGS)
 
 # The abuse corpus (bad, malformed, amplifying requests) and the auth matrix over TLS against a
 # real Triton and server -> reports/security.json. Any server setting as a flag: BENCH_ARGS="--bundle DIR".
 bench-security: setup serving_bundle
-	$(PY) -m server.security_bench $(BENCH_ARGS)
+	$(PY) -m loadtest.benches.security $(BENCH_ARGS)
 
 # A private CA plus server and client certificates for local TLS/mTLS trials (var/certs).
 certs: setup
@@ -127,7 +127,7 @@ rollout: setup
 
 # Two bundles rolled through a loaded stack (good, then a bad one rolled back) -> reports/rollout.json.
 bench-rollout: setup
-	$(PY) -m server.bench_rollout --data $(DATA) $(BENCH_ARGS)
+	$(PY) -m loadtest.benches.rollout --data $(DATA) $(BENCH_ARGS)
 
 # Retrain from stored feedback against a running stack: train -> gate -> export -> rollout through
 # the admin service (ADMIN, ROLLOUT_ARGS as for `make rollout`). A failed gate (exit 3) stops here
@@ -140,7 +140,7 @@ retrain: setup var/mlflow.db
 # Valkey + Triton + two replicas, u1.test replayed as feedback, retrain, roll out, measure:
 # writes reports/feedback_loop.json (and feedback_loop_details.json).
 bench-feedback-loop: setup
-	$(PY) -m server.bench_feedback_loop --data $(DATA) $(BENCH_ARGS)
+	$(PY) -m loadtest.benches.feedback_loop --data $(DATA) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_DIR) var reports serving_bundle

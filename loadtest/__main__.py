@@ -51,9 +51,9 @@ class Stack:
 @contextlib.contextmanager
 def own_stack(settings: Settings) -> Iterator[Stack]:
     """An embedded Triton + our server (a child process) started for this run."""
-    from export.triton import EmbeddedTriton
+    from loadtest.server_process import start_server, stop_server
     from server.bundle import load_bundle
-    from server.process import start_server, stop_server
+    from server.triton import EmbeddedTriton
 
     bundle = load_bundle(settings.bundle)
     ids = sorted(int(u) for u in bundle.user_index if u.isdigit())

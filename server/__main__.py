@@ -14,12 +14,12 @@ from typing import NoReturn
 
 from threadpoolctl import threadpool_limits
 
-from export.triton import EmbeddedTriton, TritonNotFound, TritonStartError
 from server.app import create_server
 from server.bundle import BundleError
 from server.logs import configure
 from server.settings import Settings, SettingsError, load_settings
 from server.store import StoreError
+from server.triton import EmbeddedTriton, TritonNotFound, TritonStartError
 
 log = logging.getLogger("server")
 

@@ -30,7 +30,6 @@ from grpc_reflection.v1alpha import reflection
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
-from export.triton.launcher import control_key_for
 from server.admin import admin_server
 from server.bundle import load_bundle
 from server.cache import ResponseCache
@@ -48,6 +47,7 @@ from server.service import RecommenderService
 from server.settings import Settings
 from server.shadow import Shadow
 from server.store import open_store, sqlite_url
+from server.triton.launcher import control_key_for
 from server.triton_models import OPTIONAL_ROLES, ROLES, ModelPool, model_name
 
 log = logging.getLogger(__name__)

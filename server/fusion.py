@@ -6,7 +6,7 @@ model did not rank the rank just after that model's list: it sits below everythi
 ranked, which is all the list says about it. Weighted fusion z-normalises each model's listed
 scores and gives unlisted items the lowest listed z. Over full lists both equal
 ``training.fusion.fuse`` (tested); served lists leave out rated items, so ranks differ in detail
-from the offline fusion. ``server.bench`` measures the served NDCG@10 (0.460 vs 0.452 offline).
+from the offline fusion. ``loadtest.benches.serving`` measures the served NDCG@10 (0.460 vs 0.452 offline).
 
 Only the union of the lists is scored: an item in no list gets every model's floor, which no
 listed item falls below, so the best items of the catalogue are always in the union and a

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from export.triton import EmbeddedTriton
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, build_artifacts
 from training.data import MovieLens, load_movielens
 from training.data.splits import make_split

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.triton.backends import batching
+from server.triton.backends import batching
 
 NAMES = ("ITEM_IDX__0", "RATING__1", "CANDIDATE_IDX__3")
 OUTPUTS = ("SUM__0", "CANDIDATE_SCORE__1")

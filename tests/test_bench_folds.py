@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.bench_folds import ORDER, bars, split_names, summarise
+from loadtest.benches.folds import ORDER, bars, split_names, summarise
 from training.data import MovieLens
 
 

@@ -7,7 +7,10 @@ test_loadtest_and_metrics.py, against a live Triton and server.)
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -297,7 +300,7 @@ def _restricted(args: list[str]) -> dict[str, str]:
 
 
 def test_triton_control_plane_is_locked() -> None:
-    from export.triton.launcher import CONTROL_HEADER, CONTROL_KEY_NAME
+    from server.triton.launcher import CONTROL_HEADER, CONTROL_KEY_NAME
     from server.triton_models import CONTROL_HEADER as SERVER_HEADER
 
     assert SERVER_HEADER == CONTROL_HEADER == f"triton-grpc-protocol-{CONTROL_KEY_NAME}"
@@ -345,3 +348,25 @@ def test_network_policies_admit_only_the_server_to_triton_and_prometheus_to_metr
         "",
         "recsys.v1.Recommender",
     )
+
+
+# Imported by the server at run time; anything else in the image is dead weight (or a torch import).
+SERVER_IMAGE_DIRS = {"server", "clients", "protos"}
+
+
+def test_the_server_image_holds_only_what_the_server_imports() -> None:
+    copied = set(re.findall(r"^COPY (?!--from)(\S+) \S+$", (DEPLOY / "Dockerfile").read_text(), re.M))
+    assert copied - {"pyproject.toml", "README.md", "./", "requirements-server.lock"} == SERVER_IMAGE_DIRS
+    # Every server module, imported in a fresh interpreter, pulls in nothing from the tool folders
+    # (the stand-in backends run inside Triton's stub, not in the server, so they are left out).
+    probe = (
+        "import importlib, pkgutil, sys, server\n"
+        "for m in pkgutil.walk_packages(server.__path__, 'server.'):\n"
+        "    if '.backends' not in m.name: importlib.import_module(m.name)\n"
+        "bad = sorted({n.split('.')[0] for n in sys.modules} & {'training', 'export', 'loadtest', 'torch', 'pandas', 'mlflow'})\n"
+        "print(','.join(bad))\n"
+    )
+    root = DEPLOY.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'protos'}"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=root, check=True)
+    assert out.stdout.strip() == "", f"the server imports {out.stdout.strip()}, which its image does not hold"

@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
 from export.bundle import write_drift_reference
-from export.triton import EmbeddedTriton
 from server.drift import DriftMonitor, psi
 from server.drift.reference import Reference
 from server.drift.report import live_monitor, write_report
 from server.metrics import Metrics
 from server.store import Event, open_store, sqlite_url
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 from training.data import MovieLens
 from training.data.splits import make_split

@@ -20,8 +20,8 @@ from export.graphs import ItemScorerGraph, UserTowerGraph, graphs_for, signature
 from export.parity import ParityError, check, graph_feeds, torch_runner
 from export.pipeline import export_models, parity_users
 from export.repository import read_config, versions
-from export.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
-from export.triton.launcher import Ports
+from server.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
+from server.triton.launcher import Ports
 from training.data.splits import make_split
 from training.models.base import TrainingData
 from training.pipeline import train_models
@@ -174,7 +174,7 @@ def test_triton_dies_with_a_killed_parent(exported: dict, tmp_path: Path) -> Non
     """SIGKILL gives the parent no chance to clean up; PR_SET_PDEATHSIG must still stop Triton."""
     pid_file = tmp_path / "triton.pid"
     script = (
-        f"import time; from pathlib import Path; from export.triton import EmbeddedTriton\n"
+        f"import time; from pathlib import Path; from server.triton import EmbeddedTriton\n"
         f"t = EmbeddedTriton(Path({str(exported['repository'])!r})).start()\n"
         f"Path({str(pid_file)!r}).write_text(str(t.process.pid)); time.sleep(600)\n"
     )

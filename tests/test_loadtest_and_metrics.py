@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 import loadtest.__main__ as loadtest
-from export.triton import EmbeddedTriton
 from server.bundle import load_bundle
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 
 SCENARIOS = {

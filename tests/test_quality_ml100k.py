@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training import bench_quality
+from loadtest.benches import quality as bench_quality
 from training.data.splits import make_split
 from training.evaluation.ranking import ranking_task
 from training.pipeline import full_history

@@ -18,11 +18,11 @@ from clients.errors import InvalidArgument, RecsysError
 from clients.feedback import Feedback
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
+from loadtest.server_process import start_server
 from server.bundle import Bundle, load_bundle
-from server.process import start_server
 from server.store import open_store, sqlite_url
 from server.store.valkey_server import ValkeyServer
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 
 pytestmark = pytest.mark.slow

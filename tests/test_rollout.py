@@ -20,9 +20,9 @@ from clients.admin import RolloutAdminClient, RolloutRefused
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
 from export.clone import clone_bundle, edit_manifest
-from export.triton import EmbeddedTriton
 from server.bundle import load_bundle
 from server.router import bucket
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 
 pytestmark = pytest.mark.slow

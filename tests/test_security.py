@@ -20,12 +20,12 @@ from clients.credentials import Credentials
 from clients.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
-from server.abuse import abuse_corpus
+from loadtest.benches.abuse import abuse_corpus
+from loadtest.benches.authmatrix import AuthMaterial, auth_matrix
+from loadtest.benches.security import run_corpus
 from server.apikeys import add_key
 from server.app import create_server
 from server.auth import DEV, Authenticator, Principal, load_api_keys
-from server.authmatrix import AuthMaterial, auth_matrix
 from server.bundle import Bundle, Fusion, load_bundle
 from server.certidentity import identities, load_cert_principals
 from server.devcerts import write_client_cert, write_dev_certs
@@ -33,8 +33,8 @@ from server.errors import PermissionDenied as DeniedError
 from server.errors import Unauthenticated as UnauthenticatedError
 from server.policy import ADMIN, POLICY, RECOMMENDER, authorize, rule_for
 from server.ratelimit import RateLimiter
-from server.security_bench import run_corpus
 from server.settings import Settings, SettingsError
+from server.triton import EmbeddedTriton
 from server.validation import recommend_query
 from tests.stack import Artifacts, ServerThread, settings_for
 

@@ -18,8 +18,8 @@ from clients.aio import AsyncRecommenderClient
 from clients.errors import InvalidArgument, NotFound
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
 from server.bundle import Bundle, load_bundle
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 
 

@@ -23,8 +23,8 @@ from recsys.v1 import recommender_pb2_grpc as pb_grpc
 from clients.errors import RecsysError, ResourceExhausted
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
 from server.bundle import load_bundle
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for, slow_repository
 
 BUDGET_MS = 80

@@ -11,10 +11,10 @@ import pytest
 
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
+from loadtest.benches.killtest import kill_under_load
 from server.app import TRITON_HEALTH
 from server.bundle import load_bundle
-from server.killtest import kill_under_load
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from export.triton.launcher import free_port
+from server.triton.launcher import free_port
 
 
 def valkey_binary() -> str:

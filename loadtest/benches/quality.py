@@ -1,6 +1,6 @@
 """Quality benchmark: train every model and the ensemble on ml-100k u1, evaluate on u1.test.
 
-    python -m training.bench_quality [--data DIR] [--out reports/quality.json]
+    python -m loadtest.benches.quality [--data DIR] [--out reports/quality.json]
 
 Prints one table and writes ``reports/quality.json``:
 ``{"dataset", "split", "models": {name: {rmse, mae, precision@10, recall@10, ndcg@10,

@@ -18,8 +18,8 @@ from typing import Any
 from clients.errors import RecsysError
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
 from server.app import TRITON_HEALTH
+from server.triton import EmbeddedTriton
 
 
 def _since(moment: float | None, start: float) -> float | None:

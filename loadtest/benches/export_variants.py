@@ -1,6 +1,6 @@
 """Export benchmark: every model variant served by the embedded Triton, measured side by side.
 
-    python -m export.bench [--alias champion] [--requests 300] [--concurrency 8]
+    python -m loadtest.benches.export_variants [--alias champion] [--requests 300] [--concurrency 8]
 
 For each variant: file size; latency p50/p99 of single-user requests sent one at a time; requests
 per second with ``--concurrency`` clients in parallel; NDCG@10 of the variant on held-out users
@@ -28,7 +28,7 @@ from export.graphs import DEFAULT_TOP_N, graphs_for, signature
 from export.parity import graph_feeds
 from export.pipeline import export_models, parity_users
 from export.registry import ExportError, load_champions
-from export.triton import EmbeddedTriton
+from server.triton import EmbeddedTriton
 from training.data import load_movielens
 from training.data.splits import make_split
 from training.train import DEFAULT_STATE, ROOT

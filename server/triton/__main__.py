@@ -9,7 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
-from export.triton.launcher import EmbeddedTriton, Ports
+from server.triton.launcher import EmbeddedTriton, Ports
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The feedback loop's moving parts for ``make bench-feedback-loop`` (server.bench_feedback_loop):
+"""The feedback loop's moving parts for ``make bench-feedback-loop`` (loadtest.benches.feedback_loop):
 replicas over one Valkey (and one rollout pointer), the u1.test replay with retries, the cache
 probe, PSI scrapes and the live rollout of the retrained bundle."""
 
@@ -19,8 +19,8 @@ from clients.admin import RolloutAdminClient, ship
 from clients.errors import RecsysError
 from clients.feedback import Feedback
 from clients.sync import RecommenderClient
-from export.triton.launcher import free_port
-from server.process import start_server, stop_server
+from loadtest.server_process import start_server, stop_server
+from server.triton.launcher import free_port
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Does int8 pay for the graphs whose weights grow with the catalogue? Size and latency at N items.
 
-    python -m export.int8_scale --items 60000        (make bench-int8)
+    python -m loadtest.benches.int8_scale --items 60000        (make bench-int8)
 
 Builds the RBM scorer and the two-tower item scorer at N items with random weights (their cost
 depends on the shapes, not the values), writes each in every variant, and times single-user
@@ -66,7 +66,7 @@ def p50_ms(run: Any, inputs: dict[str, np.ndarray], repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m export.int8_scale", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.benches.int8_scale", description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=60000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--variants", default="torchscript_fp32,torchscript_int8,onnx_fp32,onnx_int8")

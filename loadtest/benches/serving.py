@@ -1,6 +1,6 @@
 """Serving benchmark: the same workload sent (a) to the Triton models directly and (b) through our server.
 
-    python -m server.bench [--duration 10] [--concurrency 1,8,32] [--users 200]   (make bench-serving)
+    python -m loadtest.benches.serving [--duration 10] [--concurrency 1,8,32] [--users 200]   (make bench-serving)
 
 One embedded Triton serves both paths; our server runs as its own process (as deployed), so the
 load generator does not share its interpreter. A request is one known user's top-10 from the
@@ -43,14 +43,14 @@ from tritonclient.grpc import InferInput
 
 from clients.aio import AsyncRecommenderClient
 from export.repository import copy_with_batching, read_config
-from export.triton import EmbeddedTriton
+from loadtest.benches.catalogs import CATALOGS, catalog
+from loadtest.server_process import start_server, stop_server
 from server.bundle import Bundle, load_bundle
-from server.catalogs import CATALOGS, catalog
-from server.process import start_server, stop_server
 from server.settings import ROOT, Settings
+from server.triton import EmbeddedTriton
 from server.triton_metrics import batching_between, scrape
 
-log = logging.getLogger("server.bench")
+log = logging.getLogger("loadtest.benches.serving")
 
 
 def _tensor(name: str, array: np.ndarray) -> InferInput:
@@ -328,7 +328,7 @@ async def served_quality(server_target: str, data: Path, split_name: str, limit:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from training.train import default_data
 
-    parser = argparse.ArgumentParser(prog="python -m server.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.benches.serving", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per (concurrency, path)")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--users", type=int, default=200, help="distinct known users in the workload")

@@ -4,7 +4,7 @@ Sizes are chosen against the server's limits (``Settings``): just under the mess
 the case is about work per byte, just over a count cap where it is about the cap. Valid but
 heavy requests (every cap reached at once) are in it too, expected OK: they bound the cost of
 the most expensive request a caller may legally send. Used by tests/test_security.py and
-``make bench-security`` (server/security_bench.py).
+``make bench-security`` (loadtest/benches/security.py).
 """
 
 from __future__ import annotations

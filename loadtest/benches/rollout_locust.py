@@ -1,6 +1,6 @@
 """Locust users for the rollout bench: Recommend calls, each written down as one JSON line.
 
-    locust -f server/bench_rollout_locust.py --headless -u 32 --host 127.0.0.1:50051 --rows-out rows.jsonl
+    locust -f loadtest/benches/rollout_locust.py --headless -u 32 --host 127.0.0.1:50051 --rows-out rows.jsonl
 
 A row holds when the call started (unix seconds), its time, whether it failed, the bundle that
 answered and every model call's (model, version), so the bench can split the run into rollout

@@ -1,5 +1,5 @@
 """The embedded Triton: the real ``tritonserver`` binary from the nvidia-pytriton wheel, run locally."""
 
-from export.triton.launcher import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
+from server.triton.launcher import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
 
 __all__ = ["EmbeddedTriton", "ModelLoadError", "TritonNotFound", "TritonStartError"]

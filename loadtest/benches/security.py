@@ -1,6 +1,6 @@
 """``make bench-security``: the abuse corpus and the auth matrix against real servers -> reports/security.json.
 
-    python -m server.security_bench [--bundle DIR --model-repository DIR]   (any server setting)
+    python -m loadtest.benches.security [--bundle DIR --model-repository DIR]   (any server setting)
 
 Starts the embedded Triton (supervised) on the configured repository and two servers on
 loopback: one in dev mode for the abuse corpus (so every case reaches validation), one with TLS +
@@ -22,12 +22,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-from export.triton import EmbeddedTriton
-from server.abuse import Case, abuse_corpus
+from loadtest.benches.abuse import Case, abuse_corpus
+from loadtest.benches.authmatrix import AuthMaterial, auth_matrix
+from loadtest.benches.killtest import kill_under_load
 from server.app import create_server
-from server.authmatrix import AuthMaterial, auth_matrix
-from server.killtest import kill_under_load
 from server.settings import ROOT, load_settings
+from server.triton import EmbeddedTriton
 
 REPORT = ROOT / "reports" / "security.json"
 

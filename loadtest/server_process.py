@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clients.errors import RecsysError
 from clients.sync import RecommenderClient
-from export.triton.launcher import control_key_for, free_port
+from server.triton.launcher import control_key_for, free_port
 
 
 def start_server(

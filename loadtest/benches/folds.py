@@ -1,8 +1,8 @@
 """Quality across folds and data sets, with EASE computed on each fold as the reference row.
 
-    python -m training.bench_folds                           # ml-100k u1..u5 -> reports/quality-folds.json
-    python -m training.bench_folds --data DIR                # any MovieLens folder (CSV family too)
-    python -m training.bench_folds --synthetic-items 10000   # a generated 10k-item catalogue
+    python -m loadtest.benches.folds                           # ml-100k u1..u5 -> reports/quality-folds.json
+    python -m loadtest.benches.folds --data DIR                # any MovieLens folder (CSV family too)
+    python -m loadtest.benches.folds --synthetic-items 10000   # a generated 10k-item catalogue
 
 Every fold trains with the defaults (which were chosen on u1's validation slice only), so the
 other folds and data sets are held-back checks. ml-100k uses its official folds; any other

@@ -1,9 +1,9 @@
 """``make bench-rollout``: roll bundles through a loaded stack and write ``reports/rollout.json``.
 
-    python -m server.bench_rollout --data ../shared/data/movielens/ml-100k --users 32
+    python -m loadtest.benches.rollout --data ../shared/data/movielens/ml-100k --users 32
 
 Starts the embedded Triton and our server (a child process, admin service on a free loopback
-port) over the bench's bundles (``server.bench_rollout_bundles``), and locust at ``--users``.
+port) over the bench's bundles (``loadtest.benches.rollout_bundles``), and locust at ``--users``.
 Under that load it measures a steady phase, rolls the freshly trained candidate through
 load -> shadow -> canary 10% -> full -> retire, then rolls the wrong bundle and waits for the
 server's guardrails to roll it back. Each phase gets its requests, failures, p50/p99, degraded
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from clients.admin import RolloutAdminClient, hold
-from server.bench_rollout_bundles import build_bundles
+from loadtest.benches.rollout_bundles import build_bundles
 from server.settings import ROOT
 
-LOCUSTFILE = Path(__file__).resolve().parent / "bench_rollout_locust.py"
+LOCUSTFILE = Path(__file__).resolve().parent / "rollout_locust.py"
 P99_BAR = 1.5
 
 
@@ -131,7 +131,7 @@ def summarise(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m server.bench_rollout", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.benches.rollout", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "movielens" / "ml-100k")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench-rollout", help="bundles, kept for reuse")
     parser.add_argument("--epochs", type=int, default=3)
@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "rollout.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from export.triton import EmbeddedTriton
-    from export.triton.launcher import free_port
+    from loadtest.server_process import start_server, stop_server
     from server.bundle import load_bundle
-    from server.process import start_server, stop_server
+    from server.triton import EmbeddedTriton
+    from server.triton.launcher import free_port
 
     bundles = build_bundles(args.data, args.work, args.epochs)
     pins = {

@@ -1,6 +1,6 @@
 """Model-level throughput and latency through the embedded Triton, batching on and off.
 
-    python -m export.triton.perf [--concurrency 1,8,32] [--duration 5] [--variant torchscript_fp32]
+    python -m loadtest.benches.triton_perf [--concurrency 1,8,32] [--duration 5] [--variant torchscript_fp32]
                                                                          (make bench-triton)
 
 ``perf_analyzer`` would be the tool for this, but the ``perf-analyzer`` package on the index is
@@ -30,14 +30,14 @@ import numpy as np
 import tritonclient.grpc.aio as tritonaio
 
 from export.repository import copy_with_batching, read_config
-from export.triton import EmbeddedTriton
-from server.bench import _tensor, load
+from loadtest.benches.catalogs import CATALOGS, catalog
+from loadtest.benches.serving import _tensor, load
 from server.bundle import Bundle, load_bundle
-from server.catalogs import CATALOGS, catalog
 from server.settings import ROOT, Settings
+from server.triton import EmbeddedTriton
 from server.triton_metrics import batching_between, scrape
 
-log = logging.getLogger("export.triton.perf")
+log = logging.getLogger("loadtest.benches.triton_perf")
 ROLES = ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
 
 
@@ -80,7 +80,7 @@ async def measure(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m export.triton.perf", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.benches.triton_perf", description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per (model, batching, concurrency)")
     parser.add_argument("--variant", default=Settings().default_variant)

@@ -13,7 +13,7 @@ per launcher (``control_key``); ``control_key_for(url)`` gives it to a server in
 With ``supervise=True`` a Triton that exits is restarted on the same ports with backoff (the
 server's health watcher then loads its models again).
 
-    python -m export.triton --model-repository model_repository --load all
+    python -m server.triton --model-repository model_repository --load all
 """
 
 from __future__ import annotations

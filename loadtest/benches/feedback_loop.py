@@ -29,11 +29,11 @@ import numpy as np
 
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
-from server.feedback_loop import cache_probe, replay, roll_out, start_replicas, stop_replicas
+from loadtest.benches.feedback_loop_parts import cache_probe, replay, roll_out, start_replicas, stop_replicas
 from server.settings import ROOT
 from server.store import open_store
 from server.store.valkey_server import ValkeyServer
+from server.triton import EmbeddedTriton
 from training.data import load_movielens
 from training.data.readers import read_ratings_file
 from training.train import DEFAULT_DATA
