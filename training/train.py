@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from training.cli_exit import exit_user_error
 from training.data import DataError, load_movielens
+from training.data.acquire import resolve_data
 from training.data.readers import FORMATS
 from training.data.splits import make_split
 from training.models.base import TrainingData
@@ -70,7 +71,13 @@ def parse_models(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="MovieLens folder")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help='MovieLens folder, or "synthetic" for a generated catalogue (no download); '
+        "a missing default ml-100k is fetched from GroupLens and checked",
+    )
     parser.add_argument("--format", choices=FORMATS, default=None, help="override format detection")
     parser.add_argument("--split", default=None, help="u1..u5/ua/ub, holdout[:0.2] or temporal[:1]")
     parser.add_argument("--models", default=",".join(LEARNED), help="comma-separated; popularity always trains")
@@ -159,9 +166,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    data_dir = (args.data or default_data()).resolve()  # recorded with the models; export reads it back
     lineage: dict[str, Any] = {}
     try:
+        # Recorded with the models; export reads it back. "synthetic" or a missing default folder
+        # are resolved (generated, or fetched and checked) by training.data.acquire.
+        data_dir = resolve_data(args.data or default_data(), DEFAULT_DATA, args.state_dir).resolve()
         if args.feedback:  # train on base + feedback: a merged folder whose fingerprint names the events it holds
             from training.data.feedback import merge_feedback
 
