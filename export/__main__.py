@@ -23,17 +23,18 @@ from export.graphs import DEFAULT_TOP_N
 from export.parity import ParityError
 from export.pipeline import export_models
 from export.registry import ExportError, load_champions
+from server.paths import MODEL_REPOSITORY, SERVING_BUNDLE
 from training.cli_exit import exit_user_error
 from training.data import DataError, load_movielens
 from training.data.splits import make_split
-from training.train import DEFAULT_STATE, ROOT
+from training.train import DEFAULT_STATE
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alias", default="champion", help="registry alias or version number")
-    parser.add_argument("--out", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--bundle", type=Path, default=ROOT / "serving_bundle")
+    parser.add_argument("--out", type=Path, default=MODEL_REPOSITORY)
+    parser.add_argument("--bundle", type=Path, default=SERVING_BUNDLE)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
     parser.add_argument("--keep-versions", type=int, default=2)

@@ -36,7 +36,8 @@ from typing import Any
 
 from loadtest.credentials import add_options as add_credential_options
 from loadtest.credentials import credentials_from, forwarded
-from server.settings import ROOT, Settings
+from server.paths import REPORTS, ROOT
+from server.settings import Settings
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--spawn-rate", type=float, default=8)
     parser.add_argument("--duration", default="60s", help="locust run time, e.g. 30s, 2m")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "loadtest")
+    parser.add_argument("--out", type=Path, default=REPORTS / "loadtest")
     parser.add_argument("--sweep", help="comma-separated user counts, e.g. 1,8,32,64 (one run each)")
     parser.add_argument("--profile", action="store_true", help="py-spy the server during the run (own stack)")
     add_credential_options(parser)  # for a secured --target

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clients.errors import RecsysError
 from clients.sync import RecommenderClient
+from server.paths import ROOT
 from server.triton.launcher import control_key_for, free_port
 
 
@@ -35,13 +36,12 @@ def start_server(
     if "--admin-port" not in extra:  # the default 50052 would collide between children and with a running server
         command += ["--admin-port", "null"]
     # The child imports this checkout's code and generated stubs, whatever else is installed.
-    root = Path(__file__).resolve().parents[1]
-    path = os.pathsep.join(p for p in (str(root), str(root / "protos"), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "protos"), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path}
     key = control_key_for(triton_url)
     if key:  # an embedded Triton this process started: the child needs its control key to load models
         env["RECSYS_TRITON_CONTROL_KEY"] = key  # the environment, not argv (which `ps` shows)
-    process = subprocess.Popen(command, env=env, cwd=root)
+    process = subprocess.Popen(command, env=env, cwd=ROOT)
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     with RecommenderClient(target, timeout=2) as client:

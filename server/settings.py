@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-ROOT = Path(__file__).resolve().parents[1]
+from server.paths import MODEL_REPOSITORY, ROOT, SERVING_BUNDLE, STATE
+
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
@@ -27,8 +28,8 @@ class Settings(BaseSettings):
     # Every field is a flag, an environment variable and a TOML key; its description is the
     # flag's --help text, so this class is the one place a setting is documented.
     # Where the models and the serving bundle are.
-    model_repository: Path = Field(ROOT / "model_repository", description="the Triton model repository export wrote")
-    bundle: Path = Field(ROOT / "serving_bundle", description="a bundle folder, or its parent (newest version)")
+    model_repository: Path = Field(MODEL_REPOSITORY, description="the Triton model repository export wrote")
+    bundle: Path = Field(SERVING_BUNDLE, description="a bundle folder, or its parent (newest version)")
     # Triton: an address to use, or start the embedded one on free loopback ports.
     triton_url: str | None = Field(
         None, description="host:port of a running Triton's gRPC endpoint; unset: start the embedded one"
@@ -122,7 +123,7 @@ class Settings(BaseSettings):
     )
     min_segment_users: int = Field(20, description="smallest demographic segment popularity is conditioned on")
     # State.
-    feedback_db: Path = Field(ROOT / "var" / "feedback.sqlite", description="the SQLite store when store is not set")
+    feedback_db: Path = Field(STATE / "feedback.sqlite", description="the SQLite store when store is not set")
     store: str | None = Field(
         None,
         description="feedback store and response cache: sqlite:///PATH (one node) "
@@ -146,7 +147,7 @@ class Settings(BaseSettings):
         "127.0.0.1", description="admin service address; loopback by default, since it changes what every user gets"
     )
     admin_port: int | None = Field(50052, description="recsys.admin.v1 port; 0 = free port, null = off")
-    rollout_state_dir: Path = Field(ROOT / "var" / "rollout", description="the rollout pointer; replicas share it")
+    rollout_state_dir: Path = Field(STATE / "rollout", description="the rollout pointer; replicas share it")
     rollout_shadow_share: float = Field(
         0.1,
         ge=0,

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from server.paths import MODEL_REPOSITORY, SERVING_BUNDLE
 from training.data import load_movielens
 from training.data.dataset import MovieLens
 from training.data.matrices import to_csr
 from training.data.splits import make_split
 from training.evaluation.ranking import ndcg_at_10, ranking_task
-from training.train import DEFAULT_STATE, ROOT, default_data
+from training.train import DEFAULT_STATE, default_data
 
 log = logging.getLogger(__name__)
 GATE_FAILED = 3
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--feedback", required=True, metavar="STORE_URL")
     parser.add_argument("--data", type=Path, default=None, help="the base data set (ml-100k layout)")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
-    parser.add_argument("--out", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--bundle", type=Path, default=ROOT / "serving_bundle")
+    parser.add_argument("--out", type=Path, default=MODEL_REPOSITORY)
+    parser.add_argument("--bundle", type=Path, default=SERVING_BUNDLE)
     parser.add_argument("--tolerance", type=float, default=0.005, help="NDCG@10 the new model may lose")
     parser.add_argument("--train-arg", action="append", default=[], help="passed to training.train (repeatable)")
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from server.paths import DEFAULT_DATA, STATE
 from training.cli_exit import exit_user_error
 from training.data import DataError, load_movielens
 from training.data.acquire import resolve_data
@@ -36,9 +37,7 @@ from training.runtime import pick_device
 if TYPE_CHECKING:
     from training.tuning import TuningResult
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "movielens" / "ml-100k"
-DEFAULT_STATE = ROOT / "var"
+DEFAULT_STATE = STATE
 
 
 def default_data() -> Path:

@@ -15,7 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.settings import ROOT, Settings
+from server.paths import STATE
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 CATALOGS = ("default", "synthetic-60k")
@@ -34,7 +35,7 @@ def _run(*args: str) -> None:
     subprocess.run([sys.executable, "-m", *args], check=True)
 
 
-def synthetic_60k(root: Path = ROOT / "var" / "catalogs" / "synthetic-60k") -> Catalog:
+def synthetic_60k(root: Path = STATE / "catalogs" / "synthetic-60k") -> Catalog:
     catalog = Catalog("synthetic-60k", root / "model_repository", root / "serving_bundle")
     if (catalog.bundle / "1" / "manifest.json").is_file():
         return catalog

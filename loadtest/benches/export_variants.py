@@ -28,10 +28,11 @@ from export.graphs import DEFAULT_TOP_N, graphs_for, signature
 from export.parity import graph_feeds
 from export.pipeline import export_models, parity_users
 from export.registry import ExportError, load_champions
+from server.paths import REPORTS
 from server.triton import EmbeddedTriton
 from training.data import load_movielens
 from training.data.splits import make_split
-from training.train import DEFAULT_STATE, ROOT
+from training.train import DEFAULT_STATE
 
 
 def _inputs(feeds: dict[str, np.ndarray], graph: Any, row: int) -> list[grpcclient.InferInput]:
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "export.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "export.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from training import tracking

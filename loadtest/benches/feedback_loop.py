@@ -30,13 +30,12 @@ import numpy as np
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
 from loadtest.benches.feedback_loop_parts import cache_probe, replay, roll_out, start_replicas, stop_replicas
-from server.settings import ROOT
+from server.paths import DEFAULT_DATA, REPORTS, STATE
 from server.store import open_store
 from server.store.valkey_server import ValkeyServer
 from server.triton import EmbeddedTriton
 from training.data import load_movielens
 from training.data.readers import read_ratings_file
-from training.train import DEFAULT_DATA
 
 log = logging.getLogger("bench_feedback_loop")
 
@@ -63,11 +62,11 @@ def cross_replica(replicas: list[Any], items: list[int]) -> bool:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench_feedback_loop")
+    parser.add_argument("--work", type=Path, default=STATE / "bench_feedback_loop")
     parser.add_argument("--cache-calls", type=int, default=2000)
     parser.add_argument("--stage-s", type=float, default=10.0, help="seconds each rollout stage is held")
     parser.add_argument("--train-arg", action="append", default=[], help="passed to every training run")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "feedback_loop.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "feedback_loop.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from export.__main__ import main as export_main

@@ -22,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from server.paths import REPORTS
 from training.data import load_movielens
 from training.data.dataset import MovieLens
 from training.data.splits import make_split
@@ -29,7 +30,7 @@ from training.data.synthetic import SyntheticSpec, write
 from training.evaluation.report import evaluate_models
 from training.models import ease
 from training.pipeline import LEARNED, full_history, prepare, train_models
-from training.train import ROOT, default_data
+from training.train import default_data
 
 METRICS = ("ndcg@10", "recall@10", "precision@10", "rmse")
 ORDER = ("popularity", "sae", "rbm", "two_tower", "ensemble", "ease")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ease-l2", type=float, default=250.0, help="EASE's λ (the issue's reference used 250)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once (one thread each)")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "quality-folds.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "quality-folds.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()

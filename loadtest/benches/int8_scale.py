@@ -23,10 +23,9 @@ import torch
 
 from export.formats import VARIANTS, runner, write
 from export.graphs import CatalogScorer, ItemScorerGraph, _RBMScores
+from server.paths import REPORTS
 from training.data.dataset import IdMap, RatingScale
 from training.models.rbm import RBM, RBMConfig, _make_net
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def graphs(n_items: int, embedding_dim: int = 33) -> dict[str, torch.nn.Module]:
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--items", type=int, default=60000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--variants", default="torchscript_fp32,torchscript_int8,onnx_fp32,onnx_int8")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "int8-scale.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "int8-scale.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows = []

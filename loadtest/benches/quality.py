@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.paths import REPORTS
 from training.data import load_movielens
 from training.data.splits import make_split
 from training.evaluation.report import evaluate_models
 from training.pipeline import LEARNED, full_history, prepare, train_models
-from training.train import ROOT, default_data
+from training.train import default_data
 
 COLUMNS = (
     "rmse",
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--split", default="u1")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "quality.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "quality.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.perf_counter()

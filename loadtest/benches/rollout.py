@@ -31,7 +31,7 @@ import numpy as np
 
 from clients.admin import RolloutAdminClient, hold
 from loadtest.benches.rollout_bundles import build_bundles
-from server.settings import ROOT
+from server.paths import DEFAULT_DATA, REPORTS, ROOT, STATE
 
 LOCUSTFILE = Path(__file__).resolve().parent / "rollout_locust.py"
 P99_BAR = 1.5
@@ -132,13 +132,13 @@ def summarise(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m loadtest.benches.rollout", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "movielens" / "ml-100k")
-    parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench-rollout", help="bundles, kept for reuse")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=STATE / "bench-rollout", help="bundles, kept for reuse")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--wait-ms", default="100-300", help="each user's pause between calls, MIN-MAX")
     parser.add_argument("--stage-s", type=float, default=30.0, help="seconds per stage (steady: twice)")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "rollout.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "rollout.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from loadtest.server_process import start_server, stop_server

@@ -26,10 +26,11 @@ from loadtest.benches.abuse import Case, abuse_corpus
 from loadtest.benches.authmatrix import AuthMaterial, auth_matrix
 from loadtest.benches.killtest import kill_under_load
 from server.app import create_server
-from server.settings import ROOT, load_settings
+from server.paths import REPORTS
+from server.settings import load_settings
 from server.triton import EmbeddedTriton
 
-REPORT = ROOT / "reports" / "security.json"
+REPORT = REPORTS / "security.json"
 
 
 def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[dict[str, Any]]:

@@ -46,7 +46,8 @@ from export.repository import copy_with_batching, read_config
 from loadtest.benches.catalogs import CATALOGS, catalog
 from loadtest.server_process import start_server, stop_server
 from server.bundle import Bundle, load_bundle
-from server.settings import ROOT, Settings
+from server.paths import REPORTS
+from server.settings import Settings
 from server.triton import EmbeddedTriton
 from server.triton_metrics import batching_between, scrape
 
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="override every model's max_queue_delay_microseconds (for tuning)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "serving.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "serving.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("triton").setLevel(logging.WARNING)

@@ -33,7 +33,8 @@ from export.repository import copy_with_batching, read_config
 from loadtest.benches.catalogs import CATALOGS, catalog
 from loadtest.benches.serving import _tensor, load
 from server.bundle import Bundle, load_bundle
-from server.settings import ROOT, Settings
+from server.paths import REPORTS
+from server.settings import Settings
 from server.triton import EmbeddedTriton
 from server.triton_metrics import batching_between, scrape
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per (model, batching, concurrency)")
     parser.add_argument("--variant", default=Settings().default_variant)
     parser.add_argument("--catalog", choices=CATALOGS, default="default")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "triton-perf.json")
+    parser.add_argument("--out", type=Path, default=REPORTS / "triton-perf.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("triton").setLevel(logging.WARNING)

@@ -18,8 +18,8 @@ import numpy as np
 from server.bundle import load_bundle
 from server.drift import DriftMonitor
 from server.drift.reference import FEATURES, Reference
+from server.paths import REPORTS, SERVING_BUNDLE, STATE
 from server.profiles import Profiles
-from server.settings import ROOT
 from server.store import open_store, sqlite_url
 
 SHIFTED, STABLE = 0.25, 0.1
@@ -92,10 +92,10 @@ def write_report(monitor: DriftMonitor, events: int, out: Path) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=ROOT / "serving_bundle")
-    parser.add_argument("--store", default=sqlite_url(ROOT / "var" / "feedback.sqlite"))
+    parser.add_argument("--bundle", type=Path, default=SERVING_BUNDLE)
+    parser.add_argument("--store", default=sqlite_url(STATE / "feedback.sqlite"))
     parser.add_argument("--window", type=int, default=10_000, help="the most recent events compared")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "drift")
+    parser.add_argument("--out", type=Path, default=REPORTS / "drift")
     args = parser.parse_args(argv)
     summary = write_report(*live_monitor(args.bundle, args.store, args.window), args.out)
     print(json.dumps({**summary, "report": str(args.out / "drift.html")}, indent=1))

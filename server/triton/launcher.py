@@ -39,9 +39,10 @@ from types import TracebackType
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from server.paths import TRITON_HOME
+
 log = logging.getLogger(__name__)
 triton_log = logging.getLogger("triton")
-ROOT = Path(__file__).resolve().parents[2]
 SHIMS = Path(__file__).resolve().parent / "backends"
 HOME_ENV = "RECSYS_TRITON_HOME"
 CONTROL_KEY_NAME = "recsys-triton-key"
@@ -78,7 +79,7 @@ def find_home(explicit: Path | None = None) -> Path:
         candidates = [Path(explicit or os.environ[HOME_ENV])]
     else:
         candidates = [
-            ROOT / ".triton" / "pytriton" / "tritonserver",
+            TRITON_HOME / "pytriton" / "tritonserver",
             *(Path(p) / "pytriton" / "tritonserver" for p in sys.path if p),
         ]
     for home in candidates:
