@@ -38,3 +38,9 @@ def test_relative_links_resolve(page: Path) -> None:
         assert target.exists(), f"{page.name}: {link} does not exist"
         if anchor:
             assert anchor in _anchors(target.read_text()), f"{page.name}: no heading for #{anchor} in {target.name}"
+
+
+def test_every_alert_has_a_runbook_entry() -> None:
+    alerts = re.findall(r"(?m)^\s*- alert: (\w+)", (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    runbook = (ROOT / "docs" / "operations.md").read_text().split("## Runbook", 1)[1]
+    assert alerts and set(alerts) == set(re.findall(r"(?m)^### (\w+)$", runbook))
