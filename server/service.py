@@ -192,7 +192,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                         self.shadow.observe(
                             runtime, request, answer, (time.perf_counter() - started) * 1000, sys.exc_info()[1]
                         )
-            reply = start_stage("reply")  # ended at the return: a failure here is the RPC span's error
+            # Ended at the return; a failure before it leaves it unexported (the RPC span has the error).
+            reply = start_stage("reply")
             self._record(answer)
             log.info(
                 "recommend",
