@@ -82,13 +82,14 @@ def shutdown(provider: TracerProvider | None) -> None:
     provider.shutdown()
 
 
-def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+def server_interceptors() -> list[grpc.aio.ServerInterceptor[Any, Any]]:
     """The RPC-span interceptor, outermost (refused calls are traced too); none when tracing is off.
     Health checks and reflection are left out: probes would flood the traces."""
     if _provider is None:
         return []
     probes = filters.any_of(filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection."))
-    return [aio_server_interceptor(tracer_provider=_provider, filter_=filters.negate(probes))]
+    interceptor = aio_server_interceptor(tracer_provider=_provider, filter_=filters.negate(probes))  # type: ignore[no-untyped-call]
+    return [interceptor]
 
 
 def stage(name: str) -> contextlib.AbstractContextManager[trace.Span]:

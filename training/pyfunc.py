@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from mlflow.models import Model, ModelSignature
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from training.data.dataset import IdMap
@@ -82,10 +83,10 @@ def top_k_frame(model: Scorer, histories: sp.csr_matrix, users: IdMap, user_ids:
     return pd.concat(frames, ignore_index=True) if frames else empty.assign(score=pd.Series(dtype="float64"))
 
 
-class TopKModel(mlflow.pyfunc.PythonModel):
+class TopKModel(PythonModel):
     """The pyfunc wrapper: loads the saved model folder(s) and scores users from stored ratings."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from training.pipeline import load_model  # imports every model: only when a pyfunc loads
 
         folder = Path(context.artifacts[MODEL])
@@ -99,7 +100,7 @@ class TopKModel(mlflow.pyfunc.PythonModel):
         self.users = IdMap(json.loads((folder / "id_maps.json").read_text())["users"])
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         k = int((params or {}).get("k", DEFAULT_K))
         if k < 1:
@@ -127,4 +128,4 @@ def model_folder(downloaded: Path) -> Path:
         return downloaded
     # Where MLflow copied the artifact is recorded, not fixed (same-named folders get numbered).
     artifacts = Model.load(downloaded).flavors["python_function"]["artifacts"]
-    return downloaded / artifacts[MODEL]["path"]
+    return downloaded / str(artifacts[MODEL]["path"])
