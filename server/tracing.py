@@ -8,8 +8,9 @@ interceptor is not added, so an untraced server pays next to nothing. A provider
 
 The caller's W3C ``traceparent`` (gRPC metadata) is the RPC span's parent, through the global
 propagator (W3C trace context and baggage unless ``OTEL_PROPAGATORS`` says otherwise). Each
-Triton call passes the context on in its own ``traceparent`` header, which a Triton traced with
-OpenTelemetry continues. A Recommend's trace:
+Triton call passes the context on in its own ``traceparent`` header, for a Triton that traces with
+OpenTelemetry itself (``--trace-config mode=opentelemetry``; not exercised by the tests). A
+Recommend's trace:
 
     /recsys.v1.Recommender/Recommend (SERVER)
       validation, profile, plan, models > triton.infer (CLIENT, one per call), fusion, reply
