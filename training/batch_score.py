@@ -32,7 +32,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-k", type=int, default=10, help="items per user (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
     parser.add_argument(
-        "--state-dir", type=Path, default=DEFAULT_STATE, help="local MLflow store, unless MLFLOW_TRACKING_URI is set"
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE,
+        help="local MLflow store, unless MLFLOW_TRACKING_URI is set (default: var/ in the checkout)",
     )
     args = parser.parse_args(argv)
     if args.k < 1:
