@@ -47,6 +47,9 @@ from server.service import RecommenderService
 from server.settings import Settings
 from server.shadow import Shadow
 from server.store import open_store, sqlite_url
+from server.tracing import configure as configure_tracing
+from server.tracing import server_interceptors
+from server.tracing import shutdown as shutdown_tracing
 from server.triton.launcher import control_key_for
 from server.triton_models import OPTIONAL_ROLES, ROLES, ModelPool, model_name
 
@@ -105,8 +108,10 @@ class RecommendationServer:
         self.dev_mode = dev_mode(settings)
         # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.
         guard = Guard(authenticator, rate_limiter_for(settings), settings.max_concurrent_rpcs, self.metrics)
+        self.tracer_provider = configure_tracing(settings)
+        interceptors = [*server_interceptors(), guard]  # tracing outermost: refused calls are traced too
         self.grpc = grpc.aio.server(
-            interceptors=[guard],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -145,7 +150,7 @@ class RecommendationServer:
             raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
         self.metrics_port: int | None = None
         self.admin, self.admin_port = (
-            admin_server(settings, self.rollouts, interceptors=[guard])
+            admin_server(settings, self.rollouts, interceptors=interceptors)
             if settings.admin_port is not None
             else (None, None)
         )
@@ -234,6 +239,7 @@ class RecommendationServer:
         await self.rollouts.close()
         await self.pool.close()
         self.metrics.stop()
+        shutdown_tracing(self.tracer_provider)
         self.store.close()
 
     async def wait_for_termination(self) -> None:

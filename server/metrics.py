@@ -15,11 +15,28 @@ Names (all prefixed ``recsys_``):
 - ``feedback_duplicates_total``: retried events the store already had (ignored)
 - ``cache_requests_total{result}``: Recommend answers from the cache (``hit``), computed (``miss``)
 - ``drift_psi{feature}``: population-stability index of live traffic against the bundle's reference
+- ``build_info{version, git_sha, python}``: always 1; the labels say what build is running
+
+Beside them, the client library's default collectors (a private registry has none unless added):
+``process_*`` (CPU, resident memory, open file descriptors, start time), ``python_info`` and
+``python_gc_*``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+from server.buildinfo import build_info
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -28,6 +45,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("recsys_build", "The running build", registry=r).info(build_info())
         self.requests = Counter("recsys_requests", "RPCs answered", ["rpc", "strategy", "outcome"], registry=r)
         self.latency = Histogram(
             "recsys_request_latency_seconds",

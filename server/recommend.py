@@ -24,6 +24,7 @@ from server.explain import reasons
 from server.fusion import RankedList, fuse, in_order, merge, mmr, ranked
 from server.profiles import Profile, Profiles
 from server.settings import Settings
+from server.tracing import stage
 from server.triton_models import ModelCallError, ModelPool
 from server.validation import Filters, RecommendQuery
 
@@ -94,16 +95,21 @@ class Recommender:
         if rung == CONTENT:
             local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
-        plan, options = choose_plan(
-            self.pool, branches, query.precision, hard_ms, self.settings.candidates, self.settings.two_stage
-        )
-        plan, at_capacity = self._admit(plan, hard_ms)
+        with stage("plan") as span:
+            plan, options = choose_plan(
+                self.pool, branches, query.precision, hard_ms, self.settings.candidates, self.settings.two_stage
+            )
+            plan, at_capacity = self._admit(plan, hard_ms)
+            span.set_attributes({"recsys.plan": plan.name, "recsys.rung": rung, "recsys.strategy": strategy})
         seed = local["content" if rung == CONTENT else "popularity"]
         candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
 
         mark = time.perf_counter()
-        lists, calls, problems = await self._call_models(plan, profile, query, candidates, eligible, budget, request_id)
+        with stage("models"):  # each Triton call's span is a child of this one
+            lists, calls, problems = await self._call_models(
+                plan, profile, query, candidates, eligible, budget, request_id
+            )
         problems.update(at_capacity)
         timings["models"] = _since(mark)
         missing = [b for b in branches if b not in lists]
@@ -119,8 +125,9 @@ class Recommender:
             # No model answered: the local scores carry the answer (the content rung's local part).
             local.setdefault("content", self._content(profile, eligible))
             weights = {n: w for n, w in self.settings.content_weights.items() if n in local}
-        fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k)
-        picked, scores = self._pick(fused, eligible, query)
+        with stage("fusion"):
+            fused = fuse({**local, **lists}, weights, method, self.bundle.fusion.rrf_k)
+            picked, scores = self._pick(fused, eligible, query)
         timings["fusion"] = _since(mark)
         answer = Answer(
             picked.tolist(),

@@ -36,6 +36,7 @@ from server.runtime import BundleRuntime, PinnedPool
 from server.settings import Settings
 from server.shadow import Shadow
 from server.store import Event, Store, StoreError
+from server.tracing import annotate, stage, start_stage
 from server.triton_models import ROLES, ModelPool
 from server.validation import (
     STRATEGIES,
@@ -123,6 +124,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         headers = dict(context.invocation_metadata() or ())
         rid = str(headers.get("x-request-id") or uuid.uuid4().hex)[:64]
         token = request_id.set(rid)
+        annotate(request_id=rid)
         started = time.perf_counter()
         strategy, outcome, counted = "", "ok", False
         self.metrics.inflight.inc()
@@ -163,8 +165,10 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             runtime = self.router.route(request.user_id)
             bundle, answer, started = runtime.bundle, None, time.perf_counter()
             with self.router.serving(runtime):
-                query = recommend_query(request, bundle, self.settings)
-                version = await self._profile_version(runtime, query.user_id)
+                with stage("validation"):
+                    query = recommend_query(request, bundle, self.settings)
+                with stage("profile"):
+                    version = await self._profile_version(runtime, query.user_id)
                 key = None
                 if self.cache is not None and self.cache.enabled and version is not None:
                     # The bundle version is part of the key: a rollout never serves another bundle's answer.
@@ -188,6 +192,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                         self.shadow.observe(
                             runtime, request, answer, (time.perf_counter() - started) * 1000, sys.exc_info()[1]
                         )
+            # Ended at the return; a failure before it leaves it unexported (the RPC span has the error).
+            reply = start_stage("reply")
             self._record(answer)
             log.info(
                 "recommend",
@@ -225,6 +231,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
             if key is not None and self.cache is not None:
                 stored = await self.cache.put(key, response)
                 self.metrics.cache.labels("miss" if stored else "uncacheable").inc()
+            reply.end()
             return response, answer.strategy, "degraded" if answer.degraded else "ok"
 
         return await self._serve("Recommend", context, handle)

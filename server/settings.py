@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(True, description="one JSON object per log line; false: plain text")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    # Tracing (server/tracing.py): OpenTelemetry spans per RPC, stage and Triton call; off unless set.
+    tracing_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/gRPC collector spans are exported to (http://HOST:4317 plaintext, https:// TLS); "
+        "unset: tracing off",
+    )
+    tracing_service_name: str = Field("recsys-server", description="service.name of the exported spans")
+    tracing_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of new traces kept; a call with a traceparent follows its caller's choice"
+    )
     # Rollouts (server/rollout.py): the admin service and the guardrails that roll a candidate back.
     admin_host: str = Field(
         "127.0.0.1", description="admin service address; loopback by default, since it changes what every user gets"

@@ -29,6 +29,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from server.latency import LatencyBook
+from server.tracing import traceparent_headers, triton_call
 
 log = logging.getLogger(__name__)
 # "two_tower" is the one-graph two-tower model (one call); its halves are the fallback (two calls).
@@ -232,6 +233,7 @@ class ModelPool:
             return False
         return True
 
+    @triton_call
     async def infer(
         self,
         model: str,
@@ -266,6 +268,7 @@ class ModelPool:
                     request_id=request_id,
                     model_version=version,
                     client_timeout=timeout_s,
+                    headers=traceparent_headers(),
                 ),
                 timeout_s,
             )

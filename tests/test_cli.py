@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -64,16 +65,19 @@ def test_evaluate_reads_champions_back_from_the_registry(
     assert models["sae"]["rmse"] is not None and models["two_tower"]["rmse"] is None
 
 
-def test_saved_run_has_weights_config_id_maps_and_curve(trained_state: Path) -> None:
-    artifacts = list((trained_state / "mlartifacts").rglob("model/model.json"))
-    assert len(artifacts) == 5
-    for meta in artifacts:
-        folder = meta.parent
+def test_saved_run_has_weights_config_id_maps_and_curve(trained_state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.configure(trained_state)
+    for name in ("popularity", "sae", "rbm", "two_tower", "ensemble"):
+        folder = tracking.download(name, "1")
+        assert json.loads((folder / "model.json").read_text())["model"] == name
         maps = json.loads((folder / "id_maps.json").read_text())
         assert len(maps["items"]) == 150 and len(maps["users"]) == 120
     assert list((trained_state / "mlartifacts").rglob("sae.png"))
-    ensemble = next(m.parent for m in artifacts if json.loads(m.read_text())["model"] == "ensemble")
-    assert set(json.loads((ensemble / "members.json").read_text())) == {"popularity", "sae", "rbm", "two_tower"}
+    members = json.loads((tracking.download("ensemble", "1") / "members.json").read_text())
+    assert set(members) == {"popularity", "sae", "rbm", "two_tower"}
 
 
 def test_bad_arguments_say_what_to_fix(synthetic_dirs: dict[str, Path]) -> None:
@@ -208,3 +212,81 @@ def test_export_refuses_an_ensemble_pinning_a_gated_out_member(
         client.set_model_version_tag(name, "1", GATE_TAG, "passed")
         client.set_registered_model_alias(name, CHAMPION, "1")
         client.delete_model_version(name, second.version)
+
+
+def test_every_registered_model_is_a_pyfunc_with_the_top_k_signature(
+    trained_state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import pandas as pd
+
+    from training import pyfunc, tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.configure(trained_state)
+    for name in ("popularity", "sae", "rbm", "two_tower", "ensemble"):
+        uri = tracking.model_uri(name)
+        assert mlflow.models.get_model_info(uri).signature == pyfunc.SIGNATURE, name
+        top = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"user_id": [1, 2]}), params={"k": 4})
+        assert list(top.columns) == ["user_id", "rank", "item_id", "score"]
+        assert top.groupby("user_id")["rank"].apply(list).to_dict() == {1: [1, 2, 3, 4], 2: [1, 2, 3, 4]}, name
+
+
+def test_mlflow_models_predict_scores_a_registered_model(trained_state: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "input.json").write_text(
+        json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[1], [2], [3]]}, "params": {"k": 5}})
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{trained_state / 'mlflow.db'}",
+        "PYTHONPATH": os.pathsep.join([str(root), str(root / "protos")]),
+    }
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow_cli), "models", "predict", "-m", "models:/recsys-two-tower@champion"]
+    command += ["-i", str(tmp_path / "input.json"), "-o", str(tmp_path / "out.json"), "--env-manager", "local"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "out.json").read_text())["predictions"]
+    assert [(r["user_id"], r["rank"]) for r in rows] == [(u, k) for u in (1, 2, 3) for k in range(1, 6)]
+    assert all(a["score"] >= b["score"] for a, b in itertools.pairwise(rows) if a["user_id"] == b["user_id"])
+
+
+def test_batch_score_writes_every_users_top_k_without_their_rated_items(
+    trained_state: Path, synthetic_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    from training import batch_score
+    from training.data import load_movielens
+    from training.data.splits import make_split
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "top10.parquet"
+    args = ["--model", "recsys-ensemble", "--alias", "champion", "-k", "10", "--out", str(out)]
+    summary = batch_score.main([*args, "--state-dir", str(trained_state)])
+    top = pd.read_parquet(out)
+    assert summary["users"] == 120 and summary["rows"] == len(top) == 120 * 10
+    assert list(top.columns) == ["user_id", "rank", "item_id", "score"]
+    assert (top.groupby("user_id")["rank"].apply(list) == [list(range(1, 11))] * 120).all()
+    assert (top.groupby("user_id")["item_id"].nunique() == 10).all()
+    # The ratings the training call knew: the u1 split's training part, read from the data itself.
+    dataset = load_movielens(synthetic_dirs["ml-100k"])
+    train = make_split(dataset, "u1").train
+    rated = set(zip(dataset.user_ids.to_raw(train["user"]), dataset.item_ids.to_raw(train["item"]), strict=True))
+    assert rated and not rated & set(zip(top["user_id"], top["item_id"], strict=True))
+
+
+def test_batch_score_of_an_unregistered_model_says_to_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import batch_score
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        batch_score.main(["--model", "sae", "--out", str(tmp_path / "x.parquet"), "--state-dir", str(tmp_path)])
+    assert exited.value.code == 2 and "make train" in capsys.readouterr().err.splitlines()[-1]

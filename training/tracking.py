@@ -1,7 +1,8 @@
 """MLflow tracking and Model Registry: one parent run per training call, one child run per model.
 
 Each child run logs its config, per-epoch losses and validation metrics, final validation
-metrics, and artifacts (weights, config and id maps in ``model/``, a learning-curve PNG). Each
+metrics, a learning-curve PNG, and the model as an MLflow pyfunc (``training.pyfunc``: user ids
+in, top-K out) whose ``model`` artifact holds the weights, config, id maps and known ratings. Each
 model is registered as ``recsys-<name>``; the alias ``champion`` moves to the new version only
 when it passes the baseline gate (``training.gates``: it beats popularity on validation NDCG@10
 by the configured margin) and beats the current champion's validation NDCG@10 measured on the
@@ -26,12 +27,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mlflow
+import scipy.sparse as sp
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from training.gates import PASSED, GateDecision
 from training.models.fitting import FitHistory
 from training.pipeline import TrainedModels
+from training.pyfunc import HISTORIES, known_ratings, log_pyfunc, model_folder
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "recsys-training"
@@ -104,8 +107,11 @@ def register(
     score: float,
     tags: dict[str, str],
     gate: GateDecision | None = None,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
-    """Register a model version; move ``champion`` to it if it passed its gate and beats the current one."""
+    """Register a model version; move ``champion`` to it if it passed its gate and beats the current one.
+
+    ``model_id`` links the version to the logged (pyfunc) model that ``artifact_uri`` names."""
     name = registry_name(model)
     with contextlib.suppress(MlflowException):  # raised when it is already registered
         client.create_registered_model(name, description=f"{model} recommender trained on MovieLens")
@@ -116,7 +122,11 @@ def register(
         GATE_REASON_TAG: gate.reason[:500] if gate is not None else "no gate applied",
     }
     version = client.create_model_version(
-        name, source=artifact_uri, run_id=run_id, tags={**tags, **gate_tags, MONITOR_TAG: repr(float(score))}
+        name,
+        source=artifact_uri,
+        run_id=run_id,
+        tags={**tags, **gate_tags, MONITOR_TAG: repr(float(score))},
+        model_id=model_id,
     )
     previous = _champion_score(client, name, tags) if gated_in else None
     promoted = gated_in and (previous is None or score > previous)
@@ -174,6 +184,8 @@ def log_training(
     members = dict(result.models)
     if result.ensemble is not None:
         members["ensemble"] = result.ensemble
+    histories = known_ratings(result.data)
+    example_user = id_maps["users"][0]
     with mlflow.start_run(run_name="train") as parent, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params)
         mlflow.set_tags(tags)
@@ -183,12 +195,15 @@ def log_training(
         outcome["run_id"] = parent.info.run_id
         for name, model in members.items():
             with mlflow.start_run(run_name=name, nested=True) as run:
-                folder = Path(tmp) / name / "model"
+                folder = Path(tmp) / name  # the pyfunc keeps it as artifacts/<name>
                 model.save(folder)
                 (folder / "id_maps.json").write_text(json.dumps(id_maps))
+                sp.save_npz(folder / HISTORIES, histories)
+                member_folders: dict[str, Path] = {}
                 if name == "ensemble":  # pin the member versions this fusion was fitted on
                     versions = {m: outcome[m]["version"] for m in result.ensemble.members}
                     (folder / "members.json").write_text(json.dumps(versions))
+                    member_folders = {m: Path(tmp) / m for m in result.ensemble.members}
                 mlflow.log_params({f"{name}.{k}": v for k, v in model.config_dict().items()})
                 mlflow.set_tags({**tags, "model": name})
                 history = result.histories.get(name)
@@ -200,20 +215,26 @@ def log_training(
                     mlflow.log_metrics({"best_epoch": history.best_epoch, "stopped_early": history.stopped_early})
                 final = {f"validation_{metric_key(k)}": v for k, v in result.validation.get(name, {}).items()}
                 mlflow.log_metrics({**final, "train_seconds": result.train_seconds.get(name, 0.0)})
-                mlflow.log_artifacts(str(folder), artifact_path="model")
+                logged = log_pyfunc(folder, member_folders, example_user)
                 outcome[name] = register(
                     client,
                     name,
                     run.info.run_id,
-                    mlflow.get_artifact_uri("model"),
+                    logged.model_uri,
                     result.validation[name].get("ndcg@10", 0.0),
                     tags,
                     result.gates.get(name),
+                    model_id=logged.model_id,
                 )
     return outcome
 
 
-def download(model: str, alias_or_version: str = CHAMPION) -> Path:
-    """Local folder of a registered model, by alias (``champion``) or version number."""
+def model_uri(model: str, alias_or_version: str = CHAMPION) -> str:
+    """The registry URI of a model by alias (``champion``) or version number (what ``mlflow models`` takes)."""
     reference = f"@{alias_or_version}" if not alias_or_version.isdigit() else f"/{alias_or_version}"
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registry_name(model)}{reference}"))
+    return f"models:/{registry_name(model)}{reference}"
+
+
+def download(model: str, alias_or_version: str = CHAMPION) -> Path:
+    """Local folder of a registered model's saved files (``Scorer.save``), by alias or version number."""
+    return model_folder(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri(model, alias_or_version))))
