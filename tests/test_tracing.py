@@ -16,9 +16,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
-from export.triton import EmbeddedTriton
 from server import tracing
 from server.bundle import load_bundle
+from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for
 
 STAGES = {"validation", "profile", "plan", "models", "fusion", "reply"}
