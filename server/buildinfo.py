@@ -1,7 +1,7 @@
 """What build is running, for the ``recsys_build_info`` metric: package version, git commit, Python.
 
-The commit comes from ``RECSYS_GIT_SHA`` (the image sets it at build time: an image has no
-``.git``), else from the checkout the server runs from, else "unknown".
+The commit comes from ``BUILD_GIT_SHA`` (the image sets it at build time: an image has no ``.git``;
+not ``RECSYS_``, the settings' prefix), else from the checkout the server runs from, else "unknown".
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import platform
 import subprocess
 from functools import cache
 from importlib import metadata
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from server.paths import ROOT
+
 UNKNOWN = "unknown"
 
 
@@ -25,7 +25,7 @@ def package_version() -> str:
 
 
 def git_sha() -> str:
-    if sha := os.environ.get("RECSYS_GIT_SHA", "").strip():
+    if sha := os.environ.get("BUILD_GIT_SHA", "").strip():
         return sha
     try:
         done = subprocess.run(

@@ -20,9 +20,9 @@ def scrape(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
     def scrape_with(git_sha: str | None) -> dict[str, list]:
         if git_sha is None:
-            monkeypatch.delenv("RECSYS_GIT_SHA", raising=False)
+            monkeypatch.delenv("BUILD_GIT_SHA", raising=False)
         else:
-            monkeypatch.setenv("RECSYS_GIT_SHA", git_sha)
+            monkeypatch.setenv("BUILD_GIT_SHA", git_sha)
         buildinfo.build_info.cache_clear()
         metrics = Metrics()
         served.append(metrics)
