@@ -23,7 +23,7 @@ from clients.credentials import Credentials
 from clients.errors import RecsysError
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rollout = commands.add_parser("rollout", help="ship a serving bundle to the running server (admin service)")
     rollout.add_argument("--admin", default="127.0.0.1:50052", help="admin service address (default %(default)s)")
     steps = rollout.add_subparsers(dest="step", required=True)
