@@ -19,6 +19,8 @@ Names (all prefixed ``recsys_``):
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -73,7 +75,7 @@ class Metrics:
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (0 picks a free one)."""
         server, _ = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
+        self._http: WSGIServer | None = server
         return int(server.server_port)
 
     def stop(self) -> None:
