@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_generated_stubs_are_not_stale(tmp_path: Path, generated: FileDescriptor
     assert fresh == committed, f"{generated.name} stubs are stale: run `make protos` and commit the result"
 
 
-def _drop_json_names(messages: list[descriptor_pb2.DescriptorProto]) -> None:
+def _drop_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
     for message in messages:
         for field in message.field:
             field.ClearField("json_name")
