@@ -39,7 +39,7 @@ def score_feature(model: str) -> str:
     return f"score_{model}"
 
 
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+def psi(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     """Population-stability index of two histograms (counts or proportions) over the same bins."""
     e = np.maximum(np.asarray(expected, np.float64) / max(float(np.sum(expected)), 1e-12), EPSILON)
     a = np.maximum(np.asarray(actual, np.float64) / max(float(np.sum(actual)), 1e-12), EPSILON)
