@@ -186,7 +186,7 @@ def log_training(
                 folder = Path(tmp) / name / "model"
                 model.save(folder)
                 (folder / "id_maps.json").write_text(json.dumps(id_maps))
-                if name == "ensemble":  # pin the member versions this fusion was fitted on
+                if name == "ensemble" and result.ensemble is not None:  # pin the member versions it was fitted on
                     versions = {m: outcome[m]["version"] for m in result.ensemble.members}
                     (folder / "members.json").write_text(json.dumps(versions))
                 mlflow.log_params({f"{name}.{k}": v for k, v in model.config_dict().items()})
