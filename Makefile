@@ -51,9 +51,11 @@ lock:
 serve: setup serving_bundle
 	$(PY) -m server $(SERVE_ARGS)
 
-# The committed stubs in protos/recsys/v1 come from the .proto files; tests/test_protos.py fails if stale.
+# The committed stubs in protos/recsys come from the .proto files; tests/test_protos.py fails if stale.
+# The *_pb2_grpc.pyi (typed stubs and servicers, for mypy) come from mypy-protobuf's plugin.
 protos: setup
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=protos \
 		protos/recsys/v1/recommender.proto protos/recsys/admin/v1/admin.proto
 
 serving_bundle: | var/mlflow.db
@@ -78,8 +80,11 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Config in pyproject.toml ([tool.ruff], [tool.mypy]: strict for clients/ and server/).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench-quality: setup
 	$(PY) -m loadtest.benches.quality --data $(DATA)

@@ -13,15 +13,12 @@ python -m clients rollout ship serving_bundle       # the admin service: see cli
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from clients import rollout_cli
 from clients.api import STRATEGIES, VARIANTS
+from clients.cli_output import fail, show
 from clients.credentials import Credentials
 from clients.errors import RecsysError
 from clients.results import Item, Models, Recommendations
@@ -38,8 +35,7 @@ def _pairs(values: list[str]) -> dict[int, float]:
         try:
             out[int(item)] = float(rating)
         except ValueError:
-            print(f"error: --rate {value!r}: expected ITEM=RATING, e.g. 50=4", file=sys.stderr)
-            raise SystemExit(USAGE_ERROR) from None
+            raise ValueError(f"--rate {value!r}: expected ITEM=RATING, e.g. 50=4") from None
     return out
 
 
@@ -81,14 +77,6 @@ def _models(models: Models) -> str:
     return "\n".join(lines)
 
 
-def _show(args: argparse.Namespace, result: Any, text: Callable[[], str]) -> None:
-    """The readable table, or with --json the whole typed result (for scripts and jq)."""
-    if args.json:
-        print(json.dumps(result if isinstance(result, dict) else dataclasses.asdict(result), indent=1))
-    else:
-        print(text())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__.split("\n")[0])
     parser.add_argument("--target", default="127.0.0.1:50051", help="server address (default %(default)s)")
@@ -98,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("RECSYS_TOKEN"),
         help="bearer token (default: $RECSYS_TOKEN); not needed by a dev-mode server",
     )
-    parser.add_argument("--json", action="store_true", help="print each result as JSON instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print each result (or error) as one JSON document instead of a table"
+    )
     parser.add_argument("--tls-roots", help="PEM CA bundle: connect with TLS, trusting these roots")
     parser.add_argument("--tls-cert", help="PEM client certificate (mTLS)")
     parser.add_argument("--tls-key", help="PEM key of the client certificate")
@@ -133,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             token=args.token, roots=args.tls_roots, cert=args.tls_cert, key=args.tls_key
         )
     except (OSError, ValueError) as err:  # a certificate file missing or unreadable
-        print(f"error: {err}", file=sys.stderr)
+        fail(args.json, str(err))
         return USAGE_ERROR
     if args.command == "rollout":
         return rollout_cli.run(args, credentials)
@@ -153,17 +143,17 @@ def main(argv: list[str] | None = None) -> int:
                     diversity=args.diversity,
                     explain=args.explain,
                 )
-                _show(args, result, lambda: f"{_table(result.items, args.explain)}\n{_summary(result)}")
+                show(args.json, result, lambda: f"{_table(result.items, args.explain)}\n{_summary(result)}")
             elif args.command == "similar":
                 similar = client.similar_items(args.item, k=args.k)
-                _show(args, similar, lambda: f"like {similar.item.title}:\n{_table(similar.items)}")
+                show(args.json, similar, lambda: f"like {similar.item.title}:\n{_table(similar.items)}")
             elif args.command == "onboarding":
                 onboarding = client.onboarding_items(k=args.k, genres=args.genre)
-                _show(args, onboarding, lambda: _table(onboarding.items))
+                show(args.json, onboarding, lambda: _table(onboarding.items))
             elif args.command == "feedback":
                 receipt = client.record_feedback(args.user, ratings=_pairs(args.rate), clicks=args.click)
-                _show(
-                    args,
+                show(
+                    args.json,
                     receipt,
                     lambda: (
                         f"stored {receipt.new_events} new events ({receipt.duplicates} already "
@@ -172,16 +162,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             elif args.command == "models":
                 models = client.list_models()
-                _show(args, models, lambda: _models(models))
+                show(args.json, models, lambda: _models(models))
             else:
                 status = client.health()
-                _show(args, {"status": status}, lambda: status)
+                show(args.json, {"status": status}, lambda: status)
                 return 0 if status == "SERVING" else 1  # usable as a container health check
         except RecsysError as err:
-            print(f"error: {err}", file=sys.stderr)
+            fail(args.json, err.message, err.code.name, err.request_id)
             return 1
-        except ValueError as err:  # the SDK refused an argument before sending anything
-            print(f"error: {err}", file=sys.stderr)
+        except ValueError as err:  # a bad --rate, or the SDK refused an argument before sending anything
+            fail(args.json, str(err))
             return USAGE_ERROR
     return 0
 

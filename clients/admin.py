@@ -47,10 +47,13 @@ class RolloutAdminClient:
 
     def _call(self, method: str, request: Any) -> apb.Rollout:
         try:
-            return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self.credentials.metadata())
+            reply: apb.Rollout = getattr(self.stub, method)(
+                request, timeout=self.timeout, metadata=self.credentials.metadata()
+            )
+            return reply
         except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
-                raise RolloutRefused(error.code(), error.details() or "") from None  # type: ignore[attr-defined]
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise RolloutRefused(error.code(), error.details() or "") from None
             raise from_rpc_error(error) from None
 
     def start(self, bundle: str) -> apb.Rollout:

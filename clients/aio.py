@@ -7,7 +7,7 @@ async with AsyncRecommenderClient("localhost:50051") as client:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -16,10 +16,20 @@ import grpc
 from clients.api import RecommenderApi
 from clients.channel import ClientCore, HeaderHook
 from clients.credentials import Credentials
+from clients.results import FeedbackReceipt, Models, Onboarding, Recommendations, SimilarItems
 from clients.retry import DEFAULT_RETRY, RetryPolicy
 
 
-class AsyncRecommenderClient(RecommenderApi):
+class AsyncRecommenderClient(
+    RecommenderApi[
+        Awaitable[Recommendations],
+        Awaitable[SimilarItems],
+        Awaitable[Onboarding],
+        Awaitable[FeedbackReceipt],
+        Awaitable[Models],
+        Awaitable[str],
+    ]
+):
     def __init__(
         self,
         target: str | Sequence[str],
@@ -46,7 +56,7 @@ class AsyncRecommenderClient(RecommenderApi):
                 await asyncio.sleep(self.core.retry_after(error, next(delays, None), deadline))
 
     async def close(self) -> None:
-        await self.core.channel.close()
+        await self.core.channel.close(None)  # no grace: calls still in flight are cancelled
 
     async def __aenter__(self) -> AsyncRecommenderClient:
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -17,18 +17,21 @@ from clients.retry import RetryPolicy, retryable
 
 # Called before every call; returns extra headers (auth tokens, trace ids).
 HeaderHook = Callable[[], Sequence[tuple[str, str]]]
+# The blocking or the asyncio channel: each flavour closes its own kind.
+ChannelT = TypeVar("ChannelT", grpc.Channel, grpc.aio.Channel)
 
 
-class ClientCore:
+class ClientCore(Generic[ChannelT]):
     def __init__(
         self,
-        channel: grpc.Channel | grpc.aio.Channel,
+        channel: ChannelT,
         timeout: float | None,
         retry: RetryPolicy,
         header_hook: HeaderHook | None,
         credentials: Credentials | None = None,
     ) -> None:
-        self.channel, self.timeout, self.retry, self.header_hook = channel, timeout, retry, header_hook
+        self.channel: ChannelT = channel
+        self.timeout, self.retry, self.header_hook = timeout, retry, header_hook
         self.credentials = credentials or Credentials()
         self.stubs = {"": pb_grpc.RecommenderStub(channel), "health": health_pb2_grpc.HealthStub(channel)}
 

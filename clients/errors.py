@@ -57,8 +57,11 @@ ERRORS = {
 
 
 def from_rpc_error(error: grpc.RpcError) -> RecsysError:
-    code = error.code()  # type: ignore[attr-defined]
-    trailing = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+    code = error.code()
+    # Values are str, or bytes for keys ending in -bin; the two read here are plain strings.
+    # grpc-stubs types the items as objects with .key/.value, but they are (key, value) pairs:
+    # namedtuples from the blocking stack, plain tuples from asyncio's.
+    trailing: dict[str, str | bytes] = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
     hint = trailing.get("retry-after-ms")
     return ERRORS.get(code, RecsysError)(
         code, error.details() or "", str(trailing.get("x-request-id", "")), None if hint is None else int(hint) / 1000

@@ -34,4 +34,4 @@ NO_RETRY = RetryPolicy(attempts=1)
 
 
 def retryable(error: grpc.RpcError) -> bool:
-    return error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    return error.code() == grpc.StatusCode.UNAVAILABLE

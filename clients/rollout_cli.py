@@ -19,11 +19,12 @@ from pathlib import Path
 from recsys.admin.v1 import admin_pb2 as apb
 
 from clients.admin import RolloutAdminClient, ship
+from clients.cli_output import fail, show
 from clients.credentials import Credentials
 from clients.errors import RecsysError
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rollout = commands.add_parser("rollout", help="ship a serving bundle to the running server (admin service)")
     rollout.add_argument("--admin", default="127.0.0.1:50052", help="admin service address (default %(default)s)")
     steps = rollout.add_subparsers(dest="step", required=True)
@@ -84,9 +85,11 @@ def run(args: argparse.Namespace, credentials: Credentials | None = None) -> int
                     shadow_s=args.shadow_s,
                     canary_s=args.canary_s,
                     canary_percent=args.canary_percent,
+                    # With --json, stdout holds only the final state; the progress goes to stderr.
+                    print_=lambda line: print(line, file=sys.stderr if args.json else sys.stdout),
                 )
         except RecsysError as err:
-            print(f"error: {err.message}", file=sys.stderr)
+            fail(args.json, err.message, err.code.name, err.request_id)
             return 1
-    print(describe(state))
+    show(args.json, state, lambda: describe(state))
     return 0

@@ -17,10 +17,11 @@ import grpc
 from clients.api import RecommenderApi
 from clients.channel import ClientCore, HeaderHook
 from clients.credentials import Credentials
+from clients.results import FeedbackReceipt, Models, Onboarding, Recommendations, SimilarItems
 from clients.retry import DEFAULT_RETRY, RetryPolicy
 
 
-class RecommenderClient(RecommenderApi):
+class RecommenderClient(RecommenderApi[Recommendations, SimilarItems, Onboarding, FeedbackReceipt, Models, str]):
     def __init__(
         self,
         target: str | Sequence[str],

@@ -84,6 +84,8 @@ class RecommenderUser(User):
     wait_time = between(0.0, 0.01)
 
     def on_start(self) -> None:
+        if not self.host:
+            raise ValueError("the load test's users need --host (the server's address)")
         self.client = RecommenderClient(
             self.host, timeout=5.0, retry=NO_RETRY, credentials=credentials_from(self.environment.parsed_options)
         )

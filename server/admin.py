@@ -23,6 +23,15 @@ from server.settings import Settings
 log = logging.getLogger("server.admin")
 
 
+def _side(stats: dict[str, float]) -> apb.SideStats:
+    return apb.SideStats(
+        answers=int(stats["answers"]),
+        error_rate=stats["error_rate"],
+        p99_ms=stats["p99_ms"],
+        degraded_share=stats["degraded_share"],
+    )
+
+
 def rollout_message(state: RolloutState, manager: RolloutManager) -> apb.Rollout:
     stats = manager.guardrails.summary()
     live, cand, serving = stats["live"], stats["candidate"], manager.router.live
@@ -39,8 +48,8 @@ def rollout_message(state: RolloutState, manager: RolloutManager) -> apb.Rollout
             apb.RolloutEvent(at=e["at"], rollout_id=e["rollout"], stage=e["stage"], message=e["message"])
             for e in state.events
         ],
-        live=apb.SideStats(**{k: live[k] for k in ("answers", "error_rate", "p99_ms", "degraded_share")}),
-        candidate=apb.SideStats(**{k: cand[k] for k in ("answers", "error_rate", "p99_ms", "degraded_share")}),
+        live=_side(live),
+        candidate=_side(cand),
         top10_overlap=cand["overlap"],
         compared=int(cand["compared"]),
         serving_bundle=manager.router.live.version,
@@ -52,7 +61,7 @@ class RolloutAdminService(apb_grpc.RolloutAdminServicer):
         self.manager = manager
 
     async def _run(
-        self, rpc: str, context: grpc.aio.ServicerContext, action: Callable[[], Awaitable[RolloutState]]
+        self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], action: Callable[[], Awaitable[RolloutState]]
     ) -> apb.Rollout:
         try:
             state = await action()
@@ -65,7 +74,9 @@ class RolloutAdminService(apb_grpc.RolloutAdminServicer):
         log.info("admin call", extra={"rpc": rpc, "stage": state.stage, "rollout": state.rollout_id})
         return rollout_message(state, self.manager)
 
-    async def StartRollout(self, request: apb.StartRolloutRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
+    async def StartRollout(
+        self, request: apb.StartRolloutRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> apb.Rollout:
         async def start() -> RolloutState:
             if not request.bundle:
                 raise InvalidRequest("bundle is empty; name a bundle folder (serving_bundle/N) or its parent")
@@ -73,13 +84,15 @@ class RolloutAdminService(apb_grpc.RolloutAdminServicer):
 
         return await self._run("StartRollout", context, start)
 
-    async def GetRollout(self, request: apb.GetRolloutRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
+    async def GetRollout(
+        self, request: apb.GetRolloutRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> apb.Rollout:
         async def get() -> RolloutState:
             return self.manager.get()
 
         return await self._run("GetRollout", context, get)
 
-    async def Promote(self, request: apb.PromoteRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
+    async def Promote(self, request: apb.PromoteRequest, context: grpc.aio.ServicerContext[Any, Any]) -> apb.Rollout:
         async def promote() -> RolloutState:
             if not 0 <= request.canary_percent <= 100:
                 raise InvalidRequest(f"canary_percent {request.canary_percent:g} is not a percentage (0..100)")
@@ -87,7 +100,7 @@ class RolloutAdminService(apb_grpc.RolloutAdminServicer):
 
         return await self._run("Promote", context, promote)
 
-    async def Rollback(self, request: apb.RollbackRequest, context: grpc.aio.ServicerContext) -> apb.Rollout:
+    async def Rollback(self, request: apb.RollbackRequest, context: grpc.aio.ServicerContext[Any, Any]) -> apb.Rollout:
         async def rollback() -> RolloutState:
             return self.manager.rollback(request.reason or "operator request")
 

@@ -104,7 +104,7 @@ class RecommendationServer:
         )
         self.shadow = Shadow(self.rollouts)
         self.cache = ResponseCache(self.store, settings.cache_ttl_s)
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc-stubs lacks health.aio
         self.dev_mode = dev_mode(settings)
         # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.
         guard = Guard(authenticator, rate_limiter_for(settings), settings.max_concurrent_rpcs, self.metrics)
@@ -149,6 +149,8 @@ class RecommendationServer:
         if self.port == 0:
             raise OSError(f"cannot bind the gRPC server to {settings.host}:{settings.grpc_port}")
         self.metrics_port: int | None = None
+        self.admin: grpc.aio.Server | None
+        self.admin_port: int | None
         self.admin, self.admin_port = (
             admin_server(settings, self.rollouts, interceptors=interceptors)
             if settings.admin_port is not None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +88,7 @@ class Authenticator:
         self.cert_principals = cert_principals or {}  # certificate identity -> principal (server.certidentity)
 
     def authenticate(
-        self, metadata: Sequence[tuple[str, str | bytes]], cert_identities: Sequence[str] = ()
+        self, metadata: Iterable[tuple[str, str | bytes]], cert_identities: Sequence[str] = ()
     ) -> Principal:
         """A bearer token, when sent, decides; without one, the verified client certificate's
         identities (mTLS, ``server.certidentity``), then dev mode."""
@@ -107,7 +107,7 @@ class Authenticator:
             return self.api_keys[digest]
         if self.key is None or token.count(".") != 2:
             raise Unauthenticated("unknown API key")
-        return self._verify_jwt(token)
+        return self._verify_jwt(token, self.key)
 
     def _from_certificate(self, identities: Sequence[str]) -> Principal:
         principal = next((self.cert_principals[i] for i in identities if i in self.cert_principals), None)
@@ -119,11 +119,11 @@ class Authenticator:
             )
         return principal
 
-    def _verify_jwt(self, token: str) -> Principal:
+    def _verify_jwt(self, token: str, key: bytes) -> Principal:
         try:
             claims = jwt.decode(
                 token,
-                self.key,
+                key,
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -87,7 +88,8 @@ class Bundle:
         if self.item_embeddings is None:
             return None
         body = self.item_embeddings[:, :-1]
-        return body / np.maximum(np.linalg.norm(body, axis=1, keepdims=True), 1e-12)
+        unit: np.ndarray = body / np.maximum(np.linalg.norm(body, axis=1, keepdims=True), 1e-12)
+        return unit
 
     @property
     def version(self) -> str:
@@ -103,7 +105,7 @@ class Bundle:
         low, high = self.scale
         return low + 0.75 * (high - low)
 
-    def index_of(self, item_ids: list[int] | np.ndarray) -> tuple[np.ndarray, list[int]]:
+    def index_of(self, item_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list[int]]:
         """Known ids -> indices (order kept), plus the ids not in the catalogue."""
         known, unknown = [], []
         for raw in item_ids:
@@ -153,7 +155,9 @@ def load_bundle(path: Path) -> Bundle:
     for i, item in enumerate(items):
         genres[i, [column[g] for g in item["genres"]]] = True
     fusion_file = folder / "fusion.json"
-    spec = json.loads(fusion_file.read_text()) if fusion_file.is_file() else {"method": "rrf", "weights": {}}
+    spec: dict[str, Any] = (
+        json.loads(fusion_file.read_text()) if fusion_file.is_file() else {"method": "rrf", "weights": {}}
+    )
     embeddings = folder / "item_embeddings.npy"
     demographics = folder / "demographics.npy"
     vocab = folder / "demographics_vocab.json"

@@ -18,6 +18,7 @@ certificate that the file names wins:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,12 +40,13 @@ def identities(pem: bytes) -> tuple[str, ...]:
         names += [f"dns:{d}" for d in san.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
         names = []
-    return (*names, *(f"cn:{a.value}" for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)))
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return (*names, *(f"cn:{a.value}" for a in common_names if isinstance(a.value, str)))
 
 
-def peer_identities(auth_context: dict[str, list[bytes]]) -> tuple[str, ...]:
+def peer_identities(auth_context: Mapping[str, Iterable[bytes]]) -> tuple[str, ...]:
     """The identities of the certificate a gRPC peer presented (and the server verified), or ()."""
-    pems = auth_context.get("x509_pem_cert") or ()
+    pems = list(auth_context.get("x509_pem_cert") or ())
     return identities(pems[0]) if pems else ()
 
 

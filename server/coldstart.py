@@ -88,4 +88,5 @@ def content_scores(bundle: Bundle, items: np.ndarray, ratings: np.ndarray) -> np
     profile = (ratings.astype(np.float32) - (low + high) / 2) @ vectors[items]
     scale = norms * (np.linalg.norm(profile) or 1.0)
     cosine = vectors @ profile / np.where(scale > 0, scale, 1.0)
-    return (cosine + 1.0) * bundle.popularity_prior
+    scores: np.ndarray = (cosine + 1.0) * bundle.popularity_prior
+    return scores

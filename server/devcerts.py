@@ -33,7 +33,7 @@ def _certificate(
     issuer_key: ec.EllipticCurvePrivateKey,
     *,
     ca: bool = False,
-    usage: ExtendedKeyUsageOID | None = None,
+    usage: x509.ObjectIdentifier | None = None,
     hosts: tuple[str, ...] = (),
     uris: tuple[str, ...] = (),
 ) -> x509.Certificate:

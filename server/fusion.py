@@ -50,7 +50,8 @@ def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray, limit: int
     if limit is None:
         items = order[keep[order]]
         return RankedList(items, scores[items])
-    found, start, chunk = [], 0, max(2 * limit, 64)
+    found: list[np.ndarray] = []
+    start, chunk = 0, max(2 * limit, 64)
     while start < len(order) and sum(len(f) for f in found) < limit:
         part = order[start : start + chunk]
         found.append(part[keep[part]])

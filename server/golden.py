@@ -8,6 +8,7 @@ up here as unknown ids or other items, not later as wrong titles.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ INDEX_TENSORS = ("ITEM_IDX", "EXCLUDE_IDX", "CANDIDATE_IDX", "TOP_IDX")
 CALL_TIMEOUT_S = 10.0
 
 
-def load_golden(runtime: BundleRuntime) -> list[dict]:
+def load_golden(runtime: BundleRuntime) -> list[dict[str, Any]]:
     name = runtime.bundle.manifest.get("golden")
     path = runtime.bundle.folder / str(name or "golden.json")
     if not name or not path.is_file():
@@ -26,7 +27,8 @@ def load_golden(runtime: BundleRuntime) -> list[dict]:
             f"bundle {runtime.bundle.folder} has no golden requests ({path.name}); "
             "export it again with `make export`, which writes them"
         )
-    return json.loads(path.read_text())["requests"]
+    requests: list[dict[str, Any]] = json.loads(path.read_text())["requests"]
+    return requests
 
 
 async def verify(runtime: BundleRuntime, min_overlap: float, tolerance: float) -> list[str]:
@@ -62,7 +64,11 @@ async def verify(runtime: BundleRuntime, min_overlap: float, tolerance: float) -
 
 
 def _compare(
-    expected: dict[str, list], got: dict[str, np.ndarray], item_ids: np.ndarray, min_overlap: float, tolerance: float
+    expected: dict[str, list[float]],
+    got: dict[str, np.ndarray],
+    item_ids: np.ndarray,
+    min_overlap: float,
+    tolerance: float,
 ) -> str:
     for name, want in expected.items():
         values = np.asarray(got[name]).ravel()

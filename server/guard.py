@@ -23,7 +23,7 @@ from server.policy import Rule, authorize, rule_for
 from server.ratelimit import RateLimiter
 
 
-class Guard(grpc.aio.ServerInterceptor):
+class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in grpc-stubs only, not at run time
     def __init__(
         self, authenticator: Authenticator, limiter: RateLimiter | None, max_inflight: int, metrics: Metrics
     ) -> None:
@@ -47,7 +47,7 @@ class Guard(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None:  # server reflection
             inner = handler.stream_stream
 
-            async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 await self._admit_or_abort(method, rule, context, None)
                 async for reply in inner(requests, context):
                     yield reply
@@ -60,7 +60,7 @@ class Guard(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            async def server_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def server_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 await self._admit_or_abort(method, rule, context, request)
                 async for reply in inner_stream(request, context):
                     yield reply
@@ -75,7 +75,7 @@ class Guard(grpc.aio.ServerInterceptor):
     def _unary(self, method: str, rule: Rule | None, handler: Any) -> Callable[[bytes, Any], Awaitable[Any]]:
         decode, inner = handler.request_deserializer, handler.unary_unary
 
-        async def unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 request = decode(raw)
             except DecodeError:
@@ -100,7 +100,7 @@ class Guard(grpc.aio.ServerInterceptor):
         return unary
 
     async def _admit_or_abort(
-        self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext, request: object | None
+        self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext[Any, Any], request: object | None
     ) -> Principal | None:
         try:
             certificate = peer_identities(context.auth_context()) if self.authenticator.cert_principals else ()
@@ -115,7 +115,7 @@ class Guard(grpc.aio.ServerInterceptor):
             await self._abort(method, context, err)
         return None
 
-    async def _abort(self, method: str, context: grpc.aio.ServicerContext, err: RecsysError) -> None:
+    async def _abort(self, method: str, context: grpc.aio.ServicerContext[Any, Any], err: RecsysError) -> None:
         self.metrics.refused.labels(method.rpartition("/")[2], err.code.name).inc()
         if isinstance(err, Overloaded):
             context.set_trailing_metadata((("retry-after-ms", str(max(1, round(err.retry_after_s * 1000)))),))

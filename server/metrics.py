@@ -24,6 +24,8 @@ Beside them, the client library's default collectors (a private registry has non
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -94,7 +96,7 @@ class Metrics:
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (0 picks a free one)."""
         server, _ = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
+        self._http: WSGIServer | None = server
         return int(server.server_port)
 
     def stop(self) -> None:

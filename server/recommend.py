@@ -350,7 +350,8 @@ class Recommender:
         if query.demographics is not None:
             return query.demographics
         if profile.user_index is not None and self.bundle.demographics is not None:
-            return self.bundle.demographics[profile.user_index].astype(np.int64)
+            row: np.ndarray = self.bundle.demographics[profile.user_index].astype(np.int64)
+            return row
         return np.zeros(3, dtype=np.int64)
 
 

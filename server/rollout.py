@@ -142,6 +142,7 @@ class RolloutManager:
     async def _converge(self, state: RolloutState) -> None:
         router = self.router
         if state.promoted and not _same(state.promoted, router.live):
+            new_live: BundleRuntime | None
             if router.candidate is not None and _same(state.promoted, router.candidate):
                 new_live, router.candidate = router.candidate, None
             else:

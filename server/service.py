@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -50,6 +50,7 @@ from server.validation import (
 )
 
 log = logging.getLogger("server.rpc")
+Reply = TypeVar("Reply")  # the response message of one RPC
 RUNGS = {
     "popularity": pb.RUNG_POPULARITY,
     "content": pb.RUNG_CONTENT,
@@ -118,8 +119,11 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         return self.router.live.recommender
 
     async def _serve(
-        self, rpc: str, context: grpc.aio.ServicerContext, handler: Callable[[str], Awaitable[tuple[Any, str, str]]]
-    ) -> Any:
+        self,
+        rpc: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        handler: Callable[[str], Awaitable[tuple[Reply, str, str]]],
+    ) -> Reply:
         """Run ``handler(request_id) -> (response, strategy, outcome)`` with ids, logs, metrics, status codes."""
         headers = dict(context.invocation_metadata() or ())
         rid = str(headers.get("x-request-id") or uuid.uuid4().hex)[:64]
@@ -159,7 +163,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 count()
             request_id.reset(token)
 
-    async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
+    async def Recommend(
+        self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecommendResponse:
         async def handle(rid: str) -> tuple[pb.RecommendResponse, str, str]:
             # One bundle answers the whole request: catalogue, model versions and titles (no mixing).
             runtime = self.router.route(request.user_id)
@@ -257,7 +263,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
                 self.metrics.model_errors.labels(call.model).inc()
 
     async def SimilarItems(
-        self, request: pb.SimilarItemsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SimilarItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SimilarItemsResponse:
         async def handle(rid: str) -> tuple[pb.SimilarItemsResponse, str, str]:
             k = check_k(request.k, self.settings)
@@ -277,7 +283,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         return await self._serve("SimilarItems", context, handle)
 
     async def GetOnboardingItems(
-        self, request: pb.OnboardingRequest, context: grpc.aio.ServicerContext
+        self, request: pb.OnboardingRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.OnboardingResponse:
         async def handle(rid: str) -> tuple[pb.OnboardingResponse, str, str]:
             k = check_k(request.k, self.settings)
@@ -289,7 +295,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         return await self._serve("GetOnboardingItems", context, handle)
 
     async def RecordFeedback(
-        self, request: pb.RecordFeedbackRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RecordFeedbackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordFeedbackResponse:
         async def handle(rid: str) -> tuple[pb.RecordFeedbackResponse, str, str]:
             user = check_user_id(request.user_id, required=True)
@@ -347,7 +353,7 @@ class RecommenderService(pb_grpc.RecommenderServicer):
     async def ListModels(
         self,
         request: pb.ListModelsRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.ListModelsResponse:
         async def handle(rid: str) -> tuple[pb.ListModelsResponse, str, str]:
             models = []

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import Literal
 
 from recsys.v1 import recommender_pb2 as pb
 
@@ -85,7 +86,9 @@ class Shadow:
             guardrails.record_overlap(len(mine & other_ids) / max(len(mine), 1))
             self.rollouts.metrics.overlap.set(guardrails.overlap)
 
-    async def _answer(self, runtime: BundleRuntime, request: pb.RecommendRequest) -> tuple[Answer | bool | None, float]:
+    async def _answer(
+        self, runtime: BundleRuntime, request: pb.RecommendRequest
+    ) -> tuple[Answer | Literal[False] | None, float]:
         """(answer, ms); None when it failed, False when the request is not valid for this bundle."""
         with self.rollouts.router.serving(runtime):
             started = time.perf_counter()

@@ -37,9 +37,11 @@ from server.settings import Settings
 NAME = "recsys.server"
 
 
-class _Answered(Protocol):  # what ModelPool.infer returns (server.triton_models.CallResult)
-    version: str
-    ms: float
+class _Answered(Protocol):  # what ModelPool.infer returns (server.triton_models.CallResult, frozen)
+    @property
+    def version(self) -> str: ...
+    @property
+    def ms(self) -> float: ...
 
 
 R = TypeVar("R", bound=_Answered)

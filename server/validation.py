@@ -41,7 +41,7 @@ class Filters:
     def mask(self, bundle: Bundle) -> np.ndarray:
         # O(catalogue x distinct genres <= known genres): one precomputed row per genre.
         if self.genres is not None:
-            keep = np.logical_or.reduce(bundle.genre_masks[self.genres], axis=0)
+            keep: np.ndarray = np.logical_or.reduce(bundle.genre_masks[self.genres], axis=0)
         else:
             keep = np.ones(bundle.n_items, dtype=bool)
         if self.min_year:

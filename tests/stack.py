@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -19,11 +21,14 @@ from server.settings import Settings
 from training.data.splits import make_split
 from training.fusion import Ensemble, FusionSpec
 from training.models.base import TrainingData
+from training.models.popularity import Popularity
+from training.models.two_tower import TwoTower
 from training.pipeline import train_models
 
 VARIANTS = ("torchscript_fp32", "torchscript_int8")
 # The real ensemble's weights (ml-100k), so every model takes part whatever a tiny fit would pick.
 WEIGHTS = {"popularity": 0.3, "sae": 0.4, "rbm": 0.1, "two_tower": 0.2}
+T = TypeVar("T")  # what a coroutine run on the server thread returns
 SLOW_MODEL = Path(__file__).resolve().parent / "fixtures" / "slow_model.py"
 
 
@@ -42,7 +47,7 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     )
     repository = root / "model_repository"
     rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS, top_n=20)
-    manifest = {
+    manifest: dict[str, Any] = {
         "registry_versions": {},
         "alias": "test",
         "top_n": 20,
@@ -52,8 +57,8 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     folder = write_bundle(
         root / "serving_bundle",
         dataset,
-        trained.models["popularity"],
-        trained.models["two_tower"],
+        cast(Popularity, trained.models["popularity"]),
+        cast(TwoTower, trained.models["two_tower"]),
         ensemble,
         manifest,
         repository=repository,
@@ -88,8 +93,8 @@ class ServerThread:
         self.server: RecommendationServer | None = None
         self.port = 0
 
-    def _run(self, coro: object, timeout: float = 180) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 180) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(self) -> ServerThread:
         self.thread.start()
@@ -99,14 +104,14 @@ class ServerThread:
             await server.start()
             return server, port
 
-        self.server, self.port = self._run(start())  # type: ignore[misc]
+        self.server, self.port = self._run(start())
         return self
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def call(self, coro: object, timeout: float = 60) -> object:
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return self._run(coro, timeout)
 
     def stop(self, grace: float | None = 1.0) -> None:
@@ -124,7 +129,7 @@ class ServerThread:
 
 
 def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides: object) -> Settings:
-    values = {
+    values: dict[str, Any] = {
         "model_repository": artifacts.repository,
         "bundle": artifacts.bundle,
         "triton_url": triton_url,

@@ -53,7 +53,12 @@ def test_ragged_requests_run_once_and_get_their_own_rows_back() -> None:
 def test_a_bad_request_fails_alone() -> None:
     calls: list[int] = []
     unreadable = ValueError("input missing")
-    requests = [request([1], [2]), request([12], [3]), unreadable, request([2, 3], [4])]
+    requests: list[list[np.ndarray] | Exception] = [
+        request([1], [2]),
+        request([12], [3]),
+        unreadable,
+        request([2, 3], [4]),
+    ]
     results = batching.execute(requests, model(calls), NAMES, OUTPUTS, RAGGED)
     assert calls == [3, 1, 1, 1]  # the batch failed, then each readable request alone
     assert isinstance(results[1], IndexError) and "out of bounds" in str(results[1])
@@ -68,7 +73,7 @@ def test_a_lone_failing_request_runs_once() -> None:
 
 
 def test_requests_with_several_rows_keep_them() -> None:
-    two_rows = [
+    two_rows: list[np.ndarray] = [
         np.array([[1, -1], [2, 3]], dtype=np.int64),
         np.array([[1, 0], [2, 3]], dtype=np.float32),
         np.array([[1], [2]], dtype=np.int64),

@@ -149,6 +149,7 @@ def test_export_takes_the_members_the_ensemble_pins(
     client = mlflow.MlflowClient()
     # A second SAE version that becomes its own champion without a new ensemble.
     first = client.get_model_version(registry_name("sae"), "1")
+    assert first.source is not None
     second = client.create_model_version(
         registry_name("sae"), source=first.source, run_id=first.run_id, tags=first.tags
     )
@@ -187,6 +188,7 @@ def test_export_refuses_an_ensemble_pinning_a_gated_out_member(
     client = mlflow.MlflowClient()
     name = registry_name("rbm")
     first = client.get_model_version(name, "1")
+    assert first.source is not None
     # The pinned rbm v1 loses its champion alias to a newer version and is marked as failing its gate.
     second = client.create_model_version(name, source=first.source, run_id=first.run_id, tags=first.tags)
     client.set_registered_model_alias(name, CHAMPION, second.version)

@@ -21,7 +21,8 @@ import pytest
 import clients.__main__ as client_cli
 import loadtest.__main__ as loadtest_cli
 import server.__main__ as server_cli
-from server.settings import ROOT, Settings, settings_parser
+from server.paths import ROOT
+from server.settings import Settings, settings_parser
 from training import evaluate
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"

@@ -94,7 +94,9 @@ def test_ports_agree_everywhere() -> None:
     compose = load("docker-compose.yml")
     recsys, triton = compose["services"]["recsys"], compose["services"]["triton"]
     docker_env = dockerfile_env()
-    exposed = set(re.search(r"^EXPOSE (.+)$", (DEPLOY / "Dockerfile").read_text(), re.M).group(1).split())
+    expose = re.search(r"^EXPOSE (.+)$", (DEPLOY / "Dockerfile").read_text(), re.M)
+    assert expose, "the Dockerfile exposes no port"
+    exposed = set(expose.group(1).split())
     grpc_port, metrics_port = recsys["environment"]["RECSYS_GRPC_PORT"], recsys["environment"]["RECSYS_METRICS_PORT"]
     assert {grpc_port, metrics_port} == exposed == {docker_env["RECSYS_GRPC_PORT"], docker_env["RECSYS_METRICS_PORT"]}
     # Only the API is published; metrics are for Prometheus on the compose network.

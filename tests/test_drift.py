@@ -108,7 +108,7 @@ def test_shifted_streams_raise_the_relevant_psi_and_the_alert(
     )
     _replay(monitor, ml100k, stream)
     values = monitor.psi()
-    assert values[feature] is not None and values[feature] > 0.25, values
+    assert (value := values[feature]) is not None and value > 0.25, values
     port = metrics.serve("127.0.0.1", 0)
     try:
         assert _alert_fires(port)[feature]
@@ -162,14 +162,14 @@ def test_live_model_score_features_in_distribution_and_shifted(
         for user in rng.permutation(list(bundle.user_index)):
             client.recommend(str(user), k=10, budget_ms=5000)  # every model answers, however busy the cores
         values = server.server.drift.psi()
-        assert all(values[k] is not None and values[k] < 0.1 for k in scored), values
+        assert all((v := values[k]) is not None and v < 0.1 for k in scored), values
         assert not any(_alert_fires(server.server.metrics_port)[k] for k in scored)
         tail = np.flatnonzero(reference.item_decile >= 5)
         for n in range(120):  # new users (ids the bundle does not know), 12 long-tail items rated 1 each
             picked = bundle.item_ids[rng.choice(tail, 12, replace=False)]
             client.recommend(f"shifted-{n}", k=10, budget_ms=5000, ratings={int(i): 1.0 for i in picked})
         shifted = server.server.drift.psi()
-        assert all(shifted[k] is not None and shifted[k] > 0.25 for k in scored), shifted
+        assert all((v := shifted[k]) is not None and v > 0.25 for k in scored), shifted
         assert all(_alert_fires(server.server.metrics_port)[k] for k in scored)
 
 
@@ -199,7 +199,8 @@ def test_the_monitor_follows_another_bundles_reference(serving_artifacts: Artifa
     item = int(first.item_ids[0])
     monitor.observe_feedback([Event("u", item, "rating", 5.0, 1)])
     monitor.observe_answer("u", 20, {"rbm": np.array([0.5, 0.4])})
-    assert monitor.psi()["rating"] > 0.25 and len(monitor.windows["score_rbm"]) == 2
+    assert (rating := monitor.psi()["rating"]) is not None and rating > 0.25
+    assert len(monitor.windows["score_rbm"]) == 2
     monitor.follow(second)
     assert monitor.version == "7" and "score_rbm" not in monitor.windows
     assert not any(len(w) for w in monitor.windows.values())

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from export.formats import VARIANTS, runner
 from export.graphs import ItemScorerGraph, UserTowerGraph, graphs_for, signature
-from export.parity import ParityError, check, graph_feeds, torch_runner
+from export.parity import Parity, ParityError, check, graph_feeds, torch_runner
 from export.pipeline import export_models, parity_users
 from export.repository import read_config, versions
 from server.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, TritonStartError
@@ -54,7 +56,7 @@ def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def triton(exported: dict) -> EmbeddedTriton:
+def triton(exported: dict[str, Any]) -> Iterator[EmbeddedTriton]:
     names = tuple(r["repository_model"] for r in exported["rows"])
     with EmbeddedTriton(exported["repository"], models=names, startup_timeout=120) as server:
         yield server
@@ -161,10 +163,11 @@ def test_a_broken_model_is_named_and_the_server_survives(tmp_path: Path, exporte
         with pytest.raises(ModelLoadError, match="'broken_model'"):
             server.load("broken_model")
         assert server.client.is_model_ready("sae_onnx_fp32")
+        assert server.process is not None
         pid = server.process.pid
         server.restart()
         server.load("sae_onnx_fp32")
-        assert server.is_ready() and server.process.pid != pid
+        assert server.is_ready() and server.process is not None and server.process.pid != pid
         process = server.process
     assert process.poll() is not None  # stopped with the context
 
@@ -205,7 +208,7 @@ def test_a_parity_failure_leaves_the_repository_untouched(
     )
     before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
 
-    def failing_check(name: str, variant: str, *args: object) -> None:
+    def failing_check(name: str, variant: str, *args: Any) -> Parity:
         if variant == "torchscript_fp32":
             raise ParityError(f"{name} {variant}: planted mismatch")
         return check(name, variant, *args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -12,17 +13,17 @@ import pytest
 from server.drift.reference import Reference
 from server.store import Event, open_store, sqlite_url
 from training import retrain
-from training.data import load_movielens
+from training.data import MovieLens, load_movielens
 from training.data.feedback import merge_feedback
 from training.data.splits import make_split
 
 
-def _raw(dataset, user_index: int, item_index: int) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def _raw(dataset: MovieLens, user_index: int, item_index: int) -> tuple[str, int]:
     return str(dataset.user_ids.raw_ids[user_index]), int(dataset.item_ids.raw_ids[item_index])
 
 
 @pytest.fixture()
-def feedback_store(synthetic_dirs: dict[str, Path], tmp_path: Path) -> tuple[str, dict[str, object]]:
+def feedback_store(synthetic_dirs: dict[str, Path], tmp_path: Path) -> tuple[str, dict[str, Any]]:
     """A store holding part of the u1 test fold as feedback, plus every special case of the merge."""
     dataset = load_movielens(synthetic_dirs["ml-100k"])
     test = make_split(dataset, "u1").test
@@ -63,7 +64,7 @@ def feedback_store(synthetic_dirs: dict[str, Path], tmp_path: Path) -> tuple[str
 
 
 def test_merge_applies_latest_wins_clicks_new_users_and_skips_unknown_items(
-    synthetic_dirs: dict[str, Path], feedback_store: tuple[str, dict[str, object]], tmp_path: Path
+    synthetic_dirs: dict[str, Path], feedback_store: tuple[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     url, case = feedback_store
     merge = merge_feedback(synthetic_dirs["ml-100k"], url, tmp_path / "merged")
@@ -78,9 +79,9 @@ def test_merge_applies_latest_wins_clicks_new_users_and_skips_unknown_items(
         return None if rows.empty else float(rows.rating.iloc[0])
 
     # The replayed rating (t = its u1 timestamp) is later than the 1-star event at t = 1 ms: it wins.
-    assert rating(str(case["user"]), int(case["item"])) == case["rating"]  # type: ignore[arg-type]
-    assert rating(str(case["user"]), int(case["unrated"])) == 4.0  # type: ignore[arg-type]  # click -> liked
-    assert rating("alice", int(case["item"])) == 5.0  # type: ignore[arg-type]
+    assert rating(str(case["user"]), int(case["item"])) == case["rating"]
+    assert rating(str(case["user"]), int(case["unrated"])) == 4.0  # click -> liked
+    assert rating("alice", int(case["item"])) == 5.0
     # Replayed pairs moved from the u1 test fold to its training part.
     split = make_split(merged, "u1")
     assert len(split.test) == len(make_split(load_movielens(synthetic_dirs["ml-100k"]), "u1").test) - 150
@@ -90,7 +91,7 @@ def test_merge_applies_latest_wins_clicks_new_users_and_skips_unknown_items(
 @pytest.mark.slow
 def test_retrain_records_lineage_gates_and_exports(
     synthetic_dirs: dict[str, Path],
-    feedback_store: tuple[str, dict[str, object]],
+    feedback_store: tuple[str, dict[str, Any]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

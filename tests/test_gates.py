@@ -48,6 +48,7 @@ def test_a_failing_member_is_left_out_of_the_fusion_with_its_reason(
             tiny_data, ["sae"], {"sae": {"max_epochs": 2}}, progress=False, device="cpu", gate_margin=5.0
         )
     assert not result.gates["sae"].passed and not result.gates["ensemble"].passed
+    assert result.ensemble is not None
     assert set(result.ensemble.members) == {"popularity"}
     assert "fusion leaves out model=sae" in caplog.text and "does not beat popularity" in caplog.text
 
@@ -61,6 +62,7 @@ def test_the_fitted_fusion_is_never_below_its_best_member_on_validation(tiny_dat
         device="cpu",
         gate_margin=0.0,
     )
+    assert result.ensemble is not None
     members = result.ensemble.members
     assert result.validation["ensemble"]["ndcg@10"] >= max(result.validation[m]["ndcg@10"] for m in members)
 
@@ -105,6 +107,7 @@ def test_an_ungated_version_ships_only_as_champion(store: MlflowClient, tmp_path
     """Versions registered before gates existed carry no gate tag: only the champion is trusted."""
     first = _register(store, tmp_path, "sae", 0.3, passed=True)
     source = store.get_model_version("recsys-sae", str(first["version"]))
+    assert source.source is not None
     old = store.create_model_version("recsys-sae", source=source.source, run_id=source.run_id, tags=TAGS)
     store.set_registered_model_alias("recsys-sae", tracking.CHAMPION, old.version)
     check_members(store, {"sae": 2})

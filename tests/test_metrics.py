@@ -53,8 +53,9 @@ def test_coverage_novelty_diversity() -> None:
 
 
 def test_rating_errors() -> None:
-    assert m.rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(math.sqrt(4 / 3))
-    assert m.mae([1, 2, 3], [1, 2, 5]) == pytest.approx(2 / 3)
+    truth, predicted = np.array([1, 2, 3]), np.array([1, 2, 5])
+    assert m.rmse(truth, predicted) == pytest.approx(math.sqrt(4 / 3))
+    assert m.mae(truth, predicted) == pytest.approx(2 / 3)
 
 
 def test_top_k_never_returns_excluded_items() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ def test_generated_stubs_are_not_stale(tmp_path: Path, generated: FileDescriptor
     assert fresh == committed, f"{generated.name} stubs are stale: run `make protos` and commit the result"
 
 
-def _drop_json_names(messages: list[descriptor_pb2.DescriptorProto]) -> None:
+def _drop_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
     for message in messages:
         for field in message.field:
             field.ClearField("json_name")
@@ -38,3 +40,18 @@ def test_package_matches_the_import_path() -> None:
     assert recommender_pb2.DESCRIPTOR.name == "recsys/v1/recommender.proto"
     assert admin_pb2.DESCRIPTOR.package == "recsys.admin.v1"
     assert admin_pb2.DESCRIPTOR.name == "recsys/admin/v1/admin.proto"
+
+
+@pytest.mark.parametrize("proto", ["recsys/v1/recommender.proto", "recsys/admin/v1/admin.proto"])
+def test_grpc_type_stubs_are_not_stale(tmp_path: Path, proto: str) -> None:
+    """The committed *_pb2_grpc.pyi (what mypy reads for the stubs and servicers) match the .proto."""
+    plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    if not plugin.is_file():
+        pytest.skip(f"{plugin} missing: mypy-protobuf (the dev extra) is not installed")
+    code = protoc.main(
+        ["protoc", f"-I{PROTOS}", f"--plugin=protoc-gen-mypy_grpc={plugin}", f"--mypy_grpc_out={tmp_path}", proto]
+    )
+    assert code == 0
+    stub = proto.replace(".proto", "_pb2_grpc.pyi")
+    fresh, committed = (tmp_path / stub).read_text(), (PROTOS / stub).read_text()
+    assert fresh == committed, f"{stub} is stale: run `make protos` and commit the result"

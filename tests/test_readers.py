@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from training.data import DataError, detect_format, load_movielens
-from training.data.synthetic import SyntheticSpec, generate
+from training.data.synthetic import Format, SyntheticSpec, generate
 
 
 @pytest.mark.parametrize("fmt", ["ml-100k", "ml-1m", "csv"])
-def test_each_format_reads_back_what_the_generator_wrote(synthetic_dirs: dict[str, Path], fmt: str) -> None:
+def test_each_format_reads_back_what_the_generator_wrote(synthetic_dirs: dict[str, Path], fmt: Format) -> None:
     truth = generate(SyntheticSpec(users=120, items=150, mean_ratings=25, format=fmt))
     data = load_movielens(synthetic_dirs[fmt])
     assert detect_format(synthetic_dirs[fmt]) == fmt

@@ -40,7 +40,7 @@ class Scripted(pb_grpc.RecommenderServicer):
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         with self.lock:
-            self.request_ids.append(dict(context.invocation_metadata()).get("x-request-id", ""))
+            self.request_ids.append(str(dict(context.invocation_metadata()).get("x-request-id", "")))
             attempt = len(self.request_ids)
         if attempt <= self.failures:
             context.abort(self.code, f"scripted failure {attempt}")
@@ -49,7 +49,7 @@ class Scripted(pb_grpc.RecommenderServicer):
 
 @pytest.fixture
 def scripted() -> Iterator[tuple[Scripted, str]]:
-    servicer = Scripted()
+    servicer = Scripted()  # type: ignore[abstract]  # the generated base answers UNIMPLEMENTED for the RPCs left out
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     pb_grpc.add_RecommenderServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")

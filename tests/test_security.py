@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
@@ -69,7 +70,7 @@ def test_authenticator_checks_signature_expiry_and_roles() -> None:
     )
     auth = Authenticator(jwt_public_key=public, algorithms=["ES256"])
 
-    def bearer(claims: dict, key: object = signer, alg: str = "ES256") -> list[tuple[str, str]]:
+    def bearer(claims: dict[str, Any], key: Any = signer, alg: str = "ES256") -> list[tuple[str, str]]:
         return [("authorization", "Bearer " + jwt.encode(claims, key, algorithm=alg))]
 
     exp = int(time.time()) + 60
@@ -188,7 +189,7 @@ def test_auth_matrix_over_tls(secure_stack: ServerThread, material: AuthMaterial
 @pytest.mark.slow
 def test_sdk_credentials_health_and_rate_limit(secure_stack: ServerThread, material: AuthMaterial) -> None:
     certs = material.certs
-    tls = {"roots": certs["ca"], "cert": certs["client"], "key": certs["client_key"]}
+    tls: dict[str, Any] = {"roots": certs["ca"], "cert": certs["client"], "key": certs["client_key"]}
     with RecommenderClient(secure_stack.target, retry=NO_RETRY, credentials=Credentials.from_files(**tls)) as anon:
         assert anon.health() == "SERVING"  # probes need no token
         with pytest.raises(Unauthenticated):
@@ -216,7 +217,7 @@ def test_health_is_not_counted_against_the_concurrency_limit(
         with pytest.raises(grpc.RpcError) as caught:
             pb_grpc.RecommenderStub(channel).GetOnboardingItems(pb.OnboardingRequest(k=2), timeout=5)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "busy" in caught.value.details()
+        assert "busy" in (caught.value.details() or "")
         with RecommenderClient(server.target, retry=NO_RETRY) as client:
             assert client.health() == "SERVING"
 

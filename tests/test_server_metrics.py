@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
-from server import buildinfo
+from server import buildinfo, paths
 from server.metrics import Metrics
 
 
@@ -18,7 +19,7 @@ from server.metrics import Metrics
 def scrape(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     served: list[Metrics] = []
 
-    def scrape_with(git_sha: str | None) -> dict[str, list]:
+    def scrape_with(git_sha: str | None) -> dict[str, Sample]:
         if git_sha is None:
             monkeypatch.delenv("BUILD_GIT_SHA", raising=False)
         else:
@@ -57,7 +58,7 @@ def test_build_info_names_version_commit_and_python(scrape) -> None:
 
 
 def test_build_info_reads_the_commit_from_the_checkout_without_the_variable(scrape) -> None:
-    head = subprocess.run(["git", "-C", str(buildinfo.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    head = subprocess.run(["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("not run from a git checkout")
     assert scrape(None)["recsys_build_info"].labels["git_sha"] == head.stdout.strip()

@@ -6,6 +6,7 @@ import asyncio
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import numpy as np
@@ -117,7 +118,7 @@ def test_filters_exclusions_and_diversity(client: RecommenderClient, bundle: Bun
     years = bundle.years[bundle.years > 0]
     low, high = int(np.percentile(years, 25)), int(np.percentile(years, 75))
     dated = client.recommend(user, k=6, min_year=low, max_year=high)
-    assert all(low <= i.year <= high for i in dated.items)
+    assert all(i.year is not None and low <= i.year <= high for i in dated.items)
     plain = client.recommend(user, k=6)
     excluded = client.recommend(user, k=6, exclude=[i.item_id for i in plain.items[:3]])
     assert not {i.item_id for i in plain.items[:3]} & {i.item_id for i in excluded.items}
@@ -145,8 +146,9 @@ def test_similar_items_and_onboarding(client: RecommenderClient, bundle: Bundle)
 BAD_REQUESTS = [
     (pb.RecommendRequest(k=0), grpc.StatusCode.INVALID_ARGUMENT, "k must be between 1 and 100; got 0"),
     (pb.RecommendRequest(k=101), grpc.StatusCode.INVALID_ARGUMENT, "k must be between 1"),
-    (pb.RecommendRequest(k=5, strategy=42), grpc.StatusCode.INVALID_ARGUMENT, "unknown strategy 42"),
-    (pb.RecommendRequest(k=5, variant=9), grpc.StatusCode.INVALID_ARGUMENT, "unknown variant 9"),
+    # Values no enum member has, on purpose: the wire carries any int.
+    (pb.RecommendRequest(k=5, strategy=cast(pb.Strategy, 42)), grpc.StatusCode.INVALID_ARGUMENT, "unknown strategy 42"),
+    (pb.RecommendRequest(k=5, variant=cast(pb.Variant, 9)), grpc.StatusCode.INVALID_ARGUMENT, "unknown variant 9"),
     (
         pb.RecommendRequest(k=5, ratings=[pb.Rating(item_id=1, rating=9)]),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -188,7 +190,7 @@ BAD_REQUESTS = [
     ),
     (pb.OnboardingRequest(k=5, genres=["Drama"] * 1000), grpc.StatusCode.INVALID_ARGUMENT, "1000 genres; at most"),
     (
-        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=2)] * 1001),
+        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=pb.FEEDBACK_KIND_CLICK)] * 1001),
         grpc.StatusCode.INVALID_ARGUMENT,
         "1001 events; at most 1000",
     ),
@@ -196,7 +198,9 @@ BAD_REQUESTS = [
     (pb.SimilarItemsRequest(item_id=1, k=0), grpc.StatusCode.INVALID_ARGUMENT, "k must be between"),
     (pb.OnboardingRequest(k=-1), grpc.StatusCode.INVALID_ARGUMENT, "k must be between"),
     (
-        pb.RecordFeedbackRequest(user_id="", events=[pb.FeedbackEvent(item_id=1, kind=1, rating=4)]),
+        pb.RecordFeedbackRequest(
+            user_id="", events=[pb.FeedbackEvent(item_id=1, kind=pb.FEEDBACK_KIND_RATING, rating=4)]
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "user_id is required",
     ),
@@ -207,12 +211,16 @@ BAD_REQUESTS = [
         "kind must be",
     ),
     (
-        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=999999, kind=1, rating=4)]),
+        pb.RecordFeedbackRequest(
+            user_id="u", events=[pb.FeedbackEvent(item_id=999999, kind=pb.FEEDBACK_KIND_RATING, rating=4)]
+        ),
         grpc.StatusCode.NOT_FOUND,
         "item 999999",
     ),
     (
-        pb.RecordFeedbackRequest(user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=1, rating=0.2)]),
+        pb.RecordFeedbackRequest(
+            user_id="u", events=[pb.FeedbackEvent(item_id=1, kind=pb.FEEDBACK_KIND_RATING, rating=0.2)]
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "events[0]: rating 0.2",
     ),
@@ -238,15 +246,18 @@ def test_bad_input_gets_a_clear_status(
         with pytest.raises(grpc.RpcError) as caught:
             call(request_message, timeout=10)
     assert caught.value.code() == code
-    assert message in caught.value.details()
+    assert message in (caught.value.details() or "")
     assert len(caught.value.details() or "") < 2000  # a huge field is never echoed back
 
 
 def test_malformed_bytes_are_invalid_argument(stack: ServerThread) -> None:
     with grpc.insecure_channel(stack.target) as channel, pytest.raises(grpc.RpcError) as caught:
-        channel.unary_unary("/recsys.v1.Recommender/Recommend")(b"\xff\xff\xff\xff", timeout=10)
+        raw = channel.unary_unary(
+            "/recsys.v1.Recommender/Recommend", request_serializer=None, response_deserializer=None
+        )
+        raw(b"\xff\xff\xff\xff", timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not a valid protobuf message" in caught.value.details()
+    assert "not a valid protobuf message" in (caught.value.details() or "")
 
 
 def test_unknown_user_without_ratings_is_not_an_error(client: RecommenderClient) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -30,6 +31,7 @@ from tests.stack import Artifacts, ServerThread, settings_for, slow_repository
 BUDGET_MS = 80
 MARGIN_MS = 25  # the stated margin: a reply leaves within its budget plus this (loopback, 2 busy cores)
 SLOW_MODEL = "sae_torchscript_fp32"
+T = TypeVar("T")
 SLOW_GENERATOR = "two_tower_items_torchscript_fp32"
 
 
@@ -85,7 +87,7 @@ def user(serving_artifacts: Artifacts) -> str:
     return next(u for u, i in bundle.user_index.items() if i == row)
 
 
-def _timed(call: Callable[[], object]) -> tuple[object, float]:
+def _timed(call: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     result = call()
     return result, (time.perf_counter() - started) * 1000

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -136,7 +137,8 @@ def test_valkey_remembers_event_ids_for_the_dedupe_window_only(valkey: ValkeySer
     for n in range(20):  # a steady stream past the window: the set keeps only the recent ids
         assert store.append([ev("u", 100 + n, 3.0, 100 + n, f"s{n}")], "r") == 1
         time.sleep(0.05)
-    recent = {m.decode(): t for m, t in admin.zrange("fb:ids:recent", 0, -1, withscores=True)}
+    scored = cast(list[tuple[bytes, float]], admin.zrange("fb:ids:recent", 0, -1, withscores=True))
+    recent = {m.decode(): t for m, t in scored}
     # The stream lasted over 1 s: a set of every id would hold 22; this one holds at most one window.
     assert {"a", "b"}.isdisjoint(recent) and 1 <= len(recent) < 20
     assert max(recent.values()) - min(recent.values()) <= 500

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,7 +92,8 @@ def fit_fusion(models: Mapping[str, Scorer], task: RankingTask, steps: int = 10)
     tried: dict[str, float] = {}
     for (method, k), parts in transforms.items():
         for weights in grid:
-            fused = sum(w * parts[n] for n, w in zip(names, weights, strict=True) if w)
+            # Each grid point has a weight above 0 (they sum to 1), so the sum is an array.
+            fused = cast(np.ndarray, sum(w * parts[n] for n, w in zip(names, weights, strict=True) if w))
             value = ndcg(fused)
             tried[method] = max(tried.get(method, 0.0), value)
             if best is None or value > best.validation_ndcg:

@@ -200,7 +200,9 @@ def log_training(
                 (folder / "id_maps.json").write_text(json.dumps(id_maps))
                 sp.save_npz(folder / HISTORIES, histories)
                 member_folders: dict[str, Path] = {}
-                if name == "ensemble":  # pin the member versions this fusion was fitted on
+                if (
+                    name == "ensemble" and result.ensemble is not None
+                ):  # pin the member versions this fusion was fitted on
                     versions = {m: outcome[m]["version"] for m in result.ensemble.members}
                     (folder / "members.json").write_text(json.dumps(versions))
                     member_folders = {m: Path(tmp) / m for m in result.ensemble.members}

@@ -38,7 +38,7 @@ import optuna
 from training.models.base import TrainingData
 
 log = logging.getLogger(__name__)
-Space = Callable[[optuna.Trial], dict[str, Any]]
+Space = Callable[[optuna.trial.BaseTrial], dict[str, Any]]  # a Trial while searching, a FixedTrial to replay
 
 # Search spaces: hidden sizes, learning rate, corruption/dropout and negatives per positive.
 SPACES: dict[str, Space] = {
@@ -149,7 +149,7 @@ def tune(
         study.optimize(objective, timeout=share, n_trials=None, catch=())
         best = study.best_trial
         result.settings[name] = {**SPACES[name](optuna.trial.FixedTrial(best.params)), **pinned}
-        result.best[name] = float(best.value)
+        result.best[name] = study.best_value
         result.trials[name] = [
             {"number": t.number, "params": t.params, "ndcg@10": t.value, "best_epoch": t.user_attrs.get("best_epoch")}
             for t in study.trials

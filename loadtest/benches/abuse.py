@@ -80,7 +80,9 @@ def abuse_corpus(bundle: Bundle, settings: Settings) -> list[Case]:
             "feedback_events_over_cap",
             fb,
             pb.RecordFeedbackRequest(
-                user_id=user, events=[pb.FeedbackEvent(item_id=item, kind=2)] * (settings.max_feedback_events + 1)
+                user_id=user,
+                events=[pb.FeedbackEvent(item_id=item, kind=pb.FEEDBACK_KIND_CLICK)]
+                * (settings.max_feedback_events + 1),
             ),
             "INVALID_ARGUMENT",
         ),

@@ -105,7 +105,7 @@ def _code(call: Callable[[], object]) -> str:
     try:
         call()
     except grpc.RpcError as err:
-        return err.code().name  # type: ignore[attr-defined]
+        return err.code().name
     return "OK"
 
 
@@ -126,9 +126,9 @@ def auth_matrix(material: AuthMaterial, target: str, user: str, other_user: str)
         stub = pb_grpc.RecommenderStub(channel)
         reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
 
-        def meta(who: str) -> list[tuple[str, str]]:
+        def meta(who: str) -> tuple[tuple[str, str], ...]:
             token = bearer[who]
-            return [] if token is None else [("authorization", f"Bearer {token}")]
+            return () if token is None else (("authorization", f"Bearer {token}"),)
 
         def recommend(who: str, uid: str) -> Callable[[], object]:
             return lambda: stub.Recommend(
@@ -203,7 +203,7 @@ def _certificate_rows(m: AuthMaterial, target: str, other_user: str) -> list[dic
     """mTLS without a token: the client certificate is the credential (``auth_client_certs``)."""
 
     def recommend(channel: grpc.Channel, token: str | None = None) -> Callable[[], object]:
-        meta = [("authorization", f"Bearer {token}")] if token else []
+        meta: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         return lambda: pb_grpc.RecommenderStub(channel).Recommend(
             pb.RecommendRequest(user_id=other_user, k=3), metadata=meta, timeout=10
         )

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,7 +156,7 @@ def cache_probe(
     }
 
 
-def roll_out(replicas: list[Replica], bundle: Path, users: list[str], stage_s: float) -> dict[str, object]:
+def roll_out(replicas: list[Replica], bundle: Path, users: list[str], stage_s: float) -> dict[str, Any]:
     """Ship ``bundle`` live through the first replica's admin service (what ``python -m clients rollout
     ship`` does: shadow, canary 10%, full, retire, each held ``stage_s`` while the guardrails watch),
     with Recommend traffic over every replica meanwhile; then wait until every replica answers with

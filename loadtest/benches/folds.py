@@ -51,6 +51,7 @@ def run_fold(dataset: MovieLens, split_name: str, seed: int, ease_l2: float) -> 
     # like them, scores from the full train history; it is a reference row here, not an ensemble member.
     reference = ease.train(data, ease.EASEConfig(ease_l2))
     ease_seconds = time.perf_counter() - started
+    assert trained.ensemble is not None, "train_models fits the ensemble unless told not to"
     models = {**trained.models, "ensemble": trained.ensemble, "ease": reference}
     details = evaluate_models(models, dataset, full_history(dataset, split.train), split.test)
     rows = {n: {m: details[n].get(m) for m in METRICS} for n in ORDER}

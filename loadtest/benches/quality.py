@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dataset = load_movielens(args.data or default_data())
     split = make_split(dataset, args.split, args.seed)
     trained = train_models(prepare(dataset, split, seed=args.seed), list(LEARNED), seed=args.seed, progress=False)
+    assert trained.ensemble is not None, "train_models fits the ensemble unless told not to"
     models = {**trained.models, "ensemble": trained.ensemble}
     details = evaluate_models(models, dataset, full_history(dataset, split.train), split.test)
     rows = {

@@ -90,7 +90,8 @@ def drive(admin: RolloutAdminClient, bundles: dict[str, Path], phases: Phases, s
 def summarise(
     rows: list[dict[str, Any]], phases: Phases, pins: dict[str, dict[str, str]], rollback: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    report_phases, mixed = [], 0
+    report_phases: list[dict[str, Any]] = []
+    mixed = 0
     for row in rows:
         if row["ok"]:
             want = pins.get(row["bundle"], {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import cast
 
 from export.bundle import write_bundle
 from export.clone import clone_bundle
@@ -19,6 +20,8 @@ from export.pipeline import export_models
 from training.data import load_movielens
 from training.data.splits import make_split
 from training.fusion import Ensemble, FusionSpec
+from training.models.popularity import Popularity
+from training.models.two_tower import TwoTower
 from training.pipeline import prepare, train_models
 
 log = logging.getLogger(__name__)
@@ -69,8 +72,8 @@ def build_bundles(data: Path, work: Path, epochs: int) -> dict[str, Path]:
         folder = write_bundle(
             work / "serving_bundle",
             dataset,
-            trained.models["popularity"],
-            trained.models["two_tower"],
+            cast(Popularity, trained.models["popularity"]),
+            cast(TwoTower, trained.models["two_tower"]),
             Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS))),
             manifest,
             repository=repository,

@@ -43,6 +43,8 @@ class RolloutUser(User):
         options = self.environment.parsed_options
         low, _, high = options.wait_ms.partition("-")
         self.wait_time = lambda: random.uniform(float(low), float(high or low)) / 1000  # type: ignore[method-assign]
+        if not self.host:
+            raise ValueError("the rollout bench's users need --host (the server's address)")
         self.client = RecommenderClient(self.host, timeout=5.0, retry=NO_RETRY)
         first, _, last = options.known_users.partition("-")
         self.known = (int(first), int(last or first))

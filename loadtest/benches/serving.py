@@ -96,7 +96,8 @@ def direct_request(
                     _tensor("EXCLUDE_IDX__3", none),
                 ],
             )
-            return top.as_numpy("TOP_IDX__0")[0]
+            ranked: np.ndarray = top.as_numpy("TOP_IDX__0")[0]
+            return ranked
         user = await client.infer(
             f"two_tower_user_{variant}",
             [_tensor("ITEM_IDX__0", items), _tensor("RATING__1", ratings), _tensor("DEMOGRAPHICS__2", codes)],
@@ -105,7 +106,8 @@ def direct_request(
         top = await client.infer(
             f"two_tower_items_{variant}", [_tensor("USER_EMBEDDING__0", embedding), _tensor("EXCLUDE_IDX__1", items)]
         )
-        return top.as_numpy("TOP_IDX__0")[0]
+        ranked_items: np.ndarray = top.as_numpy("TOP_IDX__0")[0]
+        return ranked_items
 
     # The models the server's full rung calls: those the bundle's fusion gives a weight.
     weights = bundle.fusion.weights
@@ -246,7 +248,7 @@ async def compare(
     for concurrency in concurrencies:
         for stack in stacks:
             parts[stack.label].append(await measure(stack, bundle, rows, users, [concurrency], duration, settings))
-    merged = {
+    merged: dict[str, dict[str, Any]] = {
         label: {
             key: (
                 {k: v for p in pieces for k, v in p[key].items()}

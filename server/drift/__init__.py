@@ -134,6 +134,8 @@ class DriftMonitor:
 
     def psi(self) -> dict[str, float | None]:
         """PSI per feature; None until the feature's window holds ``min_samples`` observations."""
+        if self.reference is None:  # nothing is observed without a reference
+            return {}
         return {
             k: psi(self.reference.expected[k], w.counts) if len(w) >= self.min_samples else None
             for k, w in self.windows.items()

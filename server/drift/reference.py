@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 EPSILON = 1e-4
 FILE = "drift_reference.json"
@@ -38,7 +39,7 @@ def score_feature(model: str) -> str:
     return f"score_{model}"
 
 
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+def psi(expected: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     """Population-stability index of two histograms (counts or proportions) over the same bins."""
     e = np.maximum(np.asarray(expected, np.float64) / max(float(np.sum(expected)), 1e-12), EPSILON)
     a = np.maximum(np.asarray(actual, np.float64) / max(float(np.sum(actual)), 1e-12), EPSILON)
@@ -56,10 +57,11 @@ def popularity_deciles(counts: np.ndarray) -> np.ndarray:
 def genre_weights(genres: np.ndarray) -> np.ndarray:
     """(items, genres) rows summing to 1 (0 for an item without genres)."""
     g = np.asarray(genres, np.float64)
-    return g / np.maximum(g.sum(axis=1, keepdims=True), 1)
+    weights: np.ndarray = g / np.maximum(g.sum(axis=1, keepdims=True), 1)
+    return weights
 
 
-def length_bins(edges: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def length_bins(edges: np.ndarray, lengths: npt.ArrayLike) -> np.ndarray:
     return np.searchsorted(edges, np.asarray(lengths), side="right")
 
 

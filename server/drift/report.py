@@ -52,18 +52,21 @@ def write_report(monitor: DriftMonitor, events: int, out: Path) -> dict[str, Any
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reference = monitor.reference
+    if reference is None:
+        raise ValueError("the bundle has no drift reference (exported before drift references): nothing to compare")
     out.mkdir(parents=True, exist_ok=True)
     # The stored events say nothing of the models' scores (the live gauges watch those).
     values = {k: v for k, v in monitor.psi().items() if k in FEATURES}
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     for ax, feature in zip(axes.flat, FEATURES, strict=True):
-        expected = monitor.reference.expected[feature]
+        expected = reference.expected[feature]
         counts = monitor.windows[feature].counts
         live = counts / counts.sum() if counts.sum() else counts
         x = np.arange(len(expected))
         ax.bar(x - 0.2, expected, 0.4, label="reference (training)")
         ax.bar(x + 0.2, live, 0.4, label=f"live ({len(monitor.windows[feature])} obs.)")
-        ax.set_xticks(x, monitor.reference.labels[feature], rotation=60, fontsize=7)
+        ax.set_xticks(x, reference.labels[feature], rotation=60, fontsize=7)
         value = values[feature]
         ax.set_title(
             f"{feature}: PSI {'n/a' if value is None else f'{value:.3f}'}",

@@ -150,7 +150,8 @@ class ValkeyStore:
         return int(self._call(self._db.llen, LOG))
 
     def cache_get(self, key: str) -> bytes | None:
-        return self._call(self._db.get, CACHE + key)
+        cached: bytes | None = self._call(self._db.get, CACHE + key)
+        return cached
 
     def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
         self._call(self._db.set, CACHE + key, value, px=max(int(ttl_s * 1000), 1))

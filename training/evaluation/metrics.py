@@ -32,7 +32,7 @@ def average_precision_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> 
 
 
 def hit_rate_at_k(hits: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].any(axis=1).astype(np.float64)
+    return np.asarray(hits[:, :k].any(axis=1), dtype=np.float64)
 
 
 def reciprocal_rank_at_k(hits: np.ndarray, k: int) -> np.ndarray:

@@ -31,7 +31,7 @@ class _DLPack:
     def __init__(self, tensor: object) -> None:
         self.tensor = tensor
 
-    def __dlpack__(self, **_: object) -> object:
+    def __dlpack__(self, *, stream: object = None, **_: object) -> Any:  # the capsule, untyped
         return self.tensor.to_dlpack()  # type: ignore[attr-defined]
 
     def __dlpack_device__(self) -> tuple[int, int]:
