@@ -66,15 +66,15 @@ def scored_items(
     scores: list[float] | np.ndarray,
     reasons: dict[int, list[str]] | None = None,
 ) -> list[pb.ScoredItem]:
-    genre_names = bundle.genre_names
+    genres, ids, years, reasons = bundle.item_genre_names, bundle.item_ids, bundle.years, reasons or {}
     return [
         pb.ScoredItem(
-            item_id=int(bundle.item_ids[i]),
+            item_id=int(ids[i]),
             title=bundle.titles[i],
-            genres=[genre_names[j] for j in np.flatnonzero(bundle.genres[i])],
-            year=int(bundle.years[i]),
+            genres=genres[i],
+            year=int(years[i]),
             score=float(s),
-            reasons=(reasons or {}).get(int(i), []),
+            reasons=reasons.get(int(i), ()),
         )
         for i, s in zip(items, scores, strict=True)
     ]

@@ -226,6 +226,12 @@ def test_cold_start_parts(serving_artifacts: Artifacts) -> None:
     fans = np.flatnonzero(bundle.genres[:, genre])[:3]
     content = content_scores(bundle, fans, np.full(3, bundle.scale[1], dtype=np.float32))
     assert content[bundle.genres[:, genre]].mean() > content[~bundle.genres[:, genre]].mean()
+    # Replies list genre names from a table built once; it must match every item's own row.
+    assert len(bundle.item_genre_names) == bundle.n_items
+    assert all(
+        names == [bundle.genre_names[j] for j in np.flatnonzero(row)]
+        for names, row in zip(bundle.item_genre_names, bundle.genres, strict=True)
+    )
 
 
 def test_missing_bundle_says_what_to_run(tmp_path: Path) -> None:
