@@ -233,6 +233,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         """Bring the user's profile up to the store (another replica may have recorded feedback);
         None when the store is unreachable: the answer then uses what this replica holds, uncached."""
         try:
+            if runtime.profiles.store.local_reads:  # cheaper than a thread hop, and never blocks on a write
+                return runtime.profiles.refresh(user_id)
             return await asyncio.to_thread(runtime.profiles.refresh, user_id)
         except StoreError as err:
             log.warning("profile refresh failed", extra={"user": user_id, "reason": str(err)})
