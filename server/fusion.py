@@ -72,7 +72,7 @@ def _member(values: np.ndarray, among: np.ndarray) -> np.ndarray:
         return np.zeros(len(values), dtype=bool)
     known = np.sort(among)
     at = np.minimum(np.searchsorted(known, values), len(known) - 1)
-    return known[at] == values
+    return np.asarray(known[at] == values, dtype=bool)
 
 
 def fuse(lists: dict[str, RankedList], weights: dict[str, float], method: str, rrf_k: float) -> RankedList:

@@ -12,13 +12,18 @@ read from ``raw_output_contents`` with ``numpy.frombuffer`` (read-only views, as
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import service_pb2
 
 # The tensor types our graphs take and return (Triton's names).
-DATATYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16"}
-NUMPY = {name: dtype for dtype, name in DATATYPES.items()}
+DATATYPES: dict[np.dtype[Any], str] = {
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float16): "FP16",
+}
+NUMPY: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in DATATYPES.items()}
 
 
 def infer_request(
