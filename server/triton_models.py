@@ -123,7 +123,7 @@ class ModelPool:
             await self.client.close()
             self.client = None
         if self._channel is not None:
-            await self._channel.close(None)  # no grace: nothing else uses this channel
+            await self._channel.close(None)  # grace None (the default): calls in flight are cancelled
             self._channel, self._stub = None, None
 
     def resolve(self, role: str, precision: str) -> str | None:
