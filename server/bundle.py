@@ -72,6 +72,13 @@ class Bundle:
         return {name: i for i, name in enumerate(self.genre_names)}
 
     @cached_property
+    def item_genre_names(self) -> list[list[str]]:
+        """Each item's genre names, as every reply lists them (built once, not per item per reply)."""
+        rows, columns = np.nonzero(self.genres)
+        names = np.asarray(self.genre_names, dtype=object)[columns]
+        return [part.tolist() for part in np.split(names, np.searchsorted(rows, np.arange(1, self.n_items)))]
+
+    @cached_property
     def genre_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(items x genres) float32 and each row's norm."""
         vectors = self.genres.astype(np.float32)

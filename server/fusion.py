@@ -62,8 +62,18 @@ def in_order(order: np.ndarray, scores: np.ndarray, keep: np.ndarray, limit: int
 
 def merge(top: RankedList, candidates: np.ndarray, candidate_scores: np.ndarray) -> RankedList:
     """A model's top-N plus its scores for extra candidates: one list, since both are the same score."""
-    extra = ~np.isin(candidates, top.items)
+    extra = ~_member(candidates, top.items)
     return ranked(np.concatenate([top.items, candidates[extra]]), np.concatenate([top.scores, candidate_scores[extra]]))
+
+
+def _member(values: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """``np.isin(values, among)`` by one sort and a binary search: np.isin's general machinery cost
+    about 2.5x as much on these short lists (4.6% of the server's samples under load)."""
+    if not len(among):
+        return np.zeros(len(values), dtype=bool)
+    known = np.sort(among)
+    at = np.minimum(np.searchsorted(known, values), len(known) - 1)
+    return np.asarray(known[at] == values, dtype=bool)
 
 
 def fuse(lists: dict[str, RankedList], weights: dict[str, float], method: str, rrf_k: float) -> RankedList:

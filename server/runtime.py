@@ -33,10 +33,16 @@ class PinnedPool:
         self.default_variant = pool.default_variant
         self.by_role = {role: [m for m in names if m in pins] for role, names in pool.by_role.items()}
         self.models = [m for names in self.by_role.values() for m in names]
+        self._ready: tuple[object, frozenset[str]] = (None, frozenset())
 
     @property
-    def ready(self) -> set[str]:
-        return {m for m in self.models if self.shared.has(m, self.pins[m])}
+    def ready(self) -> frozenset[str]:
+        # The planner asks a dozen times per request; the answer changes only when the shared pool
+        # re-reads Triton's states, which replaces its versions dict, so it is kept per dict.
+        versions = self.shared.versions
+        if self._ready[0] is not versions:
+            self._ready = (versions, frozenset(m for m in self.models if self.shared.has(m, self.pins[m])))
+        return self._ready[1]
 
     @property
     def live(self) -> bool:

@@ -68,15 +68,15 @@ def scored_items(
     scores: list[float] | np.ndarray,
     reasons: dict[int, list[str]] | None = None,
 ) -> list[pb.ScoredItem]:
-    genre_names = bundle.genre_names
+    genres, ids, years, reasons = bundle.item_genre_names, bundle.item_ids, bundle.years, reasons or {}
     return [
         pb.ScoredItem(
-            item_id=int(bundle.item_ids[i]),
+            item_id=int(ids[i]),
             title=bundle.titles[i],
-            genres=[genre_names[j] for j in np.flatnonzero(bundle.genres[i])],
-            year=int(bundle.years[i]),
+            genres=genres[i],
+            year=int(years[i]),
             score=float(s),
-            reasons=(reasons or {}).get(int(i), []),
+            reasons=reasons.get(int(i), ()),
         )
         for i, s in zip(items, scores, strict=True)
     ]
@@ -246,6 +246,8 @@ class RecommenderService(pb_grpc.RecommenderServicer):
         """Bring the user's profile up to the store (another replica may have recorded feedback);
         None when the store is unreachable: the answer then uses what this replica holds, uncached."""
         try:
+            if runtime.profiles.store.local_reads:  # cheaper than a thread hop, and never blocks on a write
+                return runtime.profiles.refresh(user_id)
             return await asyncio.to_thread(runtime.profiles.refresh, user_id)
         except StoreError as err:
             log.warning("profile refresh failed", extra={"user": user_id, "reason": str(err)})

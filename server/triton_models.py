@@ -2,7 +2,9 @@
 
 Models are named ``<role>_<variant>`` (``sae_torchscript_fp32``); the roles are the catalogue
 scorers ``sae`` and ``rbm`` and the two halves of the two-tower model. One asyncio gRPC channel
-is shared by every call. A call that fails or runs out of time raises ``ModelCallError`` with a
+is shared by the control calls (tritonclient) and one by the inference calls, which build Triton's
+protobufs directly (``server.triton_wire``: tritonclient's tensor wrappers were a measurable share
+of the server's CPU per request). A call that fails or runs out of time raises ``ModelCallError`` with a
 short reason; the caller degrades its answer, it never crashes. Readiness is refreshed by the
 health watcher, and a call failing with UNAVAILABLE marks its model not ready until then, so
 requests stop waiting on a Triton that is gone.
@@ -21,15 +23,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
 from google.protobuf import json_format, text_format
-from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from server.latency import LatencyBook
 from server.tracing import traceparent_headers, triton_call
+from server.triton_wire import first_rows, infer_request
 
 log = logging.getLogger(__name__)
 # "two_tower" is the one-graph two-tower model (one call); its halves are the fallback (two calls).
@@ -107,14 +111,21 @@ class ModelPool:
         self._wanted: dict[str, dict[str, str]] = {}
         self._loading: set[str] = set()  # models with a load in flight (the watcher must not start another)
         self.client: tritonaio.InferenceServerClient | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
 
     async def open(self) -> None:
         self.client = tritonaio.InferenceServerClient(self.url, channel_args=CHANNEL_ARGS)
+        self._channel = grpc.aio.insecure_channel(self.url, options=CHANNEL_ARGS)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
             self.client = None
+        if self._channel is not None:
+            await self._channel.close(None)  # grace None (the default): calls in flight are cancelled
+            self._channel, self._stub = None, None
 
     def resolve(self, role: str, precision: str) -> str | None:
         """The model for ``role`` at ``precision``: "auto", or a precision not loaded for this role,
@@ -246,49 +257,37 @@ class ModelPool:
     ) -> CallResult:
         """One call; ``version`` pins the model version ("" lets Triton pick), ``latency`` is the book
         the time goes to (each bundle keeps its own, so a candidate's speed never steers the live plans)."""
-        if model not in self.ready or self.client is None or (version and not self.has(model, version)):
+        if model not in self.ready or self._stub is None or (version and not self.has(model, version)):
             raise ModelCallError(model, f"version {version} not ready" if version else "not ready")
         latency = latency or self.latency
-        tensors = []
-        for name, array in inputs.items():
-            tensor = InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32")
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
+        request = infer_request(model, version, inputs, outputs, request_id)
         started = time.perf_counter()
-        # The remaining budget travels with the call as its gRPC deadline (client_timeout): Triton
-        # cancels a request whose deadline passed. A cancelled RPC cancels this task, and so the
-        # gRPC call to Triton. Not also as Triton's own per-request `timeout`: with it, Triton 2.51
-        # left some batched requests to the Python-backend models unanswered until the hard limit.
+        # The remaining budget travels with the call as its gRPC deadline, which gRPC enforces on
+        # our side too (no asyncio.wait_for: a task per call for the same timer), and Triton cancels
+        # a request whose deadline passed. A cancelled RPC cancels this task, and so the gRPC call
+        # to Triton. Not also as Triton's own per-request `timeout`: with it, Triton 2.51 left some
+        # batched requests to the Python-backend models unanswered until the hard limit.
         try:
-            result = await asyncio.wait_for(
-                self.client.infer(
-                    model,
-                    tensors,
-                    outputs=[InferRequestedOutput(n) for n in outputs],
-                    request_id=request_id,
-                    model_version=version,
-                    client_timeout=timeout_s,
-                    headers=traceparent_headers(),
-                ),
-                timeout_s,
-            )
-        except TimeoutError:
-            # The estimate must learn that this model is slow, or the planner keeps choosing it.
-            latency.observe(model, (time.perf_counter() - started) * 1000)
-            raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
+            # The caller's trace continues into Triton (no metadata at all when tracing is off).
+            traced = tuple(traceparent_headers().items()) or None
+            response = await self._stub.ModelInfer(request, timeout=timeout_s, metadata=traced)
         except asyncio.CancelledError:  # cut off at the request's hard limit: at least this slow
             latency.observe(model, (time.perf_counter() - started) * 1000)
             raise
-        except InferenceServerException as err:
-            if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
                 self.ready.discard(model)
-            if err.status() in ("StatusCode.DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"):
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # The estimate must learn that this model is slow, or the planner keeps choosing it.
                 latency.observe(model, (time.perf_counter() - started) * 1000)
                 raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
-            raise ModelCallError(model, err.message() or str(err.status())) from None
+            raise ModelCallError(model, err.details() or str(err.code())) from None
         ms = (time.perf_counter() - started) * 1000
         latency.observe(model, ms)
-        return CallResult(model, result.get_response().model_version, ms, {n: result.as_numpy(n)[0] for n in outputs})
+        try:
+            return CallResult(model, response.model_version, ms, first_rows(response, outputs))
+        except KeyError as err:  # a graph exported without an output the server reads
+            raise ModelCallError(model, f"no output {err} in Triton's answer") from None
 
 
 def _numeric(version: str) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import pytest
 from server.budget import choose_plan, effective_budget_ms
 from server.bundle import BundleError, load_bundle
 from server.coldstart import CONTENT, FULL, POPULARITY, Popularity, content_scores, encode_demographics, rung_for
-from server.fusion import RankedList, fuse, in_order, merge, mmr, ranked
+from server.fusion import RankedList, _member, fuse, in_order, merge, mmr, ranked
 from server.latency import LatencyBook, LatencyWindow
 from server.logs import JsonFormatter, request_id
 from server.settings import SettingsError, load_settings
@@ -106,6 +106,10 @@ def test_ranked_drops_blocked_items_and_merge_keeps_one_order() -> None:
     assert len(in_order(order, np.zeros(1000), every_third, limit=5000).items) == 334
     merged = merge(top, np.array([4, 9, 8]), np.array([0.5, 0.7, 0.1]))
     assert merged.items.tolist() == [2, 9, 4, 8]
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 100):  # merge's membership test is np.isin's, including empty lists
+        values, among = rng.integers(0, 60, 50), rng.integers(0, 60, size)
+        assert np.array_equal(_member(values, among), np.isin(values, among))
 
 
 def test_mmr_trades_relevance_for_genre_spread() -> None:
@@ -226,6 +230,12 @@ def test_cold_start_parts(serving_artifacts: Artifacts) -> None:
     fans = np.flatnonzero(bundle.genres[:, genre])[:3]
     content = content_scores(bundle, fans, np.full(3, bundle.scale[1], dtype=np.float32))
     assert content[bundle.genres[:, genre]].mean() > content[~bundle.genres[:, genre]].mean()
+    # Replies list genre names from a table built once; it must match every item's own row.
+    assert len(bundle.item_genre_names) == bundle.n_items
+    assert all(
+        names == [bundle.genre_names[j] for j in np.flatnonzero(row)]
+        for names, row in zip(bundle.item_genre_names, bundle.genres, strict=True)
+    )
 
 
 def test_missing_bundle_says_what_to_run(tmp_path: Path) -> None:

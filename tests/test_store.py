@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +84,20 @@ def test_sqlite_batch_is_atomic_and_survives_reopening(tmp_path: Path) -> None:
     assert [(e.item_id, e.kind) for e in reopened.events_after()] == [(1, "rating"), (2, "click")]
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     reopened.close()
+
+
+def test_sqlite_profile_reads_never_wait_for_a_write(tmp_path: Path) -> None:
+    """The server reads profiles on its event loop (``local_reads``): a write mid-commit must not stall them."""
+    store = open_store(sqlite_url(tmp_path / "fb.sqlite"))
+    store.append([ev("u", 1, 4.0, 1)], "r1")
+    assert store.local_reads
+    read: list[tuple[int, int]] = []
+    with store._lock:  # as an append holds it through its commit and fsync
+        reader = threading.Thread(target=lambda: read.append((store.version("u"), len(store.user_events("u")))))
+        reader.start()
+        reader.join(5.0)
+        assert read == [(1, 1)]
+    store.close()
 
 
 def test_sqlite_rows_from_before_event_ids_are_migrated(tmp_path: Path) -> None:

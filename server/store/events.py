@@ -42,6 +42,9 @@ class Store(Protocol):
     """Both backends: SqliteStore (one node) and ValkeyStore (shared by replicas)."""
 
     url: str
+    # True when version/user_events are local reads that never wait for a write (microseconds):
+    # the server then makes them on its event loop rather than in a worker thread.
+    local_reads: bool
 
     def append(self, events: list[Event], request_id: str) -> int:
         """Store the events whose ids are new, durably and atomically; return how many were new."""

@@ -4,6 +4,11 @@
 on power loss). The event id is UNIQUE, so ``ON CONFLICT DO NOTHING`` is the idempotency check and the
 rows it inserted are the new events. The response cache sits in the same file on a second
 connection with ``synchronous=OFF``: a lost cache entry costs one recomputation, never an event.
+
+Profile reads (``version``, ``user_events``) have a connection of their own: in WAL mode a reader
+never waits for the writer, so a read takes microseconds even while an append fsyncs, and the
+server makes it on its event loop (``local_reads``) instead of paying a worker-thread hop per
+request (18% of the server's samples under load, more than the read itself).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ COLUMNS = "user_id, item_id, kind, rating, timestamp_ms, event_id, seq"
 
 
 class SqliteStore:
+    local_reads = True
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
@@ -50,10 +57,12 @@ class SqliteStore:
             if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'feedback'").fetchone():
                 self._db.executescript(f"BEGIN IMMEDIATE; {MIGRATE} COMMIT;")
             self._cache = self._connect("OFF")
+            self._reader = self._connect("FULL")
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open the feedback store {self.path}: {err}") from None
         self._lock = threading.Lock()  # one writer at a time (SQLite's rule), reads share it too
         self._cache_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # held for one query; never across a write's commit
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -84,15 +93,15 @@ class SqliteStore:
             return self._db.total_changes - before
 
     def user_events(self, user_id: str) -> list[Event]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 f"SELECT {COLUMNS} FROM events WHERE user_id = ? ORDER BY seq", (user_id,)
             ).fetchall()
         return [Event(*row) for row in rows]
 
     def version(self, user_id: str) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events WHERE user_id = ?", (user_id,)).fetchone()[0])
+        with self._read_lock:
+            return int(self._reader.execute("SELECT COUNT(*) FROM events WHERE user_id = ?", (user_id,)).fetchone()[0])
 
     def events_after(self, seq: int = 0) -> Iterator[Event]:
         while True:  # in pages, so neither side holds every event at once
@@ -128,6 +137,7 @@ class SqliteStore:
             )
 
     def close(self) -> None:
-        with self._lock, self._cache_lock:
+        with self._lock, self._cache_lock, self._read_lock:
             self._db.close()
             self._cache.close()
+            self._reader.close()

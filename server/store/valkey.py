@@ -77,6 +77,8 @@ def _event(row: bytes) -> Event:
 
 
 class ValkeyStore:
+    local_reads = False  # a network round trip: reads go to a worker thread, off the event loop
+
     def __init__(self, url: str, dedupe_window_s: float = DEDUPE_WINDOW_S) -> None:
         if dedupe_window_s <= 0:
             raise StoreError(f"dedupe window {dedupe_window_s} s: it must be positive")
