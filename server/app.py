@@ -10,8 +10,10 @@ server``) also starts the embedded Triton when asked. Health services:
   model the ensemble uses (default variant) is ready (also the ``recsys_triton_ready`` metric, alerted on).
 - "liveness": SERVING while the process serves at all.
 
-A watcher re-checks Triton every ``health_interval_s``, loads models a restarted Triton has lost,
-and so reconnects by itself. Every call passes ``server.guard.Guard`` (auth, policy, limits).
+A watcher re-checks Triton every ``health_interval_s``, at once when a call finds Triton gone, and
+every ``RECOVERY_INTERVAL_S`` until the Triton service is SERVING again; it loads the models a
+restarted Triton has lost, and so reconnects by itself. Every call passes ``server.guard.Guard``
+(auth, policy, limits).
 
 Rollouts (``server.rollout``): the server starts on the last promoted bundle of the rollout
 pointer (or ``settings.bundle`` when there is none), serves the admin service on its own port
@@ -56,6 +58,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 # because Triton is down.
 LIVENESS = "liveness"
 TRITON_HEALTH = "recsys.v1.Triton"
+# While Triton is down or its models are missing, the watcher looks again this often: the check that
+# finds a restarted Triton starts its model loads, so the watcher's interval is time added to the outage.
+RECOVERY_INTERVAL_S = 0.1
 
 
 class RecommendationServer:
@@ -150,6 +155,7 @@ class RecommendationServer:
             else (None, None)
         )
         self._watcher: asyncio.Task[None] | None = None
+        self.triton_serving = False  # what the Triton health service says
         self._follower: asyncio.Task[None] | None = None
         # What must be ready for SERVING: the default variant of every role the bundle's models need.
         self.required = [
@@ -200,11 +206,19 @@ class RecommendationServer:
         pinned = self.router.live.pool.ready  # the live bundle's own versions, not just any version
         serving = live and all(m in pinned for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.triton_serving = serving
         await self.health.set(TRITON_HEALTH, status)
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.health_interval_s)
+            interval = self.settings.health_interval_s
+            # A call that found Triton gone (UNAVAILABLE) wakes the watcher: Triton is back in well under
+            # a second, and the check that finds it starts the loads.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.pool.lost.wait(), interval if self.triton_serving else min(interval, RECOVERY_INTERVAL_S)
+                )
+            self.pool.lost.clear()
             try:
                 await self._check_models(staged=True)
             except Exception:  # the watcher must outlive any one failed check

@@ -105,6 +105,7 @@ class ModelPool:
         # model -> owner (a bundle version) -> the model version it pins; loads keep the union loaded.
         self._wanted: dict[str, dict[str, str]] = {}
         self._loading: set[str] = set()  # models with a load in flight (the watcher must not start another)
+        self.lost = asyncio.Event()  # set when a call finds Triton gone: the health watcher looks at once
         self.client: tritonaio.InferenceServerClient | None = None
 
     async def open(self) -> None:
@@ -279,6 +280,7 @@ class ModelPool:
         except InferenceServerException as err:
             if err.status() in ("StatusCode.UNAVAILABLE", "UNAVAILABLE"):
                 self.ready.discard(model)
+                self.lost.set()
             if err.status() in ("StatusCode.DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"):
                 latency.observe(model, (time.perf_counter() - started) * 1000)
                 raise ModelCallError(model, f"no answer within {timeout_s * 1000:.0f} ms") from None
