@@ -11,7 +11,8 @@ server``) also starts the embedded Triton when asked. Health services:
 - "liveness": SERVING while the process serves at all.
 
 A watcher re-checks Triton every ``health_interval_s``, at once when a call finds Triton gone, and
-every ``RECOVERY_INTERVAL_S`` until the Triton service is SERVING again; it loads the models a
+every ``RECOVERY_INTERVAL_S`` until the Triton service is SERVING again (for ``RECOVERY_WINDOW_S`` at
+most: a Triton that stays away is not polled ten times a second); it loads the models a
 restarted Triton has lost, and so reconnects by itself. Every call passes ``server.guard.Guard``
 (auth, policy, limits).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -61,6 +63,7 @@ TRITON_HEALTH = "recsys.v1.Triton"
 # While Triton is down or its models are missing, the watcher looks again this often: the check that
 # finds a restarted Triton starts its model loads, so the watcher's interval is time added to the outage.
 RECOVERY_INTERVAL_S = 0.1
+RECOVERY_WINDOW_S = 60.0
 
 
 class RecommendationServer:
@@ -156,6 +159,7 @@ class RecommendationServer:
         )
         self._watcher: asyncio.Task[None] | None = None
         self.triton_serving = False  # what the Triton health service says
+        self._serving_seen = time.monotonic()  # when it last said SERVING (or the server was made)
         self._follower: asyncio.Task[None] | None = None
         # What must be ready for SERVING: the default variant of every role the bundle's models need.
         self.required = [
@@ -207,6 +211,8 @@ class RecommendationServer:
         serving = live and all(m in pinned for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         self.triton_serving = serving
+        if serving:
+            self._serving_seen = time.monotonic()
         await self.health.set(TRITON_HEALTH, status)
 
     async def _watch(self) -> None:
@@ -216,13 +222,17 @@ class RecommendationServer:
             # a second, and the check that finds it starts the loads.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self.pool.lost.wait(), interval if self.triton_serving else min(interval, RECOVERY_INTERVAL_S)
+                    self.pool.lost.wait(), interval if self._settled() else min(interval, RECOVERY_INTERVAL_S)
                 )
             self.pool.lost.clear()
             try:
                 await self._check_models(staged=True)
             except Exception:  # the watcher must outlive any one failed check
                 log.exception("health check failed")
+
+    def _settled(self) -> bool:
+        """SERVING, or away for longer than the recovery window: the watcher keeps its normal pace."""
+        return self.triton_serving or time.monotonic() - self._serving_seen > RECOVERY_WINDOW_S
 
     async def _follow(self) -> None:
         # Apart from the health watcher: following the pointer may load and warm a bundle for seconds.
