@@ -200,9 +200,15 @@ class RecommendationServer:
             log.warning("auth_mode=dev on a non-loopback host: anyone who reaches the port has every role")
 
     async def _check_models(self, staged: bool = False) -> None:
+        if self.settings.load_models:
+            # First without loading: a Triton back with its models missing is NOT_SERVING at once, not
+            # only once the loads end (a check that found it already back kept SERVING for the whole reload).
+            await self._publish(await self.pool.refresh(load=False))
         # Staged in the watcher: the health service and metrics follow the default variant's models
         # as soon as they are back, not once every variant is.
-        live = await self.pool.refresh(load=self.settings.load_models, staged=staged)
+        await self._publish(await self.pool.refresh(load=self.settings.load_models, staged=staged))
+
+    async def _publish(self, live: bool) -> None:
         self.metrics.triton_ready.set(1 if live else 0)
         self.metrics.models_ready.set(len(self.pool.ready))
         for model in self.pool.models:
