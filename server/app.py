@@ -10,8 +10,11 @@ server``) also starts the embedded Triton when asked. Health services:
   model the ensemble uses (default variant) is ready (also the ``recsys_triton_ready`` metric, alerted on).
 - "liveness": SERVING while the process serves at all.
 
-A watcher re-checks Triton every ``health_interval_s``, loads models a restarted Triton has lost,
-and so reconnects by itself. Every call passes ``server.guard.Guard`` (auth, policy, limits).
+A watcher re-checks Triton every ``health_interval_s``, at once when a call finds Triton gone, and
+every ``RECOVERY_INTERVAL_S`` until the Triton service is SERVING again (for ``RECOVERY_WINDOW_S`` at
+most: a Triton that stays away is not polled ten times a second); it loads the models a
+restarted Triton has lost, and so reconnects by itself. Every call passes ``server.guard.Guard``
+(auth, policy, limits).
 
 Rollouts (``server.rollout``): the server starts on the last promoted bundle of the rollout
 pointer (or ``settings.bundle`` when there is none), serves the admin service on its own port
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -59,6 +63,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 # because Triton is down.
 LIVENESS = "liveness"
 TRITON_HEALTH = "recsys.v1.Triton"
+# While Triton is down or its models are missing, the watcher looks again this often: the check that
+# finds a restarted Triton starts its model loads, so the watcher's interval is time added to the outage.
+RECOVERY_INTERVAL_S = 0.1
+RECOVERY_WINDOW_S = 60.0
 
 
 class RecommendationServer:
@@ -107,13 +115,22 @@ class RecommendationServer:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc-stubs lacks health.aio
         self.dev_mode = dev_mode(settings)
         # Our limiter, not gRPC's maximum_concurrent_rpcs: health and reflection must not count.
-        guard = Guard(authenticator, rate_limiter_for(settings), settings.max_concurrent_rpcs, self.metrics)
+        guard = Guard(
+            authenticator,
+            rate_limiter_for(settings),
+            settings.max_concurrent_rpcs,
+            self.metrics,
+            settings.max_message_bytes,
+        )
         self.tracer_provider = configure_tracing(settings)
         interceptors = [*server_interceptors(), guard]  # tracing outermost: refused calls are traced too
         self.grpc = grpc.aio.server(
             interceptors=interceptors,
             options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                # The guard enforces max_message_bytes: gRPC's own refusal of an oversized message reaches
+                # the caller 100 ms to 1 s late (a wait in the transport, docs/security.md), the guard's in
+                # milliseconds. The transport's limit, 4x larger, still bounds what is read.
+                ("grpc.max_receive_message_length", max(4 * settings.max_message_bytes, 1 << 20)),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
@@ -157,6 +174,8 @@ class RecommendationServer:
             else (None, None)
         )
         self._watcher: asyncio.Task[None] | None = None
+        self.triton_serving = False  # what the Triton health service says
+        self._serving_seen = time.monotonic()  # when it last said SERVING (or the server was made)
         self._follower: asyncio.Task[None] | None = None
         # What must be ready for SERVING: the default variant of every role the bundle's models need.
         self.required = [
@@ -197,9 +216,15 @@ class RecommendationServer:
             log.warning("auth_mode=dev on a non-loopback host: anyone who reaches the port has every role")
 
     async def _check_models(self, staged: bool = False) -> None:
+        if self.settings.load_models:
+            # First without loading: a Triton back with its models missing is NOT_SERVING at once, not
+            # only once the loads end (a check that found it already back kept SERVING for the whole reload).
+            await self._publish(await self.pool.refresh(load=False))
         # Staged in the watcher: the health service and metrics follow the default variant's models
         # as soon as they are back, not once every variant is.
-        live = await self.pool.refresh(load=self.settings.load_models, staged=staged)
+        await self._publish(await self.pool.refresh(load=self.settings.load_models, staged=staged))
+
+    async def _publish(self, live: bool) -> None:
         self.metrics.triton_ready.set(1 if live else 0)
         self.metrics.models_ready.set(len(self.pool.ready))
         for model in self.pool.models:
@@ -207,15 +232,29 @@ class RecommendationServer:
         pinned = self.router.live.pool.ready  # the live bundle's own versions, not just any version
         serving = live and all(m in pinned for m in self.required)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.triton_serving = serving
+        if serving:
+            self._serving_seen = time.monotonic()
         await self.health.set(TRITON_HEALTH, status)
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.health_interval_s)
+            interval = self.settings.health_interval_s
+            # A call that found Triton gone (UNAVAILABLE) wakes the watcher: Triton is back in well under
+            # a second, and the check that finds it starts the loads.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.pool.lost.wait(), interval if self._settled() else min(interval, RECOVERY_INTERVAL_S)
+                )
+            self.pool.lost.clear()
             try:
                 await self._check_models(staged=True)
             except Exception:  # the watcher must outlive any one failed check
                 log.exception("health check failed")
+
+    def _settled(self) -> bool:
+        """SERVING, or away for longer than the recovery window: the watcher keeps its normal pace."""
+        return self.triton_serving or time.monotonic() - self._serving_seen > RECOVERY_WINDOW_S
 
     async def _follow(self) -> None:
         # Apart from the health watcher: following the pointer may load and warm a bundle for seconds.

@@ -41,6 +41,12 @@ class Overloaded(RecsysError):
         self.retry_after_s = retry_after_s
 
 
+class TooLarge(RecsysError):
+    """A request over ``max_message_bytes``: no retry helps."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class NoAnswer(RecsysError):
     """Nothing at all can be served (not even the local fallback)."""
 

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from server.auth import Authenticator, Principal
 from server.certidentity import peer_identities
-from server.errors import InvalidRequest, Overloaded, RecsysError
+from server.errors import InvalidRequest, Overloaded, RecsysError, TooLarge
 from server.metrics import Metrics
 from server.policy import Rule, authorize, rule_for
 from server.ratelimit import RateLimiter
@@ -25,10 +25,15 @@ from server.ratelimit import RateLimiter
 
 class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in grpc-stubs only, not at run time
     def __init__(
-        self, authenticator: Authenticator, limiter: RateLimiter | None, max_inflight: int, metrics: Metrics
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None,
+        max_inflight: int,
+        metrics: Metrics,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.authenticator, self.limiter, self.metrics = authenticator, limiter, metrics
-        self.max_inflight = max_inflight
+        self.max_inflight, self.max_message_bytes = max_inflight, max_message_bytes
         self.inflight = 0
 
     async def intercept_service(
@@ -76,6 +81,10 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in
         decode, inner = handler.request_deserializer, handler.unary_unary
 
         async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if self.max_message_bytes is not None and len(raw) > self.max_message_bytes:
+                await self._abort(
+                    method, context, TooLarge(f"{len(raw)} bytes; requests may be at most {self.max_message_bytes}")
+                )
             try:
                 request = decode(raw)
             except DecodeError:

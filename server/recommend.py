@@ -261,7 +261,12 @@ class Recommender:
         if not tasks:
             return {}, calls, {}
         wait_s = max(budget.left_ms() - self.settings.reserve_ms, 0.0) / 1000
-        _, pending = await asyncio.wait(tasks.values(), timeout=wait_s)
+        try:
+            _, pending = await asyncio.wait(tasks.values(), timeout=wait_s)
+        except asyncio.CancelledError:  # the RPC was cancelled or expired; asyncio.wait leaves its tasks
+            for task in tasks.values():  # running, and with them their Triton calls and admission slots
+                task.cancel()
+            raise
         for task in pending:
             task.cancel()
         lists, problems = {}, {}

@@ -142,6 +142,9 @@ class RecommenderService(pb_grpc.RecommenderServicer):
 
         try:
             response, strategy, outcome = await handler(rid)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:  # finished too late: the caller has DEADLINE_EXCEEDED
+                outcome = "deadline_exceeded"
             return response
         except asyncio.CancelledError:  # the caller went away, or its deadline passed: gRPC cancels us
             remaining = context.time_remaining()

@@ -110,6 +110,7 @@ class ModelPool:
         # model -> owner (a bundle version) -> the model version it pins; loads keep the union loaded.
         self._wanted: dict[str, dict[str, str]] = {}
         self._loading: set[str] = set()  # models with a load in flight (the watcher must not start another)
+        self.lost = asyncio.Event()  # set when a call finds Triton gone: the health watcher looks at once
         self.client: tritonaio.InferenceServerClient | None = None
         self._channel: grpc.aio.Channel | None = None
         self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
@@ -277,6 +278,7 @@ class ModelPool:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.UNAVAILABLE:
                 self.ready.discard(model)
+                self.lost.set()
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 # The estimate must learn that this model is slow, or the planner keeps choosing it.
                 latency.observe(model, (time.perf_counter() - started) * 1000)

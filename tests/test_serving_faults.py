@@ -24,6 +24,7 @@ from recsys.v1 import recommender_pb2_grpc as pb_grpc
 from clients.errors import RecsysError, ResourceExhausted
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
+from server.app import RecommendationServer
 from server.bundle import load_bundle
 from server.triton import EmbeddedTriton
 from tests.stack import Artifacts, ServerThread, settings_for, slow_repository
@@ -162,36 +163,79 @@ def test_tiny_budget_answers_locally_at_once(stack: ServerThread, user: str) -> 
     assert wall_ms <= 2 + MARGIN_MS
 
 
+def _outcomes(server: RecommendationServer, outcome: str) -> float:
+    return sum(
+        server.metrics.registry.get_sample_value(
+            "recsys_requests_total", {"rpc": "Recommend", "strategy": s, "outcome": outcome}
+        )
+        or 0
+        for s in ("", "sae")
+    )
+
+
+def _seen_by_the_model(delay: Path, event: str) -> int:
+    """How many delayed requests the slow model has ``started``, or seen ``cancelled`` by Triton."""
+    events = Path(f"{delay}.events")
+    return events.read_text().splitlines().count(event) if events.exists() else 0
+
+
+def _slow_sae_call(channel: grpc.Channel, user: str, timeout: float | None = None) -> grpc.Future:
+    return pb_grpc.RecommenderStub(channel).Recommend.future(
+        pb.RecommendRequest(
+            user_id=user, k=3, strategy=pb.STRATEGY_SAE, variant=pb.VARIANT_FP32, latency_budget_ms=5000
+        ),
+        timeout=timeout,
+    )
+
+
 def test_a_cancelled_call_stops_its_triton_calls(stack: ServerThread, delay: Path, user: str) -> None:
     assert stack.server is not None
     server = stack.server
-
-    def cancelled() -> float:
-        return sum(
-            server.metrics.registry.get_sample_value(
-                "recsys_requests_total", {"rpc": "Recommend", "strategy": s, "outcome": "cancelled"}
-            )
-            or 0
-            for s in ("", "sae")
-        )
-
-    before = cancelled()
+    before, started, seen = (
+        _outcomes(server, "cancelled"),
+        _seen_by_the_model(delay, "started"),
+        _seen_by_the_model(delay, "cancelled"),
+    )
     delay.write_text("1500")
     try:
         with grpc.insecure_channel(stack.target) as channel:
-            call = pb_grpc.RecommenderStub(channel).Recommend.future(
-                pb.RecommendRequest(
-                    user_id=user, k=3, strategy=pb.STRATEGY_SAE, variant=pb.VARIANT_FP32, latency_budget_ms=5000
-                )
-            )
-            _wait_for(lambda: server.metrics.inflight._value.get() == 1, 5, "the call to reach the server")
-            time.sleep(0.2)  # now waiting on the slow model (1.5 s)
+            call = _slow_sae_call(channel, user)
+            _wait_for(lambda: _seen_by_the_model(delay, "started") > started, 5, "the call to reach the slow model")
             call.cancel()
             # gRPC cancels the handler, and with it the Triton call: nothing is left in flight long
             # before the slow model would have answered; counted as its own outcome, not as ok.
             started = time.monotonic()
             _wait_for(lambda: server.metrics.inflight._value.get() == 0, 1.0, "the handler to stop")
-            assert time.monotonic() - started < 1.0 and cancelled() == before + 1
+            assert time.monotonic() - started < 1.0 and _outcomes(server, "cancelled") == before + 1
+            # ...and Triton itself saw the request cancelled, so the model stopped working on it.
+            _wait_for(lambda: _seen_by_the_model(delay, "cancelled") == seen + 1, 1.0, "Triton to cancel the request")
+    finally:
+        delay.write_text("0")
+
+
+def test_an_expired_call_stops_its_triton_calls_and_is_counted_as_expired(
+    stack: ServerThread, delay: Path, user: str
+) -> None:
+    """A server too busy to answer by the caller's deadline (its event loop held, as under overload):
+    the caller gets DEADLINE_EXCEEDED, the metrics say ``deadline_exceeded`` (not ok or degraded,
+    though the handler may still finish its answer late), and the Triton call is cancelled too."""
+    assert stack.server is not None
+    server = stack.server
+    counts = {o: _outcomes(server, o) for o in ("deadline_exceeded", "ok", "degraded", "cancelled")}
+    started, seen = _seen_by_the_model(delay, "started"), _seen_by_the_model(delay, "cancelled")
+    delay.write_text("5000")
+    try:
+        with grpc.insecure_channel(stack.target) as channel:
+            call = _slow_sae_call(channel, user, timeout=3.0)
+            _wait_for(lambda: _seen_by_the_model(delay, "started") > started, 2.5, "the call to reach the slow model")
+            stack.loop.call_soon_threadsafe(time.sleep, 3.0)  # past the deadline, and past the budget's hard limit
+            with pytest.raises(grpc.RpcError) as failed:
+                call.result()
+            assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            _wait_for(lambda: server.metrics.inflight._value.get() == 0, 2.0, "the handler to stop")
+            after = {o: _outcomes(server, o) for o in counts}
+            assert after == {**counts, "deadline_exceeded": counts["deadline_exceeded"] + 1}, (counts, after)
+            _wait_for(lambda: _seen_by_the_model(delay, "cancelled") == seen + 1, 1.0, "Triton to cancel the request")
     finally:
         delay.write_text("0")
 

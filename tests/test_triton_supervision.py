@@ -3,6 +3,9 @@ readiness SERVING throughout, no request failed; the Triton health service and m
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +104,26 @@ def test_a_reload_brings_the_default_variant_back_first(
     first, second = asyncio.run(refresh_twice())
     assert first == {"sae_torchscript_fp32"}, first  # the default variant alone, at the first check
     assert second == set(models), second  # the others at the next
+
+
+@pytest.mark.slow
+def test_a_crash_is_restarted_at_once_and_a_crash_loop_backs_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first exit is restarted without delay (each second is a second of degraded answers); an
+    exit soon after that restart waits the first backoff step, so a Triton that keeps dying cannot spin."""
+    (tmp_path / "repository").mkdir()
+    with (
+        caplog.at_level(logging.WARNING, logger="server.triton.launcher"),
+        EmbeddedTriton(tmp_path / "repository", supervise=True) as triton,
+    ):
+        for _ in range(2):
+            restarts = triton.restarts
+            assert triton.process is not None
+            os.killpg(triton.process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while triton.restarts == restarts and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert triton.restarts == restarts + 1 and triton.is_ready()
+    waits = [r.getMessage().rsplit("restarting in ", 1)[1] for r in caplog.records if "restarting in" in r.getMessage()]
+    assert waits == ["0.0 s", "0.5 s"], waits

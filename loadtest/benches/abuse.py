@@ -3,7 +3,8 @@
 Sizes are chosen against the server's limits (``Settings``): just under the message limit where
 the case is about work per byte, just over a count cap where it is about the cap. Valid but
 heavy requests (every cap reached at once) are in it too, expected OK: they bound the cost of
-the most expensive request a caller may legally send. Used by tests/test_security.py and
+the most expensive request a caller may legally send. Amplification cases
+(loadtest/benches/amplification.py) follow. Used by tests/test_security.py and
 ``make bench-security`` (loadtest/benches/security.py).
 """
 
@@ -25,6 +26,9 @@ class Case:
     method: str
     payload: bytes
     expected: str  # a grpc.StatusCode name
+    metadata: tuple[tuple[str, str], ...] = ()
+    burst: int = 1  # sent this many times at once: the row gives the slowest call and any code not expected
+    within_ms: float = 500.0  # the bar for the slowest call (the issue's: no bad request over 500 ms)
 
 
 def _many(unit: bytes, budget: int) -> int:
@@ -147,7 +151,9 @@ def abuse_corpus(bundle: Bundle, settings: Settings) -> list[Case]:
             "OK",
         ),  # field 1000: parsed and ignored
     ]
-    return out
+    from loadtest.benches.amplification import amplification_cases  # it builds on Case and _varint from here
+
+    return out + amplification_cases(bundle, settings)
 
 
 def _varint(value: int) -> bytes:

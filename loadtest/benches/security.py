@@ -16,6 +16,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +32,34 @@ from server.settings import load_settings
 from server.triton import EmbeddedTriton
 
 REPORT = REPORTS / "security.json"
+BURST_CALLERS = 16
+
+
+def _send(call: grpc.UnaryUnaryMultiCallable, case: Case, timeout_s: float) -> tuple[str, float]:
+    started = time.perf_counter()
+    try:
+        call(case.payload, timeout=timeout_s, metadata=case.metadata or None)
+        code = "OK"
+    except grpc.RpcError as err:
+        code = err.code().name
+    return code, (time.perf_counter() - started) * 1000
 
 
 def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """One row per case; a burst is sent from ``BURST_CALLERS`` threads at once and its row holds the
+    slowest call and a code other than the expected one if any call got one."""
     rows = []
     with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 16 << 20)]) as channel:
         for case in cases:
             # No (de)serializers: raw bytes in, raw bytes out.
             call = channel.unary_unary(case.method, request_serializer=None, response_deserializer=None)
-            started = time.perf_counter()
-            try:
-                call(case.payload, timeout=timeout_s)
-                code = "OK"
-            except grpc.RpcError as err:
-                code = err.code().name
-            rows.append(
-                {
-                    "case": case.name,
-                    "expected": case.expected,
-                    "code": code,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-            )
+            n = case.burst
+            with ThreadPoolExecutor(min(n, BURST_CALLERS)) as pool:
+                results = list(pool.map(_send, [call] * n, [case] * n, [timeout_s] * n))
+            wrong = sorted({code for code, _ in results} - {case.expected})
+            row = {"case": case.name, "expected": case.expected, "code": wrong[0] if wrong else case.expected}
+            row |= {"ms": round(max(ms for _, ms in results), 2), "within_ms": case.within_ms}
+            rows.append(row | ({"calls": n} if n > 1 else {}))
     return rows
 
 
@@ -100,6 +107,10 @@ async def bench(argv: list[str]) -> dict[str, Any]:
         "bundle": str(dev.bundle.folder),
         "max_message_bytes": dev_settings.max_message_bytes,
         "worst_bad_request_ms": max(r["ms"] for r in bad),
+        # Without the oversized-metadata cases, which gRPC's transport refuses before any handler
+        # (loadtest/benches/amplification.py).
+        "worst_bad_request_handled_ms": max(r["ms"] for r in bad if r["within_ms"] <= 500),
+        "over_their_bar": [r["case"] for r in corpus if r["ms"] >= r["within_ms"]],
         "worst_request_ms": max(r["ms"] for r in corpus),
         "corpus_mismatches": [r["case"] for r in corpus if r["code"] != r["expected"]],
         "matrix_mismatches": [r["case"] for r in matrix if r["got"] != r["expected"]],

@@ -10,8 +10,9 @@ with its parent (PR_SET_PDEATHSIG), so no server outlives the process that start
 Locked control plane: Triton's model-repository and model-config APIs (load/unload can lead to
 code execution) answer only calls carrying the ``triton-grpc-protocol-recsys-triton-key`` header with a secret made up
 per launcher (``control_key``); ``control_key_for(url)`` gives it to a server in this process.
-With ``supervise=True`` a Triton that exits is restarted on the same ports with backoff (the
-server's health watcher then loads its models again).
+With ``supervise=True`` a Triton that exits is restarted on the same ports: at once (each second of
+delay is a second of degraded answers), unless it was restarted less than ``STABLE_S`` before; a
+Triton that keeps exiting waits a doubling backoff (the server's health watcher then loads its models).
 
     python -m server.triton --model-repository model_repository --load all
 """
@@ -50,6 +51,18 @@ CONTROL_KEY_NAME = "recsys-triton-key"
 CONTROL_HEADER = f"triton-grpc-protocol-{CONTROL_KEY_NAME}"
 RESTRICTED = "model-repository,model-config"
 _control_keys: dict[str, str] = {}  # grpc url -> key, for the launchers of this process
+# A Triton that exits again within this long of its last restart counts as crash-looping: it waits.
+STABLE_S = 60.0
+FIRST_BACKOFF_S = 0.5
+# The control channel polls a starting Triton: gRPC's default reconnect backoff (1 s, growing) after
+# the first refused connection made the launcher see a restarted Triton live most of a second late.
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),  # tritonclient's own defaults
+    ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
 
 
 def control_key_for(url: str | None) -> str | None:
@@ -161,6 +174,7 @@ class EmbeddedTriton:
         self.control_key = control_key or secrets.token_urlsafe(24)
         self.supervise, self.max_backoff_s = supervise, max_backoff_s
         self.restarts = 0
+        self._restarted_at = -STABLE_S
         self._stopping = threading.Event()
         self.models = tuple(models)
         self.ports = ports or Ports()
@@ -184,7 +198,7 @@ class EmbeddedTriton:
     @property
     def client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.grpc_url)
+            self._client = grpcclient.InferenceServerClient(self.grpc_url, channel_args=CHANNEL_ARGS)
         return self._client
 
     def log_tail(self, lines: int = 30) -> str:
@@ -206,6 +220,9 @@ class EmbeddedTriton:
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
             "--exit-on-error=false",
+            # Triton's default is 4 loads at a time: a fifth model of the default variant (five roles)
+            # would start its stub only after one of the first four, and one stub uses one core.
+            "--model-load-thread-count=8",
             # Our configs are complete. With auto-complete on, the Python backend starts one stub per
             # model just to ask it for config changes (importing torch, ~half of a model's load time),
             # then another per instance: a restarted Triton came back to its models twice as slowly.
@@ -242,12 +259,15 @@ class EmbeddedTriton:
         return self
 
     def _supervise(self, process: subprocess.Popen[str] | None) -> None:
-        """Restart a Triton that exits (not one stop() ended) on the same ports, with backoff."""
-        backoff = 0.5
+        """Restart a Triton that exits (not one stop() ended) on the same ports: at once, unless the last
+        restart was under ``STABLE_S`` ago or a start failed: then with a doubling backoff up to ``max_backoff_s``."""
+        backoff = 0.0
         while process is not None:
             process.wait()
             if self._stopping.is_set() or process is not self.process:
                 return
+            crash_looping = time.monotonic() - self._restarted_at < STABLE_S
+            backoff = min(max(backoff * 2, FIRST_BACKOFF_S), self.max_backoff_s) if crash_looping else 0.0
             log.warning("triton exited code=%s; restarting in %.1f s", process.returncode, backoff)
             while not self._stopping.wait(backoff):
                 try:
@@ -257,12 +277,12 @@ class EmbeddedTriton:
                         self._terminate()
                         return
                     self.restarts += 1
+                    self._restarted_at = time.monotonic()
                     process = self.process
-                    backoff = 0.5
                     break
                 except (TritonStartError, OSError) as err:
                     log.error("triton restart failed: %s", err)
-                    backoff = min(backoff * 2, self.max_backoff_s)
+                    backoff = min(max(backoff * 2, FIRST_BACKOFF_S), self.max_backoff_s)
             else:
                 return
 
@@ -275,6 +295,7 @@ class EmbeddedTriton:
         self._workdir = tempfile.TemporaryDirectory(prefix="recsys-triton-")
         backends = prepare_backends(self.home, Path(self._workdir.name) / "backends")
         self._log_tail.clear()
+        self._close_client()  # a fresh channel: the old one is in reconnect backoff to a Triton that died
         self.process = subprocess.Popen(
             self._command(backends),
             env=self._environment(),
@@ -301,7 +322,7 @@ class EmbeddedTriton:
                     return
             except InferenceServerException:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         self._terminate()
         raise TritonStartError(f"tritonserver not live after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
 
@@ -335,10 +356,13 @@ class EmbeddedTriton:
         _control_keys.pop(self.grpc_url, None)
         self._terminate(timeout)
 
-    def _terminate(self, timeout: float = 15.0) -> None:
+    def _close_client(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _terminate(self, timeout: float = 15.0) -> None:
+        self._close_client()
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             try:
