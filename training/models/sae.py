@@ -74,6 +74,8 @@ class SAEConfig:
     item_input_dropout: float = 0.0
     item_batch_size: int = 32
     rating_blend: float | None = None  # the item path's share of a rating; None: chosen on validation
+    # False leaves the user-based rating path untrained: tuning trials, judged on NDCG@10 only, skip it.
+    train_rating_path: bool = True
     seed: int = 0
     device: str = "auto"
 
@@ -245,15 +247,17 @@ def train(
 
     validate = (lambda: validation_metrics(model, data)) if data.validation is not None else None
     common = dict(max_epochs=config.max_epochs, patience=config.patience, progress=progress)
-    history = fit(
-        net,
-        "sae-ratings",
-        make_epoch(net.rating_parameters(), ranking=False),
-        validate,
-        monitor="rmse",
-        lower_is_better=True,
-        **common,
-    )
+    history = FitHistory("sae-ratings", "rmse")
+    if config.train_rating_path:
+        history = fit(
+            net,
+            "sae-ratings",
+            make_epoch(net.rating_parameters(), ranking=False),
+            validate,
+            monitor="rmse",
+            lower_is_better=True,
+            **common,
+        )
     if config.item_hidden:
         # Its own random streams, so adding this path leaves the ranking path's training unchanged.
         with torch.random.fork_rng(devices=[]):
