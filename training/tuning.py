@@ -7,7 +7,9 @@ NDCG@10; the epoch count is not searched but found by early stopping on the same
 every trial. The first trial of each study is the model's default config, so a search can only
 keep or improve on the defaults. The fusion weights are then searched by ``fit_fusion`` over
 the tuned members, also on validation. The budget is split evenly across models; a trial that
-starts before its model's share runs out finishes, so a run can overshoot by one trial.
+starts before its model's share runs out finishes, so a run can overshoot by one trial. Trials
+are cheapened (``TRIAL_*``, ``PRUNE_*`` below) so that several fit a small budget: capped epochs
+and patience, the SAE's rating paths skipped, and a median pruner on per-epoch validation NDCG@10.
 
 Every trial is an MLflow run nested under a ``tune`` run, and the chosen settings are logged
 there as ``tuned_settings.json`` (and again with the training run that uses them).
@@ -22,7 +24,8 @@ How a search result becomes a default (what the model configs' defaults are mean
    relative, about the spread between seeds. A setting that wins on one data set only stays.
 3. The new value is the median of the chosen values over the data sets (on a log scale for
    learning rates and decays); a categorical takes the value most data sets chose.
-4. Each change gets a row in README "How the defaults were derived", with the validation figures.
+4. Each change gets a row in docs/models-and-quality.md "How the defaults were derived", with the
+   validation figures.
 """
 
 from __future__ import annotations
