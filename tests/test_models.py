@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from training.evaluation.ranking import ndcg_at_10
 from training.models import ease, popularity, rbm, sae, two_tower
 from training.models.base import Scorer, TrainingData
+from training.models.item_autorec import fit_biases
 from training.pipeline import load_model, make_config
 
 QUICK = {
@@ -156,6 +157,30 @@ def test_sae_item_path_serves_training_users_only(tiny_data: TrainingData, tmp_p
     assert known.min() >= scale.low - 1e-5 and known.max() <= scale.high + 1e-5
     loaded = load_model(model.save(tmp_path / "sae"))
     np.testing.assert_allclose(loaded.predict_ratings(histories, np.arange(4)), known, rtol=1e-5, atol=1e-5)
+
+
+def test_sae_item_path_encodes_items_from_the_ratings_it_is_handed(tiny_data: TrainingData) -> None:
+    model, _ = sae.train(
+        tiny_data, make_config("sae", {**QUICK["sae"], "rating_blend": 1.0}, device="cpu"), progress=False
+    )
+    assert model.item_net is not None and len(model.item_net.nets) == model.config.item_nets
+    users = np.arange(3)
+    trained_on = model.predict_ratings(tiny_data.train[users], users)
+    more = tiny_data.train.tolil()
+    more[10:20, :] = tiny_data.dataset.scale.high  # other users rate every item: item codes and biases move
+    model.observe(more.tocsr())
+    assert not np.allclose(model.predict_ratings(tiny_data.train[users], users), trained_on)
+    model.observe(tiny_data.train)
+    np.testing.assert_allclose(model.predict_ratings(tiny_data.train[users], users), trained_on, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_baseline_recovers_additive_ratings_and_shrinks_sparse_ones() -> None:
+    users, items = np.array([0.5, -0.5, 0.0]), np.array([1.0, 0.0, -1.0, 0.25])
+    exact = sp.csr_matrix(3.0 + users[:, None] + items[None, :])
+    mean, user_bias, item_bias = fit_biases(exact, 0.0, 0.0, sweeps=50)
+    np.testing.assert_allclose(mean + user_bias[:, None] + item_bias[None, :], exact.toarray(), atol=1e-6)
+    _, shrunk_users, shrunk_items = fit_biases(exact, 1e6, 1e6)
+    assert np.abs(shrunk_users).max() < 1e-3 and np.abs(shrunk_items).max() < 1e-3
 
 
 def test_sae_without_item_path_keeps_the_user_path(tiny_data: TrainingData, tmp_path: Path) -> None:

@@ -30,5 +30,5 @@ def test_bench_clears_the_bars(ml100k, tmp_path: Path) -> None:
         assert rows[name]["ndcg@10"] > floor, name
     best_single = max(rows[n]["ndcg@10"] for n in ("sae", "rbm", "two_tower"))
     assert rows["ensemble"]["ndcg@10"] >= best_single
-    assert rows["sae"]["rmse"] <= 0.95
+    assert rows["sae"]["rmse"] <= 0.90  # the bar; measured 0.896 on u1
     assert (tmp_path / "quality.json").is_file()

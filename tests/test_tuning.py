@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from training import train
+from training import train, tuning
 from training.models.base import TrainingData
 from training.pipeline import make_config
 from training.tuning import SPACES, _default_params, tune
@@ -32,13 +32,42 @@ def test_tune_keeps_the_best_validation_trial(tiny_data: TrainingData) -> None:
         device="cpu",
         max_epochs=2,
         fixed={"rbm": {"cd_k": 1}},
-        on_trial=lambda m, n, o, v, s: seen.append((m, n, v)),
+        on_trial=lambda m, n, o, v, s, state: seen.append((m, n, v)),
     )
     trials = result.trials["rbm"]
     assert trials and seen[0][:2] == ("rbm", 0)
     assert result.best["rbm"] == max(t["ndcg@10"] for t in trials)
     assert result.settings["rbm"]["cd_k"] == 1  # a fixed setting is never searched
     make_config("rbm", result.settings["rbm"])  # the chosen settings are a valid config
+
+
+def test_trials_are_capped_and_a_hopeless_one_is_pruned(
+    tiny_data: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default_lr = make_config("sae").ranking_lr
+    # Two points: the defaults and a learning rate too small to move the ranking path off its random start.
+    monkeypatch.setitem(
+        SPACES, "sae", lambda t: {"ranking_lr": t.suggest_categorical("ranking_lr", [default_lr, 1e-9])}
+    )
+    monkeypatch.setattr(tuning, "TRIAL_MAX_EPOCHS", 6)
+    monkeypatch.setattr(tuning, "PRUNE_STARTUP_TRIALS", 1)
+    monkeypatch.setattr(tuning, "PRUNE_WARMUP_EPOCHS", 1)
+    states: list[str] = []
+    result = tune(
+        tiny_data,
+        ["sae"],
+        budget_minutes=10.0,
+        device="cpu",
+        fixed={"sae": {"patience": 100}},
+        max_trials=4,
+        on_trial=lambda m, n, o, v, s, state: states.append(state),
+    )
+    trials = result.trials["sae"]
+    assert states == [t["state"] for t in trials]  # every trial is reported, pruned ones too
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned and all(t["params"]["ranking_lr"] == 1e-9 for t in pruned)
+    assert all(t["best_epoch"] < 6 for t in trials if t["state"] == "complete")
+    assert result.settings["sae"]["ranking_lr"] == default_lr
 
 
 def test_tune_cli_logs_trials_and_the_chosen_settings(

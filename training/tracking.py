@@ -153,16 +153,18 @@ def register(
 
 
 @contextlib.contextmanager
-def tuning_run(params: dict[str, Any]) -> Iterator[Callable[[str, int, dict[str, Any], float, float], None]]:
-    """A ``tune`` parent run; yields the callback that logs each trial as a nested run."""
+def tuning_run(params: dict[str, Any]) -> Iterator[Callable[..., None]]:
+    """A ``tune`` parent run; yields the callback that logs each trial (pruned ones too) as a nested run."""
     with mlflow.start_run(run_name="tune"):
         mlflow.log_params(params)
         mlflow.set_tag("stage", "tune")
 
-        def on_trial(model: str, number: int, overrides: dict[str, Any], value: float, seconds: float) -> None:
+        def on_trial(
+            model: str, number: int, overrides: dict[str, Any], value: float, seconds: float, state: str = "complete"
+        ) -> None:
             with mlflow.start_run(run_name=f"{model}-trial-{number}", nested=True):
                 mlflow.log_params({f"{model}.{k}": v for k, v in overrides.items()})
-                mlflow.set_tags({"model": model, "trial": str(number), "stage": "tune"})
+                mlflow.set_tags({"model": model, "trial": str(number), "stage": "tune", "state": state})
                 mlflow.log_metrics({"validation_ndcg_at_10": value, "seconds": seconds})
 
         yield on_trial

@@ -7,7 +7,9 @@ NDCG@10; the epoch count is not searched but found by early stopping on the same
 every trial. The first trial of each study is the model's default config, so a search can only
 keep or improve on the defaults. The fusion weights are then searched by ``fit_fusion`` over
 the tuned members, also on validation. The budget is split evenly across models; a trial that
-starts before its model's share runs out finishes, so a run can overshoot by one trial.
+starts before its model's share runs out finishes, so a run can overshoot by one trial. Trials
+are cheapened (``TRIAL_*``, ``PRUNE_*`` below) so that several fit a small budget: capped epochs
+and patience, the SAE's rating paths skipped, and a median pruner on per-epoch validation NDCG@10.
 
 Every trial is an MLflow run nested under a ``tune`` run, and the chosen settings are logged
 there as ``tuned_settings.json`` (and again with the training run that uses them).
@@ -22,7 +24,8 @@ How a search result becomes a default (what the model configs' defaults are mean
    relative, about the spread between seeds. A setting that wins on one data set only stays.
 3. The new value is the median of the chosen values over the data sets (on a log scale for
    learning rates and decays); a categorical takes the value most data sets chose.
-4. Each change gets a row in README "How the defaults were derived", with the validation figures.
+4. Each change gets a row in docs/models-and-quality.md "How the defaults were derived", with the
+   validation figures.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 
 from training.models.base import TrainingData
+from training.models.fitting import listening
 
 log = logging.getLogger(__name__)
 Space = Callable[[optuna.trial.BaseTrial], dict[str, Any]]  # a Trial while searching, a FixedTrial to replay
@@ -62,10 +66,16 @@ SPACES: dict[str, Space] = {
     },
 }
 
-# Settings every trial runs with that the final training does not: the SAE's item-based rating
-# path never touches the ranking scores (it trains on its own random streams), so a trial judged
-# on NDCG@10 skips it. Settings pinned by the caller win.
-TRIAL_ONLY: dict[str, dict[str, Any]] = {"sae": {"item_hidden": None}}
+# Settings every trial runs with that the final training does not: a trial is judged on NDCG@10,
+# so the SAE skips both rating paths (they never feed its ranking scores). Settings pinned by the
+# caller win.
+TRIAL_ONLY: dict[str, dict[str, Any]] = {"sae": {"item_hidden": None, "train_rating_path": False}}
+# What makes trials cheap enough that several fit a small budget: an epoch cap and a shorter
+# patience (best epochs on ml-100k u1 are 5-30; a trial only has to rank settings, the final
+# training runs the model's own patience), and a median pruner on the per-epoch validation
+# NDCG@10 that stops a trial below the median of earlier trials at the same epoch.
+TRIAL_MAX_EPOCHS, TRIAL_PATIENCE = 60, 8
+PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_EPOCHS = 2, 5
 
 
 @dataclass
@@ -105,9 +115,15 @@ def tune(
     device: str = "auto",
     max_epochs: int | None = None,
     fixed: Mapping[str, Mapping[str, Any]] | None = None,
-    on_trial: Callable[[str, int, dict[str, Any], float, float], None] | None = None,
+    on_trial: Callable[..., None] | None = None,
+    prune: bool = True,
+    max_trials: int | None = None,
 ) -> TuningResult:
-    """Search each of ``names`` within its share of ``budget_minutes``; ``fixed`` settings are never searched."""
+    """Search each of ``names`` within its share of ``budget_minutes``; ``fixed`` settings are never searched.
+
+    ``on_trial(model, number, overrides, ndcg, seconds, state=...)`` sees every trial, pruned ones
+    (state ``"pruned"``, with their last validated NDCG@10) included.
+    """
     from training.pipeline import MODELS
 
     started = time.perf_counter()
@@ -126,8 +142,31 @@ def tune(
             config = make_config(
                 name, {**TRIAL_ONLY.get(name, {}), **overrides}, seed=seed, device=device, max_epochs=max_epochs
             )
+            config = replace(
+                config,
+                max_epochs=min(config.max_epochs, TRIAL_MAX_EPOCHS),
+                patience=min(config.patience, TRIAL_PATIENCE),
+            )
             trial_started = time.perf_counter()
-            model, history = MODELS[name][0](data, config, progress=False)
+            last = {"ndcg@10": 0.0}
+
+            def report(fit_name: str, monitor: str, epoch: int, record: dict[str, float]) -> None:
+                if monitor != "ndcg@10":
+                    return
+                last["ndcg@10"] = record[monitor]
+                trial.report(record[monitor], epoch)
+                if prune and trial.should_prune():
+                    raise optuna.TrialPruned(f"epoch {epoch}: ndcg@10 {record[monitor]:.4f} below the median")
+
+            try:
+                with listening(report):
+                    model, history = MODELS[name][0](data, config, progress=False)
+            except optuna.TrialPruned:
+                seconds = time.perf_counter() - trial_started
+                log.info("tune model=%s trial=%d pruned seconds=%.0f %s", name, trial.number, seconds, overrides)
+                if on_trial is not None:
+                    on_trial(name, trial.number, overrides, last["ndcg@10"], seconds, state="pruned")
+                raise
             value = validation_metrics(model, data).get("ndcg@10", 0.0)
             trial.set_user_attr("best_epoch", history.best_epoch)
             seconds = time.perf_counter() - trial_started
@@ -141,23 +180,35 @@ def tune(
                 overrides,
             )
             if on_trial is not None:
-                on_trial(name, trial.number, overrides, value, seconds)
+                on_trial(name, trial.number, overrides, value, seconds, state="complete")
             return value
 
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        study = optuna.create_study(
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_EPOCHS),
+        )
         study.enqueue_trial(_default_params(name))
-        study.optimize(objective, timeout=share, n_trials=None, catch=())
+        study.optimize(objective, timeout=share, n_trials=max_trials, catch=())
         best = study.best_trial
         result.settings[name] = {**SPACES[name](optuna.trial.FixedTrial(best.params)), **pinned}
         result.best[name] = study.best_value
         result.trials[name] = [
-            {"number": t.number, "params": t.params, "ndcg@10": t.value, "best_epoch": t.user_attrs.get("best_epoch")}
+            {
+                "number": t.number,
+                "params": t.params,
+                "state": t.state.name.lower(),
+                "ndcg@10": t.value,
+                "last_ndcg@10": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
+                "best_epoch": t.user_attrs.get("best_epoch"),
+            }
             for t in study.trials
         ]
         log.info(
-            "tuned model=%s trials=%d best ndcg@10=%.4f settings=%s",
+            "tuned model=%s trials=%d pruned=%d best ndcg@10=%.4f settings=%s",
             name,
             len(study.trials),
+            sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             best.value,
             result.settings[name],
         )

@@ -18,7 +18,14 @@ class RatingPredictor(Protocol):
 def predict_pairs(
     model: RatingPredictor, history: sp.csr_matrix, pairs: pd.DataFrame, batch_size: int = 512
 ) -> np.ndarray | None:
-    """The model's prediction for each (user, item) row of ``pairs``, users scored from ``history``."""
+    """The model's prediction for each (user, item) row of ``pairs``, users scored from ``history``.
+
+    A model that also reads other users' ratings (the SAE's item path encodes each item from its
+    column) is handed the whole ``history`` first: at test time that is the full train part.
+    """
+    observe = getattr(model, "observe", None)
+    if callable(observe):
+        observe(history)
     users = np.unique(pairs["user"].to_numpy())
     out = np.empty(len(pairs), dtype=np.float64)
     row_of = {int(u): i for i, u in enumerate(users)}

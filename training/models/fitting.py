@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,21 @@ import torch
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
+
+# (fit name, monitor, epoch, that epoch's record) after every validated epoch. A tuning search
+# listens to prune a trial early; it may raise to stop training (the exception propagates).
+EpochListener = Callable[[str, str, int, dict[str, float]], None]
+_LISTENER: ContextVar[EpochListener | None] = ContextVar("epoch_listener", default=None)
+
+
+@contextlib.contextmanager
+def listening(listener: EpochListener) -> Iterator[None]:
+    """Call ``listener`` after each validated epoch of every ``fit`` run inside this block."""
+    token = _LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
 
 
 @dataclass
@@ -92,6 +109,9 @@ def fit(
         log.debug("epoch model=%s %s", name, " ".join(f"{k}={v:.5g}" for k, v in record.items()))
         if validate is None:
             continue
+        listener = _LISTENER.get()
+        if listener is not None:
+            listener(name, monitor, epoch, record)
         if sign * record[monitor] > sign * history.best or history.best_epoch < 0:
             history.best, history.best_epoch = record[monitor], epoch
             best_state = copy.deepcopy(module.state_dict())
