@@ -33,7 +33,7 @@ COLUMNS = (
     "coverage@10",
     "train_seconds",
 )
-ORDER = ("popularity", "sae", "rbm", "two_tower", "ease", "ensemble")
+ORDER = ("popularity", *LEARNED, "ensemble")
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from recsys import contract
 
 EPSILON = 1e-4
-FILE = "drift_reference.json"
+FILE = contract.BUNDLE_FILES["drift_reference"]
 FEATURES = ("history_length", "rating", "popularity_decile", "genre")  # every bundle's reference has these
 SCORE_DEPTH = 10  # top scores per model and answer, offline and live: a fixed depth, whatever k asked
 
