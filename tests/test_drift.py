@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from recsys import contract
 
 from clients.retry import NO_RETRY
 from clients.sync import RecommenderClient
@@ -143,13 +144,13 @@ def test_live_model_score_features_in_distribution_and_shifted(
     """The server observes each model's top scores in its live answers (real Triton): the bundle's
     users asking with their histories keep every score_<model> PSI below 0.1, which checks that the
     live lists are binned like export's reference; a stream of new users who disliked only long-tail
-    items moves every score PSI above 0.25 and the alert fires for them."""
+    items moves every score PSI above 0.25 (EASE's too) and the alert fires for them."""
     from server.bundle import load_bundle
 
     bundle = load_bundle(serving_artifacts.bundle)
     reference = Reference.load(bundle.folder)
     assert reference is not None
-    scored = [f"score_{m}" for m in ("sae", "rbm", "two_tower")]
+    scored = [f"score_{m}" for m in contract.MODELS]  # every served model, EASE included
     assert set(scored) <= set(reference.features)
     # fp32 only: the reference is the fp32 graphs' (int8 scores differ by their quantisation error).
     # A window of 1,000 scores (100 answers) so that the shifted stream below fills it.
