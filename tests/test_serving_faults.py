@@ -160,7 +160,7 @@ def test_a_slow_candidate_generator_does_not_take_the_rankers_down(
                 result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=budget_ms, variant="fp32"))
                 assert wall_ms <= budget_ms + MARGIN_MS, f"answered after {wall_ms:.0f} ms"
                 # The rankers stopped waiting in time and ranked the local candidates instead.
-                assert RANKERS <= {c.model for c in result.model_calls if c.ok}
+                assert {c.model for c in result.model_calls if c.ok} >= RANKERS
                 assert result.degraded and all(r.startswith("two_tower:") for r in result.degraded_reasons)
         finally:
             generator_delay.write_text("0")
