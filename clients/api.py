@@ -13,18 +13,13 @@ from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
+from recsys import contract
 from recsys.v1 import recommender_pb2 as pb
 
 from clients.feedback import Feedback, feedback_events
 from clients.results import FeedbackReceipt, Models, Onboarding, Recommendations, SimilarItems
 
-STRATEGIES = {
-    "ensemble": pb.STRATEGY_ENSEMBLE,
-    "sae": pb.STRATEGY_SAE,
-    "rbm": pb.STRATEGY_RBM,
-    "two_tower": pb.STRATEGY_TWO_TOWER,
-    "popular": pb.STRATEGY_POPULAR,
-}
+STRATEGIES = contract.strategy_values(pb.Strategy)
 VARIANTS = {"auto": pb.VARIANT_AUTO, "fp32": pb.VARIANT_FP32, "int8": pb.VARIANT_INT8, "fp16": pb.VARIANT_FP16}
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from recsys import contract
 
 from export.golden import GOLDEN_FILE, write_golden
 from export.repository import versions
@@ -31,8 +32,9 @@ from training.fusion import Ensemble
 from training.models.popularity import Popularity
 from training.models.two_tower import TwoTower
 
-# What the files in a bundle mean; the server refuses a schema it does not know (server/bundle.py).
-SCHEMA_VERSION = 1
+# The file names and the schema version (what the files mean) are the serving contract's; the
+# server refuses a schema it does not know (server/bundle.py).
+FILES, SCHEMA_VERSION = contract.BUNDLE_FILES, contract.SCHEMA_VERSION
 
 
 def write_bundle(
@@ -59,25 +61,25 @@ def write_bundle(
             dataset.item_ids.raw_ids, dataset.items["title"], dataset.items["year"], dataset.genres, strict=True
         )
     ]
-    (folder / "catalog.json").write_text(json.dumps({"genres": genre_names, "items": catalog}))
+    (folder / FILES["catalog"]).write_text(json.dumps({"genres": genre_names, "items": catalog}))
     id_maps = json.dumps({"users": dataset.user_ids.to_list(), "items": dataset.item_ids.to_list()})
-    (folder / "id_maps.json").write_text(id_maps)
+    (folder / FILES["id_maps"]).write_text(id_maps)
     np.savez(
-        folder / "popularity.npz",
+        folder / FILES["popularity"],
         order=popularity.ranking(),
         score=popularity.item_scores,
         bayes_mean=popularity.bayes_mean,
         counts=popularity.counts,
     )
-    sp.save_npz(folder / "histories.npz", to_csr(dataset.ratings, dataset.n_users, dataset.n_items))
+    sp.save_npz(folder / FILES["histories"], to_csr(dataset.ratings, dataset.n_users, dataset.n_items))
     if two_tower is not None:
-        np.save(folder / "demographics.npy", two_tower.user_codes)
+        np.save(folder / FILES["demographics"], two_tower.user_codes)
         # The age edges travel with the vocabularies so the server encodes a new user's age the same way.
         vocab = {**two_tower.demographics.to_dict(), "age_edges": [float(e) for e in AGE_EDGES]}
-        (folder / "demographics_vocab.json").write_text(json.dumps(vocab))
-        np.save(folder / "item_embeddings.npy", two_tower.item_embeddings().cpu().numpy())
+        (folder / FILES["demographics_vocab"]).write_text(json.dumps(vocab))
+        np.save(folder / FILES["item_embeddings"], two_tower.item_embeddings().cpu().numpy())
     if ensemble is not None:
-        (folder / "fusion.json").write_text(json.dumps(ensemble.config_dict()))
+        (folder / FILES["fusion"]).write_text(json.dumps(ensemble.config_dict()))
     if repository is not None:
         write_golden(folder, repository, manifest.get("repository", {}))
     full = {
@@ -95,7 +97,7 @@ def write_bundle(
         "data_fingerprint": dataset.fingerprint(),
         "scale": dataset.scale.to_dict(),
     }
-    (folder / "manifest.json").write_text(json.dumps(full, indent=1))
+    (folder / FILES["manifest"]).write_text(json.dumps(full, indent=1))
     return folder
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,31 +12,12 @@ import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+from recsys.contract import VARIANTS, Variant
 from torch import nn
 
 from export.graphs import signature
 
-
-@dataclass(frozen=True)
-class Variant:
-    name: str  # e.g. "onnx_int8"
-    format: str  # "onnx" or "torchscript"
-    backend: str  # Triton backend that serves it natively
-    filename: str
-    quantized: bool
-    cpu_only: bool = False  # PyTorch's dynamic int8 Linear has no CUDA kernels (it crashes there)
-
-
-VARIANTS = {
-    v.name: v
-    for v in (
-        Variant("onnx_fp32", "onnx", "onnxruntime", "model.onnx", False),
-        Variant("onnx_int8", "onnx", "onnxruntime", "model.onnx", True),
-        Variant("onnx_fp16", "onnx", "onnxruntime", "model.onnx", True),
-        Variant("torchscript_fp32", "torchscript", "pytorch", "model.pt", False),
-        Variant("torchscript_int8", "torchscript", "pytorch", "model.pt", True, cpu_only=True),
-    )
-}
+__all__ = ["VARIANTS", "Variant", "applicable", "runner", "write"]  # the table is the contract's
 # Index plumbing stays fp32 in the fp16 variant: onnxruntime's CPU provider has no fp16
 # ScatterElements(add), and top-k/gather over fp16 would only lose precision at no speed gain.
 FP16_KEEP_FP32 = [*DEFAULT_OP_BLOCK_LIST, "ScatterElements", "TopK", "GatherElements", "Where"]

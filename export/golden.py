@@ -17,12 +17,15 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from recsys import contract
 
 from export.formats import VARIANTS, runner
 from export.repository import read_config
 
-GOLDEN_FILE = "golden.json"
-ROLES = ("two_tower_user", "two_tower_items", "sae", "rbm")  # user towers first: item scorers take their output
+GOLDEN_FILE = contract.BUNDLE_FILES["golden"]
+FILES = contract.BUNDLE_FILES
+# User towers first: item scorers take their output. The one-graph two-tower model has no golden requests.
+ROLES = (f"{contract.GENERATOR}_user", f"{contract.GENERATOR}_items", *contract.CATALOG_SCORERS)
 CANDIDATES = 20
 INDEX_INPUTS = ("ITEM_IDX", "EXCLUDE_IDX", "CANDIDATE_IDX", "TOP_IDX")
 
@@ -34,10 +37,10 @@ def golden_users(histories: sp.csr_matrix, n: int) -> np.ndarray:
 
 
 def write_golden(folder: Path, repository: Path, pins: dict[str, int], users: int = 8) -> Path:
-    histories = sp.load_npz(folder / "histories.npz").tocsr()
-    item_ids = np.asarray(json.loads((folder / "id_maps.json").read_text())["items"], dtype=np.int64)
-    order = np.load(folder / "popularity.npz")["order"]
-    demographics = np.load(folder / "demographics.npy") if (folder / "demographics.npy").is_file() else None
+    histories = sp.load_npz(folder / FILES["histories"]).tocsr()
+    item_ids = np.asarray(json.loads((folder / FILES["id_maps"]).read_text())["items"], dtype=np.int64)
+    order = np.load(folder / FILES["popularity"])["order"]
+    demographics = np.load(folder / FILES["demographics"]) if (folder / FILES["demographics"]).is_file() else None
     requests: list[dict[str, Any]] = []
     embeddings: dict[tuple[str, int], np.ndarray] = {}  # (variant, user) -> the user tower's output
     ordered = sorted(pins, key=lambda m: next((i for i, r in enumerate(ROLES) if m.startswith(r + "_")), len(ROLES)))

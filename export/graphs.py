@@ -1,6 +1,6 @@
 """The graphs Triton runs: small requests in, top-N out, whatever the catalogue size.
 
-Every catalogue scorer (SAE, RBM) takes the user's ratings as (item index, rating) pairs, the
+Every catalogue scorer (SAE, RBM, EASE) takes the user's ratings as (item index, rating) pairs, the
 items to exclude and optional candidates, each padded with -1, and returns the top-N items
 (never rated, never excluded) with their scores plus a score per candidate, so a request grows
 with the user's history and a response with N, not with the catalogue. The two-tower model is
@@ -17,21 +17,20 @@ share one contract.
 from __future__ import annotations
 
 import torch
+from recsys import contract
 from torch import nn
 
 from training.models.base import Scorer
+from training.models.ease import EASE
 from training.models.rbm import RBM, one_hot
 from training.models.sae import SAE
 from training.models.two_tower import TwoTower
 
-CATALOG_INPUTS = ("ITEM_IDX__0", "RATING__1", "EXCLUDE_IDX__2", "CANDIDATE_IDX__3")
-CATALOG_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2")
-USER_TOWER_INPUTS = ("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2")
-USER_TOWER_OUTPUTS = ("USER_EMBEDDING__0",)
-ITEM_SCORER_INPUTS = ("USER_EMBEDDING__0", "EXCLUDE_IDX__1")
-ITEM_SCORER_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1")
-TWO_TOWER_INPUTS = ("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2", "EXCLUDE_IDX__3")
-TWO_TOWER_OUTPUTS = ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2")
+# Tensor names are the serving contract's (recsys.contract), which the server calls by.
+CATALOG_INPUTS, CATALOG_OUTPUTS = contract.CATALOG.inputs, contract.CATALOG.outputs
+USER_TOWER_INPUTS, USER_TOWER_OUTPUTS = contract.USER_TOWER.inputs, contract.USER_TOWER.outputs
+ITEM_SCORER_INPUTS, ITEM_SCORER_OUTPUTS = contract.ITEM_SCORER.inputs, contract.ITEM_SCORER.outputs
+TWO_TOWER_INPUTS, TWO_TOWER_OUTPUTS = contract.TWO_TOWER.inputs, contract.TWO_TOWER.outputs
 DEFAULT_TOP_N = 100
 
 
@@ -102,6 +101,43 @@ class _RBMScores(nn.Module):
         return probs[..., 1] if self.liked else probs @ self.level_values
 
 
+class _EASEScores(nn.Module):
+    """EASE's scores of the rated-items row: the dense B as one ``nn.Linear`` (items x items), or the
+    low-rank form as two (items -> rank -> items, the coefficients folded into the second), so the
+    weights are where dynamic int8 can reach them."""
+
+    def __init__(self, model: EASE) -> None:
+        super().__init__()
+        arrays = {k: torch.from_numpy(v) for k, v in model.arrays.items()}
+        self.dense = model.form == "dense"
+        if self.dense:
+            self.weights = _linear(arrays["weights"].T)  # Linear computes x Wᵀ: x B needs W = Bᵀ
+        else:
+            factors, coef, diag = arrays["factors"], arrays["coef"], arrays["diag"]
+            self.to_factors, self.from_factors = _linear(factors.T), _linear(factors * coef)
+            self.register_buffer("keep", 1.0 - 1.0 / (model.config.l2 * diag))
+            self.register_buffer("inverse_diag", 1.0 / diag)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        rated = (dense > 0).to(dense.dtype)
+        if self.dense:
+            return self.weights(rated)
+        return rated * self.keep - self.from_factors(self.to_factors(rated)) * self.inverse_diag
+
+
+def _linear(weight: torch.Tensor) -> nn.Linear:
+    """A bias-free Linear holding ``weight`` (out x in)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return layer
+
+
+# Model class -> the module computing its catalogue scores from the dense ratings row; each is
+# served as a CatalogScorer, the contract's catalogue graph.
+CATALOG_SCORES: dict[type[Scorer], type[nn.Module]] = {SAE: _SAEScores, RBM: _RBMScores, EASE: _EASEScores}
+
+
 class CatalogScorer(nn.Module):
     """(ratings, exclusions, candidates) -> (top-N indices, top-N scores, candidate scores)."""
 
@@ -169,10 +205,8 @@ def graphs_for(name: str, model: Scorer, top_n: int = DEFAULT_TOP_N, fused: bool
 
     ``fused``: the two-tower model also as one graph (``<name>``); its two halves stay exported,
     as the server's fallback when the fused model is not ready."""
-    if isinstance(model, SAE):
-        return {name: CatalogScorer(_SAEScores(model), len(model.item_ids), top_n).eval()}
-    if isinstance(model, RBM):
-        return {name: CatalogScorer(_RBMScores(model), len(model.item_ids), top_n).eval()}
+    if type(model) in CATALOG_SCORES:
+        return {name: CatalogScorer(CATALOG_SCORES[type(model)](model), len(model.item_ids), top_n).eval()}
     if isinstance(model, TwoTower):
         user, items = UserTowerGraph(model).eval(), ItemScorerGraph(model, top_n).eval()
         return {

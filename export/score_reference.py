@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from recsys import contract
 
 from export.graphs import CatalogScorer, TwoTowerGraph, graphs_for
 from server.drift.reference import SCORE_DEPTH
@@ -20,7 +21,7 @@ from training.data.matrices import to_csr
 from training.models.base import Scorer
 from training.models.two_tower import TwoTower
 
-SCORED = ("sae", "rbm", "two_tower")  # the server's model branches (server.recommend.MODEL_STRATEGIES)
+SCORED = contract.MODELS  # the server's model branches
 MAX_USERS = 5_000
 BATCH = 256
 

@@ -7,9 +7,9 @@ server answers with what it has, marked degraded.
 
 Plans are tried from best to cheapest, and the first whose predicted cost fits is used:
 
-1. ``full``: two stages. The two-tower model generates candidates (its top-N), then SAE and
-   RBM rank them (plus their own top-N over the catalogue), concurrently with each other.
-2. ``one_stage``: every model at once; SAE and RBM rank the local candidates (popularity or
+1. ``full``: two stages. The two-tower model generates candidates (its top-N), then the
+   catalogue scorers (SAE, RBM, EASE) rank them (plus their own top-N over the catalogue), concurrently with each other.
+2. ``one_stage``: every model at once; the catalogue scorers rank the local candidates (popularity or
    genre-profile order) instead of waiting for the two-tower's, which saves a round.
 3. (precision "auto" only) ``int8``: the int8 variants, in one stage.
 4. fewer candidates, then only the models that fit on their own, down to ``local``, the
@@ -28,16 +28,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from recsys import contract
+
 from server.triton_models import ModelPool
 
 # Branch -> the roles it calls, in order; a branch with alternatives uses the first whose models
 # are all ready (the one-graph two-tower model, else its two halves in a row).
-BRANCHES = {
-    "sae": (("sae",),),
-    "rbm": (("rbm",),),
-    "two_tower": (("two_tower",), ("two_tower_user", "two_tower_items")),
-}
-GENERATOR = "two_tower"  # the candidate generator of a two-stage plan; the other branches rank
+BRANCHES = contract.BRANCHES
+GENERATOR = contract.GENERATOR  # the candidate generator of a two-stage plan; the other branches rank
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from recsys import contract
 
-# Bundle schema versions this server reads (export/bundle.py SCHEMA_VERSION); bundles written
+# Bundle schema versions this server reads (the contract's, which export writes); bundles written
 # before the field existed are version 1.
-SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSIONS = (contract.SCHEMA_VERSION,)
+FILES = contract.BUNDLE_FILES
 
 
 class BundleError(RuntimeError):
@@ -123,11 +125,11 @@ class Bundle:
 
 def resolve(path: Path) -> Path:
     """A bundle version folder, or the newest numbered one under ``path``."""
-    if (path / "manifest.json").is_file():
+    if (path / FILES["manifest"]).is_file():
         return path
     numbered = (
         sorted(
-            (p for p in path.iterdir() if p.name.isdigit() and (p / "manifest.json").is_file()),
+            (p for p in path.iterdir() if p.name.isdigit() and (p / FILES["manifest"]).is_file()),
             key=lambda p: int(p.name),
         )
         if path.is_dir()
@@ -141,18 +143,18 @@ def resolve(path: Path) -> Path:
 def load_bundle(path: Path) -> Bundle:
     folder = resolve(Path(path))
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = json.loads((folder / FILES["manifest"]).read_text())
         schema = manifest.get("schema_version", 1)
         if schema not in SCHEMA_VERSIONS:
             raise BundleError(
                 f"serving bundle {folder} has schema version {schema}; this server reads "
                 f"{', '.join(map(str, SCHEMA_VERSIONS))}: upgrade the server or export with its version"
             )
-        id_maps_text = (folder / "id_maps.json").read_text()
-        catalog = json.loads((folder / "catalog.json").read_text())
+        id_maps_text = (folder / FILES["id_maps"]).read_text()
+        catalog = json.loads((folder / FILES["catalog"]).read_text())
         id_maps = json.loads(id_maps_text)
-        popularity = np.load(folder / "popularity.npz")
-        histories = sp.load_npz(folder / "histories.npz").tocsr()
+        popularity = np.load(folder / FILES["popularity"])
+        histories = sp.load_npz(folder / FILES["histories"]).tocsr()
     except (OSError, ValueError, KeyError) as err:
         raise BundleError(f"serving bundle {folder} is incomplete ({err}); re-run `make export`") from None
     items = catalog["items"]
@@ -161,13 +163,13 @@ def load_bundle(path: Path) -> Bundle:
     column = {g: j for j, g in enumerate(genre_names)}
     for i, item in enumerate(items):
         genres[i, [column[g] for g in item["genres"]]] = True
-    fusion_file = folder / "fusion.json"
+    fusion_file = folder / FILES["fusion"]
     spec: dict[str, Any] = (
         json.loads(fusion_file.read_text()) if fusion_file.is_file() else {"method": "rrf", "weights": {}}
     )
-    embeddings = folder / "item_embeddings.npy"
-    demographics = folder / "demographics.npy"
-    vocab = folder / "demographics_vocab.json"
+    embeddings = folder / FILES["item_embeddings"]
+    demographics = folder / FILES["demographics"]
+    vocab = folder / FILES["demographics_vocab"]
     scale = manifest["scale"]
     expected = manifest.get("catalog", {}).get("id_maps_sha256")
     if expected and hashlib.sha256(id_maps_text.encode()).hexdigest() != expected:

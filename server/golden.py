@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import numpy as np
+from recsys import contract
 
 from server.runtime import BundleRuntime
 from server.triton_models import ModelCallError
@@ -21,7 +22,7 @@ CALL_TIMEOUT_S = 10.0
 
 def load_golden(runtime: BundleRuntime) -> list[dict[str, Any]]:
     name = runtime.bundle.manifest.get("golden")
-    path = runtime.bundle.folder / str(name or "golden.json")
+    path = runtime.bundle.folder / str(name or contract.BUNDLE_FILES["golden"])
     if not name or not path.is_file():
         raise FileNotFoundError(
             f"bundle {runtime.bundle.folder} has no golden requests ({path.name}); "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from recsys import contract
 
 from server.admission import Admission
 from server.budget import GENERATOR, Budget, Plan, choose_plan, effective_budget_ms, predicted_ms
@@ -29,7 +30,7 @@ from server.triton_models import ModelCallError, ModelPool
 from server.validation import Filters, RecommendQuery
 
 SINGLE = "single"
-MODEL_STRATEGIES = ("sae", "rbm", "two_tower")
+MODEL_STRATEGIES = contract.MODELS  # the model branches, each also a single-model strategy
 CONTENT_DEPTH = 1000  # genre-profile ranks kept per request; deeper ones barely move a fusion
 # Popularity ranks kept per request: a fusion scores only the union of its lists, so the local
 # list must not be catalogue-long; below this depth every item gets popularity's floor.
@@ -315,15 +316,13 @@ class Recommender:
             record.version, record.ms, record.ok = result.version, result.ms, True
             return result.outputs
 
-        if branch in ("sae", "rbm"):
+        if branch in contract.CATALOG_SCORERS:
+            catalog = contract.CATALOG
             out = await call(
-                models[0],
-                {"ITEM_IDX__0": items, "RATING__1": ratings, "EXCLUDE_IDX__2": exclude, "CANDIDATE_IDX__3": cands},
-                ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"),
+                models[0], dict(zip(catalog.inputs, (items, ratings, exclude, cands), strict=True)), catalog.outputs
             )
-            return merge(
-                ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"]), candidates, out["CANDIDATE_SCORE__2"][: len(candidates)]
-            )
+            top_idx, top_score, candidate_score = (out[name] for name in catalog.outputs)
+            return merge(ranked(top_idx, top_score), candidates, candidate_score[: len(candidates)])
         codes = self._demographics(profile, query)
         if len(models) == 1:  # the one-graph two-tower model: rated items are masked inside it
             out = await call(

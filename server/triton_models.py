@@ -1,7 +1,7 @@
 """The Triton models the server calls: names, readiness, latency estimates and the calls themselves.
 
 Models are named ``<role>_<variant>`` (``sae_torchscript_fp32``); the roles are the catalogue
-scorers ``sae`` and ``rbm`` and the two halves of the two-tower model. One asyncio gRPC channel
+scorers (``sae``, ``rbm``, ``ease``) and the two halves of the two-tower model. One asyncio gRPC channel
 is shared by the control calls (tritonclient) and one by the inference calls, which build Triton's
 protobufs directly (``server.triton_wire``: tritonclient's tensor wrappers were a measurable share
 of the server's CPU per request). A call that fails or runs out of time raises ``ModelCallError`` with a
@@ -27,6 +27,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
 from google.protobuf import json_format, text_format
+from recsys import contract
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
@@ -36,9 +37,9 @@ from server.tracing import traceparent_headers, triton_call
 from server.triton_wire import first_rows, infer_request
 
 log = logging.getLogger(__name__)
-# "two_tower" is the one-graph two-tower model (one call); its halves are the fallback (two calls).
-ROLES = ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
-OPTIONAL_ROLES = ("two_tower",)  # without it the halves answer, one round trip later: not needed for SERVING
+# The roles (catalogue scorers, the one-graph two-tower model and its halves) are the contract's.
+ROLES = tuple(contract.ROLES)
+OPTIONAL_ROLES = contract.OPTIONAL_ROLES
 LOAD_RETRY_S = 30.0
 # Triton answers model-repository/config calls only with this header (--grpc-restricted-protocol).
 CONTROL_HEADER = "triton-grpc-protocol-recsys-triton-key"  # Triton prefixes the key name it was given
@@ -51,12 +52,8 @@ CHANNEL_ARGS = [
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 10_000),
 ]
-# Precision asked for -> variants that provide it, preferred first.
-PRECISIONS = {
-    "fp32": ("torchscript_fp32", "onnx_fp32"),
-    "int8": ("torchscript_int8", "onnx_int8"),
-    "fp16": ("onnx_fp16",),
-}
+PRECISIONS = contract.PRECISIONS  # precision asked for -> variants that provide it, preferred first
+model_name = contract.model_name
 
 
 class ModelLoadError(RuntimeError):
@@ -75,10 +72,6 @@ class CallResult:
     version: str
     ms: float
     outputs: dict[str, np.ndarray]
-
-
-def model_name(role: str, variant: str) -> str:
-    return f"{role}_{variant}"
 
 
 class ModelPool:

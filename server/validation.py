@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from recsys import contract
 from recsys.v1 import recommender_pb2 as pb
 
 from server.bundle import Bundle
@@ -16,11 +17,7 @@ from server.settings import Settings
 
 STRATEGIES = {
     pb.STRATEGY_UNSPECIFIED: "ensemble",
-    pb.STRATEGY_ENSEMBLE: "ensemble",
-    pb.STRATEGY_SAE: "sae",
-    pb.STRATEGY_RBM: "rbm",
-    pb.STRATEGY_TWO_TOWER: "two_tower",
-    pb.STRATEGY_POPULAR: "popular",
+    **{value: name for name, value in contract.strategy_values(pb.Strategy).items()},
 }
 PRECISIONS = {pb.VARIANT_AUTO: "auto", pb.VARIANT_FP32: "fp32", pb.VARIANT_INT8: "int8", pb.VARIANT_FP16: "fp16"}
 MAX_USER_ID = 128

@@ -23,11 +23,11 @@ from training.fusion import Ensemble, FusionSpec
 from training.models.base import TrainingData
 from training.models.popularity import Popularity
 from training.models.two_tower import TwoTower
-from training.pipeline import train_models
+from training.pipeline import LEARNED, train_models
 
 VARIANTS = ("torchscript_fp32", "torchscript_int8")
 # The real ensemble's weights (ml-100k), so every model takes part whatever a tiny fit would pick.
-WEIGHTS = {"popularity": 0.3, "sae": 0.4, "rbm": 0.1, "two_tower": 0.2}
+WEIGHTS = {"popularity": 0.3, "sae": 0.3, "rbm": 0.1, "two_tower": 0.2, "ease": 0.1}
 T = TypeVar("T")  # what a coroutine run on the server thread returns
 SLOW_MODEL = Path(__file__).resolve().parent / "fixtures" / "slow_model.py"
 
@@ -42,9 +42,7 @@ class Artifacts:
 def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     dataset = data.dataset
     split = make_split(dataset, "u1")
-    trained = train_models(
-        data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu", ensemble=False
-    )
+    trained = train_models(data, list(LEARNED), max_epochs=4, progress=False, device="cpu", ensemble=False)
     repository = root / "model_repository"
     rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS, top_n=20)
     manifest: dict[str, Any] = {

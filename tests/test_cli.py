@@ -7,11 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from recsys import contract
 
 import export.__main__ as export_cli
 from export.registry import ExportError
 from export.repository import read_config
 from training import evaluate, train
+from training.pipeline import LEARNED
+
+REGISTERED = ("popularity", *LEARNED, "ensemble")  # every model the default training registers
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory, synthetic_dirs: dict
     assert summary["split"] == "u1"
     registry = summary["registry"]
     # Three epochs on toy data cannot beat popularity; the gate is off here (tests/test_gates.py covers it).
-    for name in ("popularity", "sae", "rbm", "two_tower", "ensemble"):
+    for name in REGISTERED:
         assert registry[name]["version"] == 1 and registry[name]["champion"]
     assert (state / "mlflow.db").is_file() and (state / "checkpoints" / "sae.pt").is_file()
     return state
@@ -57,7 +61,7 @@ def test_evaluate_reads_champions_back_from_the_registry(
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     models = report["models"]
-    assert set(models) == {"popularity", "sae", "rbm", "two_tower", "ensemble"}
+    assert set(models) == set(REGISTERED)
     for name, row in models.items():
         for k in (5, 10, 20):
             assert 0.0 <= row[f"ndcg@{k}"] <= 1.0, name
@@ -70,14 +74,14 @@ def test_saved_run_has_weights_config_id_maps_and_curve(trained_state: Path, mon
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.configure(trained_state)
-    for name in ("popularity", "sae", "rbm", "two_tower", "ensemble"):
+    for name in REGISTERED:
         folder = tracking.download(name, "1")
         assert json.loads((folder / "model.json").read_text())["model"] == name
         maps = json.loads((folder / "id_maps.json").read_text())
         assert len(maps["items"]) == 150 and len(maps["users"]) == 120
     assert list((trained_state / "mlartifacts").rglob("sae.png"))
     members = json.loads((tracking.download("ensemble", "1") / "members.json").read_text())
-    assert set(members) == {"popularity", "sae", "rbm", "two_tower"}
+    assert set(members) == {"popularity", *LEARNED}
 
 
 def test_bad_arguments_say_what_to_fix(synthetic_dirs: dict[str, Path]) -> None:
@@ -107,13 +111,11 @@ def test_export_reads_champions_and_writes_repository_and_bundle(
     rows = export_cli.main(args)
     # The one-graph two-tower model ("two_tower") is exported beside its two halves.
     assert {r["repository_model"] for r in rows} == {
-        f"{g}_{v}"
-        for g in ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
-        for v in ("onnx_fp32", "torchscript_fp32")
+        f"{g}_{v}" for g in contract.ROLES for v in ("onnx_fp32", "torchscript_fp32")
     }
     assert all(read_config(repo / r["repository_model"]).name == r["repository_model"] for r in rows)
     manifest = json.loads((bundle / "1" / "manifest.json").read_text())
-    assert manifest["registry_versions"] == {m: 1 for m in ("popularity", "sae", "rbm", "two_tower", "ensemble")}
+    assert manifest["registry_versions"] == dict.fromkeys(REGISTERED, 1)
     catalog = json.loads((bundle / "1" / "catalog.json").read_text())
     assert len(catalog["items"]) == 150 and catalog["items"][0]["title"].startswith("Synthetic Movie")
     assert export_cli.main(args) and (bundle / "2" / "manifest.json").is_file()  # versioned with the models

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from recsys import contract
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.formats import VARIANTS, runner
@@ -26,23 +27,17 @@ from server.triton import EmbeddedTriton, ModelLoadError, TritonNotFound, Triton
 from server.triton.launcher import Ports
 from training.data.splits import make_split
 from training.models.base import TrainingData
-from training.pipeline import train_models
+from training.pipeline import LEARNED, train_models
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) -> dict:
     dataset = tiny_data.dataset
     split = make_split(dataset, "u1")
-    trained = train_models(
-        tiny_data, ["sae", "rbm", "two_tower"], max_epochs=4, progress=False, device="cpu", ensemble=False
-    )
+    trained = train_models(tiny_data, list(LEARNED), max_epochs=4, progress=False, device="cpu", ensemble=False)
     repository = tmp_path_factory.mktemp("model_repository")
     rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20, fused_two_tower=True)
-    graphs = {
-        g: graph
-        for n in ("sae", "rbm", "two_tower")
-        for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()
-    }
+    graphs = {g: graph for n in LEARNED for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()}
     task = parity_users(dataset, split.train, split.test, 12)
     return {
         "rows": rows,
@@ -72,9 +67,9 @@ def _feeds(exported: dict, graph_name: str) -> dict[str, np.ndarray]:
 def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
     rows = exported["rows"]
     kinds = {(r["model"], r["variant"]) for r in rows}
-    # Every graph holds its weights in Linear layers (the RBM and the item scorer too), so every
-    # variant, int8 included, applies to each.
-    for graph in ("sae", "rbm", "two_tower_user", "two_tower_items", "two_tower"):
+    # Every graph holds its weights in Linear layers (the RBM, EASE and the item scorer too), so
+    # every variant, int8 included, applies to each.
+    for graph in contract.ROLES:
         assert {v for g, v in kinds if g == graph} == set(VARIANTS), graph
     for row in rows:
         config = read_config(exported["repository"] / row["repository_model"])

@@ -114,3 +114,22 @@ def test_an_ungated_version_ships_only_as_champion(store: MlflowClient, tmp_path
     store.set_registered_model_alias("recsys-sae", tracking.CHAMPION, "1")
     with pytest.raises(ExportError, match="registered without a baseline gate"):
         check_members(store, {"sae": 2})
+
+
+def test_ease_is_gated_and_fused_like_the_learned_members(tiny_data: TrainingData) -> None:
+    result = train_models(tiny_data, ["ease"], progress=False, device="cpu", gate_margin=0.0)
+    gate = result.gates["ease"]
+    assert gate.passed and gate.ndcg == result.validation["ease"]["ndcg@10"] > gate.bar
+    assert "ease" in result.ensemble.spec.weights  # a member the fusion fit weighs (zero is its call)
+    shut = train_models(tiny_data, ["ease"], progress=False, device="cpu", gate_margin=5.0)
+    assert not shut.gates["ease"].passed and set(shut.ensemble.members) == {"popularity"}
+
+
+def test_export_refuses_four_members_unless_each_is_champion_or_gated_in(store: MlflowClient, tmp_path: Path) -> None:
+    members = ("sae", "rbm", "two_tower", "ease")
+    for model in members:
+        _register(store, tmp_path, model, 0.3, passed=True)
+    check_members(store, dict.fromkeys(members, 1))
+    _register(store, tmp_path, "ease", 0.1, passed=False)  # v2: gated out
+    with pytest.raises(ExportError, match=r"recsys-ease v2 \(validation ndcg@10 0.1000 does not beat"):
+        check_members(store, {**dict.fromkeys(members, 1), "ease": 2})

@@ -117,6 +117,7 @@ def test_triton_metrics_move_for_the_models_used(summary: dict, before: dict, se
     for model in (
         "sae_torchscript_fp32",
         "rbm_torchscript_fp32",
+        "ease_torchscript_fp32",
         "two_tower_user_torchscript_fp32",
         "two_tower_items_torchscript_fp32",
     ):

@@ -20,16 +20,27 @@ QUICK = {
     "rbm": {"max_epochs": 25, "patience": 25},
     "two_tower": {"max_epochs": 40, "patience": 40},
     "ease": {},
+    "ease_low_rank": {"max_dense_items": 10, "rank": 24},  # the form past ~20k items, forced on a tiny set
 }
 TRAIN = {"popularity": popularity.train, "sae": sae.train, "rbm": rbm.train, "two_tower": two_tower.train}
-CLOSED_FORM = {"popularity": popularity.train, "ease": lambda data, config: ease.train(data, ease.EASEConfig(l2=20.0))}
+CLOSED_FORM = {
+    "popularity": lambda data, overrides: popularity.train(data, make_config("popularity")),
+    "ease": lambda data, overrides: _ease_member(data, overrides),
+    "ease_low_rank": lambda data, overrides: _ease_member(data, overrides),
+}
+
+
+def _ease_member(data: TrainingData, overrides: dict) -> ease.EASE:
+    model, history = ease.train_member(data, make_config("ease", overrides))
+    assert [e["ndcg@10"] for e in history.epochs][history.best_epoch] == max(e["ndcg@10"] for e in history.epochs)
+    return model
 
 
 @pytest.fixture(scope="module", params=list(QUICK))
 def trained(request: pytest.FixtureRequest, tiny_data: TrainingData) -> Scorer:
     name = request.param
     if name in CLOSED_FORM:
-        return CLOSED_FORM[name](tiny_data, make_config(name) if name == "popularity" else None)
+        return CLOSED_FORM[name](tiny_data, QUICK[name])
     config = make_config(name, QUICK[name], device="cpu")
     model, history = TRAIN[name](tiny_data, config, progress=False)
     assert history.epochs and all(np.isfinite(e["loss"]) for e in history.epochs)
@@ -72,7 +83,7 @@ class TestScorerConformance:
         self, trained: Scorer, tiny_data: TrainingData, tmp_path: Path
     ) -> None:
         folder = trained.save(tmp_path / trained.name)
-        loaded = ease.EASE.load(folder) if trained.name == "ease" else load_model(folder)
+        loaded = load_model(folder)
         histories = tiny_data.train[:9]
         np.testing.assert_allclose(
             loaded.score(histories, np.arange(9)), trained.score(histories, np.arange(9)), rtol=1e-5, atol=1e-5
@@ -193,3 +204,27 @@ def test_sae_without_item_path_keeps_the_user_path(tiny_data: TrainingData, tmp_
     np.testing.assert_array_equal(with_item_path.score(histories), model.score(histories))
     np.testing.assert_allclose(model.predict_ratings(histories, np.arange(3)), model.predict_ratings(histories))
     assert not (model.save(tmp_path / "sae") / sae.ITEM_WEIGHTS).exists()
+
+
+def test_ease_member_chooses_l2_on_validation_within_its_time(tiny_data: TrainingData) -> None:
+    grid = (5.0, 50.0, 500.0)
+    model, history = ease.train_member(tiny_data, make_config("ease", {"l2": 50.0, "l2_grid": grid}))
+    assert history.epochs[0]["l2"] == 50.0 and {e["l2"] for e in history.epochs} == set(grid)
+    best = max(history.epochs, key=lambda e: e["ndcg@10"])
+    assert model.config.l2 == best["l2"] and history.best == best["ndcg@10"]
+    # No time left after the first value: the grid's middle (the configured λ) alone, said so.
+    quick, cut = ease.train_member(tiny_data, make_config("ease", {"l2": 50.0, "l2_grid": grid, "search_seconds": 0}))
+    assert [e["l2"] for e in cut.epochs] == [50.0] and cut.stopped_early and quick.config.l2 == 50.0
+
+
+def test_ease_low_rank_at_full_rank_is_the_dense_model(tiny_data: TrainingData) -> None:
+    """XᵀX has rank <= users, so the low-rank form with that many eigenpairs is exact."""
+    full = min(tiny_data.train.shape)
+    settings = {"l2": 40.0, "l2_grid": (40.0,)}
+    dense, _ = ease.train_member(tiny_data, make_config("ease", settings))
+    low, _ = ease.train_member(tiny_data, make_config("ease", {**settings, "max_dense_items": 10, "rank": full}))
+    assert (dense.form, low.form) == ("dense", "low_rank") and low.arrays["factors"].shape[1] <= full
+    histories = tiny_data.train[:10]
+    np.testing.assert_allclose(low.score(histories), dense.score(histories), atol=2e-4)
+    reference = ease.train(tiny_data, ease.EASEConfig(l2=40.0))  # the bench's reference, the same model
+    np.testing.assert_allclose(reference.score(histories), dense.score(histories), atol=1e-6)

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from recsys import contract
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -59,9 +60,9 @@ def test_known_user_gets_the_full_ensemble(client: RecommenderClient, bundle: Bu
     result = client.recommend(user, k=8, explain=True)
     assert (result.strategy, result.rung, result.plan, result.degraded) == ("ensemble", "full", "full", False)
     assert len(result.items) == 8 and not rated & {i.item_id for i in result.items}
+    # Every catalogue scorer (EASE too) and the two-tower halves (the stack exports no one-graph model).
     assert {c.model for c in result.model_calls} == {
-        "sae_torchscript_fp32",
-        "rbm_torchscript_fp32",
+        *(f"{m}_torchscript_fp32" for m in contract.CATALOG_SCORERS),
         "two_tower_user_torchscript_fp32",
         "two_tower_items_torchscript_fp32",
     }
@@ -108,6 +109,13 @@ def test_single_model_strategies_and_variants(client: RecommenderClient, bundle:
         "two_tower_items_torchscript_int8",
     ]
     assert client.recommend(user, k=5, strategy="popular").model_calls == []
+    ease = client.recommend(user, k=5, strategy="ease", variant="int8")
+    assert (ease.rung, ease.strategy, [c.model for c in ease.model_calls]) == (
+        "single_model",
+        "ease",
+        ["ease_torchscript_int8"],
+    )
+    assert len(ease.items) == 5 and all(c.ok for c in ease.model_calls)
 
 
 def test_filters_exclusions_and_diversity(client: RecommenderClient, bundle: Bundle) -> None:
@@ -290,7 +298,7 @@ def test_list_models_health_and_reflection(client: RecommenderClient, stack: Ser
     # Every graph has an int8 variant now (the RBM and the item scorer are Linear layers).
     assert set(by_name) == {
         f"{role}_torchscript_{p}"
-        for role in ("sae", "rbm", "two_tower_user", "two_tower_items")
+        for role in (*contract.CATALOG_SCORERS, "two_tower_user", "two_tower_items")
         for p in ("fp32", "int8")
     }
     assert all(m.ready and m.versions == ("1",) and m.calls >= 5 and m.p95_ms > 0 for m in models.models)
@@ -367,4 +375,5 @@ def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: Reco
     assert delta('recsys_fallback_total{rung="full"}') == 1
     sae_calls = sum(call.model == "sae_torchscript_fp32" for call in known.model_calls)
     assert sae_calls >= 1 and delta('recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}') >= sae_calls
-    assert after["recsys_triton_ready"] == 1 and after["recsys_models_ready"] == 8  # fp32 + int8 of four graphs
+    graphs = len(contract.CATALOG_SCORERS) + 2  # the catalogue scorers and the two-tower halves
+    assert after["recsys_triton_ready"] == 1 and after["recsys_models_ready"] == 2 * graphs  # fp32 + int8 of each

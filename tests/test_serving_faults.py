@@ -1,6 +1,6 @@
 """Faults, end to end: a model that turns slow, too many calls, shutdown with calls in flight, Triton killed.
 
-The slow models are the only fake: the real SAE (and the two-tower item scorer) behind a
+The slow models are the only fake: the real SAE (the two-tower item scorer, EASE) behind a
 test-only Python model that sleeps for as long as a file says (tests/fixtures/slow_model.py).
 """
 
@@ -18,6 +18,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import pytest
+from recsys import contract
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -34,6 +35,8 @@ MARGIN_MS = 25  # the stated margin: a reply leaves within its budget plus this 
 SLOW_MODEL = "sae_torchscript_fp32"
 T = TypeVar("T")
 SLOW_GENERATOR = "two_tower_items_torchscript_fp32"
+SLOW_EASE = "ease_torchscript_fp32"
+RANKERS = {f"{m}_torchscript_fp32" for m in contract.CATALOG_SCORERS}
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +54,24 @@ def generator_delay(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def ease_delay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("delay") / "ease_delay_ms"
+    path.write_text("0")
+    return path
+
+
+@pytest.fixture(scope="module")
 def slow_artifacts(
-    serving_artifacts: Artifacts, delay: Path, generator_delay: Path, tmp_path_factory: pytest.TempPathFactory
+    serving_artifacts: Artifacts,
+    delay: Path,
+    generator_delay: Path,
+    ease_delay: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Artifacts:
     repository = slow_repository(
         serving_artifacts,
         tmp_path_factory.mktemp("slow") / "repo",
-        {SLOW_MODEL: delay, SLOW_GENERATOR: generator_delay},
+        {SLOW_MODEL: delay, SLOW_GENERATOR: generator_delay, SLOW_EASE: ease_delay},
     )
     return Artifacts(repository, serving_artifacts.bundle, serving_artifacts.models)
 
@@ -139,20 +153,39 @@ def test_a_slow_candidate_generator_does_not_take_the_rankers_down(
         generator_delay.write_text("0")
         staged = client.recommend(user, k=5, budget_ms=budget_ms, variant="fp32")
         assert (staged.plan, staged.degraded) == ("full", False)
-        # Two stages: the two-tower generates candidates before SAE and RBM rank them.
+        # Two stages: the two-tower generates candidates before the catalogue scorers rank them.
         order = [c.model for c in staged.model_calls]
         assert order[:2] == ["two_tower_user_torchscript_fp32", SLOW_GENERATOR]
-        assert set(order[2:]) == {SLOW_MODEL, "rbm_torchscript_fp32"}
+        assert set(order[2:]) == RANKERS
         generator_delay.write_text("2000")
         try:
             for _ in range(3):
                 result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=budget_ms, variant="fp32"))
                 assert wall_ms <= budget_ms + MARGIN_MS, f"answered after {wall_ms:.0f} ms"
                 # The rankers stopped waiting in time and ranked the local candidates instead.
-                assert {SLOW_MODEL, "rbm_torchscript_fp32"} <= {c.model for c in result.model_calls if c.ok}
+                assert {c.model for c in result.model_calls if c.ok} >= RANKERS
                 assert result.degraded and all(r.startswith("two_tower:") for r in result.degraded_reasons)
         finally:
             generator_delay.write_text("0")
+            time.sleep(3.5)  # the slow samples age out before the next test plans
+
+
+def test_a_failing_or_late_ease_degrades_the_answer(stack: ServerThread, ease_delay: Path, user: str) -> None:
+    """EASE is a member like the others: an error or a late answer costs its list, never the answer.
+
+    The budget is generous so that on a loaded machine only EASE is missing, by construction."""
+    budget_ms = 1500
+    with RecommenderClient(stack.target, retry=NO_RETRY) as client:
+        try:
+            for state in ("fail", "3000"):
+                ease_delay.write_text(state)
+                result, wall_ms = _timed(lambda: client.recommend(user, k=5, budget_ms=budget_ms, variant="fp32"))
+                assert wall_ms <= budget_ms + MARGIN_MS and len(result.items) == 5, state
+                assert result.degraded and any(r.startswith("ease:") for r in result.degraded_reasons), state
+                assert not next(c for c in result.model_calls if c.model == SLOW_EASE).ok, state
+                assert RANKERS - {SLOW_EASE} <= {c.model for c in result.model_calls if c.ok}, state
+        finally:
+            ease_delay.write_text("0")
             time.sleep(3.5)  # the slow samples age out before the next test plans
 
 

@@ -18,7 +18,7 @@ from training.data.splits import Split, validation_split
 from training.evaluation.ranking import ranking_task
 from training.fusion import Ensemble, fit_fusion
 from training.gates import GateDecision, decide, gate_all, margin_from_settings
-from training.models import popularity, rbm, sae, two_tower
+from training.models import ease, popularity, rbm, sae, two_tower
 from training.models.base import Scorer, TrainingData, read_meta, validation_metrics
 from training.models.fitting import FitHistory
 
@@ -30,8 +30,12 @@ MODELS: dict[str, tuple[Callable[..., Any], type, Callable[[Path], Scorer]]] = {
     "sae": (sae.train, sae.SAEConfig, sae.SAE.load),
     "rbm": (rbm.train, rbm.RBMConfig, rbm.RBM.load),
     "two_tower": (two_tower.train, two_tower.TwoTowerConfig, two_tower.TwoTower.load),
+    "ease": (ease.train_member, ease.EASEConfig, ease.EASE.load),
 }
-LEARNED = ("sae", "rbm", "two_tower")
+# The mission models must each beat popularity on their own (issue #11); EASE, closed form, joins
+# them as a fusion member and is trained and served like them.
+MISSION = ("sae", "rbm", "two_tower")
+LEARNED = (*MISSION, "ease")
 
 
 @dataclass
@@ -63,7 +67,7 @@ def make_config(name: str, overrides: Mapping[str, Any] | None = None, **common:
         raise ValueError(f"{name} has no setting(s) {sorted(unknown)}; it has {sorted(known)}")
     values = {k: v for k, v in common.items() if k in known and v is not None}
     values.update(overrides or {})
-    for key in ("hidden", "ranking_hidden"):  # JSON gives lists; configs are frozen tuples
+    for key in ("hidden", "ranking_hidden", "l2_grid"):  # JSON gives lists; configs are frozen tuples
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
     return replace(cls(), **values)

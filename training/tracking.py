@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -66,7 +67,8 @@ def configure(state_dir: Path) -> str:
 def learning_curve(history: FitHistory, path: Path) -> Path:
     epochs = [e["epoch"] for e in history.epochs]
     fig, loss_ax = plt.subplots(figsize=(7, 4))
-    loss_ax.plot(epochs, [e["loss"] for e in history.epochs], color="tab:blue", label="training loss")
+    # A closed-form model (EASE) has no loss: its rows are the λ values it tried.
+    loss_ax.plot(epochs, [e.get("loss", np.nan) for e in history.epochs], color="tab:blue", label="training loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("training loss", color="tab:blue")
     metric_ax = loss_ax.twinx()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from recsys import contract
 
 from export.graphs import DEFAULT_TOP_N, graphs_for, signature
 from export.parity import graph_feeds
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     split = make_split(dataset, tags["split"], int(tags["validation_seed"]))
     task = parity_users(dataset, split.train, split.test, args.requests)
     histories, users = task.history[task.users], task.users
-    graphs = {g: graph for n in ("sae", "rbm", "two_tower") for g, graph in graphs_for(n, models[n]).items()}
+    graphs = {g: graph for n in contract.MODELS if n in models for g, graph in graphs_for(n, models[n]).items()}
     codes = models["two_tower"].user_codes
     feeds = {g: graph_feeds(graphs, g, histories, users, codes) for g in graphs}
     rows: list[dict[str, Any]] = []

@@ -34,7 +34,7 @@ COLUMNS = (
     "coverage@10",
     "train_seconds",
 )
-ORDER = ("popularity", "sae", "rbm", "two_tower", "ensemble")
+ORDER = ("popularity", *LEARNED, "ensemble")
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "details": details,
         "validation": trained.validation,
         "fusion": trained.ensemble.config_dict(),
+        "ease_l2": trained.models["ease"].config.l2,  # chosen on the validation slice
         "gates": {n: g.to_dict() for n, g in trained.gates.items()},
         "seconds": time.perf_counter() - started,
     }

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
+from recsys import contract
 from tritonclient.grpc import InferInput
 
 from clients.aio import AsyncRecommenderClient
@@ -111,7 +112,7 @@ def direct_request(
 
     # The models the server's full rung calls: those the bundle's fusion gives a weight.
     weights = bundle.fusion.weights
-    rankers = [role for role in ("sae", "rbm") if weights.get(role, 0) > 0]
+    rankers = [role for role in contract.CATALOG_SCORERS if weights.get(role, 0) > 0]
 
     async def run(client: tritonaio.InferenceServerClient) -> None:
         if weights.get("two_tower", 0) <= 0:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
+from recsys import contract
 
 from export.repository import copy_with_batching, read_config
 from loadtest.benches.catalogs import CATALOGS, catalog
@@ -39,7 +40,7 @@ from server.triton import EmbeddedTriton
 from server.triton_metrics import batching_between, scrape
 
 log = logging.getLogger("loadtest.benches.triton_perf")
-ROLES = ("sae", "rbm", "two_tower", "two_tower_user", "two_tower_items")
+ROLES = tuple(contract.ROLES)
 
 
 def request_for(role: str, bundle: Bundle, dims: dict[str, list[int]], candidates: int = 200) -> dict[str, np.ndarray]:
@@ -52,7 +53,7 @@ def request_for(role: str, bundle: Bundle, dims: dict[str, list[int]], candidate
     codes = (bundle.demographics[row] if bundle.demographics is not None else np.zeros(3)).astype(np.int64)[None]
     popular = bundle.popularity_order[:candidates].astype(np.int64)[None]
     by_name = {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes, "CANDIDATE_IDX__3": popular}
-    if role in ("sae", "rbm"):
+    if role in contract.CATALOG_SCORERS:
         by_name["EXCLUDE_IDX__2"] = none
     elif role == "two_tower":
         by_name["EXCLUDE_IDX__3"] = none

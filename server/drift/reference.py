@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from recsys import contract
 
 EPSILON = 1e-4
-FILE = "drift_reference.json"
+FILE = contract.BUNDLE_FILES["drift_reference"]
 FEATURES = ("history_length", "rating", "popularity_decile", "genre")  # every bundle's reference has these
 SCORE_DEPTH = 10  # top scores per model and answer, offline and live: a fixed depth, whatever k asked
 

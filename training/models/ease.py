@@ -1,14 +1,26 @@
-"""EASE (Steck 2019): a closed-form item-item model, the reference any learned ranker should meet.
+"""EASE (Steck 2019): a closed-form item-item model, the bench's reference and an ensemble member.
 
 B = I - P / diag(P) with P = (XᵀX + λI)⁻¹ over the binary "rated" matrix X; a user's scores are
-their rated-items row times B, and the zero diagonal stops an item recommending itself. One
-solve of an items x items system: about a second at 1.7k items, tens of seconds at 10k. The
-bench computes it per fold as the bar the ensemble is judged against.
+their rated-items row times B, and the zero diagonal stops an item recommending itself.
+
+Two forms of the same model:
+
+* ``dense``: B itself, one items x items solve (a second at 1.7k items, tens of seconds at 10k).
+* ``low_rank``: past ``max_dense_items`` the dense B does not fit (60k items: 29 GB in float64),
+  so XᵀX is replaced by its top-``rank`` eigenpairs V, e (a randomized SVD of X, never forming
+  XᵀX): P = V diag(1/(e+λ) - 1/λ) Vᵀ + I/λ, whose diagonal is exact for that P, so B keeps its
+  zero diagonal. Scores are x(1 - 1/(λ·diag P)) - ((xV) c Vᵀ) / diag P: memory items x rank.
+
+``train`` fits the reference at a given λ (``loadtest.benches.folds``); ``train_member``, the
+pipeline's entry, chooses λ on the validation slice: the grid is tried from its middle outwards
+and stops once ``search_seconds`` are spent, so the search is bounded on any catalogue.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,38 +28,56 @@ import numpy as np
 import scipy.sparse as sp
 
 from training.data.dataset import IdMap, RatingScale
-from training.models.base import Scorer, TrainingData, read_meta, scale_from
+from training.models.base import Scorer, TrainingData, read_meta, scale_from, validation_metrics
+from training.models.fitting import FitHistory
+
+log = logging.getLogger(__name__)
+FORMS = ("dense", "low_rank")
 
 
 @dataclass(frozen=True)
 class EASEConfig:
-    l2: float = 250.0  # λ; Steck's MovieLens values are in the hundreds
+    l2: float = 250.0  # λ; Steck's MovieLens values are in the hundreds. train_member sets the chosen one
+    l2_grid: tuple[float, ...] = (30.0, 100.0, 250.0, 600.0, 1500.0, 4000.0)  # log-spaced, for train_member
+    search_seconds: float = 120.0  # the λ search stops trying new values after this
+    max_dense_items: int = 20_000  # past this many items, the low-rank form
+    rank: int = 256  # the low-rank form's eigenpairs
+    seed: int = 0  # the randomized SVD's
 
     def __post_init__(self) -> None:
-        if self.l2 <= 0:
-            raise ValueError(f"l2 must be positive, got {self.l2}")
+        object.__setattr__(self, "l2_grid", tuple(float(v) for v in self.l2_grid))  # JSON gives lists
+        if self.l2 <= 0 or any(v <= 0 for v in self.l2_grid):
+            raise ValueError(f"l2 must be positive, got {self.l2} and grid {self.l2_grid}")
+        if self.rank < 1 or self.max_dense_items < 1:
+            raise ValueError(f"rank and max_dense_items must be >= 1, got {self.rank}, {self.max_dense_items}")
 
 
 class EASE(Scorer):
     name: ClassVar[str] = "ease"
 
-    def __init__(self, item_ids: IdMap, scale: RatingScale, config: EASEConfig, weights: np.ndarray) -> None:
+    def __init__(self, item_ids: IdMap, scale: RatingScale, config: EASEConfig, arrays: dict[str, np.ndarray]) -> None:
+        """``arrays``: {"weights"} (dense B) or {"factors", "coef", "diag"} (V, c, diag P) for low rank."""
         super().__init__(item_ids, scale)
-        self.config, self.weights = config, weights.astype(np.float32)
+        self.config = config
+        self.arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+        self.form = "dense" if "weights" in arrays else "low_rank"
 
     def score(self, histories: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
         rated = (histories > 0).astype(np.float32)
-        return np.asarray(rated @ self.weights)
+        if self.form == "dense":
+            return np.asarray(rated @ self.arrays["weights"])
+        v, c, d = self.arrays["factors"], self.arrays["coef"], self.arrays["diag"]
+        x = rated.toarray()
+        return x * (1.0 - 1.0 / (self.config.l2 * d)) - ((np.asarray(rated @ v) * c) @ v.T) / d
 
     def _save_weights(self, folder: Path) -> None:
-        np.save(folder / "ease.npy", self.weights)
+        np.savez(folder / "ease.npz", **self.arrays)
 
     @classmethod
     def load(cls, folder: Path) -> EASE:
         meta = read_meta(folder)
-        return cls(
-            IdMap(meta["item_ids"]), scale_from(meta), EASEConfig(**meta["config"]), np.load(folder / "ease.npy")
-        )
+        with np.load(folder / "ease.npz") as arrays:
+            return cls(IdMap(meta["item_ids"]), scale_from(meta), EASEConfig(**meta["config"]), dict(arrays))
 
 
 def fit_weights(rated: sp.csr_matrix, l2: float) -> np.ndarray:
@@ -59,6 +89,54 @@ def fit_weights(rated: sp.csr_matrix, l2: float) -> np.ndarray:
     return weights
 
 
+def eigenpairs(rated: sp.csr_matrix, rank: int, seed: int, power_iterations: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``rank`` eigenpairs of XᵀX from a randomized SVD of X (Halko et al. 2011), as (V, e)."""
+    rank = min(rank, *rated.shape)
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rated.T @ (rated @ rng.standard_normal((rated.shape[1], rank + 10))))[0]
+    for _ in range(power_iterations):  # power iterations sharpen a slowly decaying spectrum
+        basis = np.linalg.qr(rated.T @ (rated @ basis))[0]
+    _, singular, vt = np.linalg.svd(np.asarray(rated @ basis), full_matrices=False)
+    return (basis @ vt.T)[:, :rank], singular[:rank] ** 2
+
+
+def low_rank_arrays(vectors: np.ndarray, values: np.ndarray, l2: float) -> dict[str, np.ndarray]:
+    coef = 1.0 / (values + l2) - 1.0 / l2
+    return {"factors": vectors, "coef": coef, "diag": (vectors**2) @ coef + 1.0 / l2}
+
+
 def train(data: TrainingData, config: EASEConfig = EASEConfig()) -> EASE:
+    """The dense model at ``config.l2``: the bench's reference row, fitted as it always was."""
     rated = (data.train > 0).astype(np.float64).tocsr()
-    return EASE(data.dataset.item_ids, data.dataset.scale, config, fit_weights(rated, config.l2))
+    return EASE(data.dataset.item_ids, data.dataset.scale, config, {"weights": fit_weights(rated, config.l2)})
+
+
+def train_member(
+    data: TrainingData, config: EASEConfig = EASEConfig(), *, progress: bool = False, checkpoint: Path | None = None
+) -> tuple[EASE, FitHistory]:
+    """The ensemble member: λ chosen on validation NDCG@10 (``config.l2`` alone without a validation
+    slice), in the form the catalogue size allows. The history has one row per λ tried."""
+    started = time.perf_counter()
+    rated = (data.train > 0).astype(np.float64).tocsr()
+    low_rank = data.dataset.n_items > config.max_dense_items
+    spectrum = eigenpairs(rated, config.rank, config.seed) if low_rank else None
+    centre = np.log(config.l2)
+    grid = sorted(config.l2_grid, key=lambda v: abs(np.log(v) - centre)) if data.validation is not None else [config.l2]
+    history, best = FitHistory("ease"), None
+    for step, l2 in enumerate(grid):
+        arrays = low_rank_arrays(*spectrum, l2) if spectrum else {"weights": fit_weights(rated, l2)}
+        model = EASE(data.dataset.item_ids, data.dataset.scale, replace(config, l2=l2), arrays)
+        ndcg = validation_metrics(model, data).get("ndcg@10", 0.0)
+        history.epochs.append({"epoch": step, "l2": l2, "ndcg@10": ndcg, "seconds": time.perf_counter() - started})
+        log.info("ease form=%s l2=%g validation ndcg@10=%.4f", model.form, l2, ndcg)
+        if best is None or ndcg > history.best:
+            best, history.best, history.best_epoch = model, ndcg, step
+        if time.perf_counter() - started > config.search_seconds:
+            history.stopped_early = step + 1 < len(grid)
+            break
+    assert best is not None
+    history.seconds = time.perf_counter() - started
+    log.info(
+        "ease chose l2=%g form=%s (%d of %d values tried)", best.config.l2, best.form, len(history.epochs), len(grid)
+    )
+    return best, history

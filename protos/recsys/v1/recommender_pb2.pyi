@@ -15,6 +15,7 @@ class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRATEGY_RBM: _ClassVar[Strategy]
     STRATEGY_TWO_TOWER: _ClassVar[Strategy]
     STRATEGY_POPULAR: _ClassVar[Strategy]
+    STRATEGY_EASE: _ClassVar[Strategy]
 
 class Variant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,7 @@ STRATEGY_SAE: Strategy
 STRATEGY_RBM: Strategy
 STRATEGY_TWO_TOWER: Strategy
 STRATEGY_POPULAR: Strategy
+STRATEGY_EASE: Strategy
 VARIANT_AUTO: Variant
 VARIANT_FP32: Variant
 VARIANT_INT8: Variant

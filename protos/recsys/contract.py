@@ -1,0 +1,132 @@
+"""The serving contract export writes and the server reads, in one place (issue #15).
+
+What it holds: the served models and the Triton roles each one calls, the tensor names of every
+graph kind, the variant table (format, backend, file, precision) and the serving bundle's file
+names with its schema version. Export builds graphs and bundles to it and the server calls and
+reads by it, so neither copies a list of models or a tensor name from the other: export never
+imports the server, and the server never imports torch or the training code.
+
+It lives in ``protos/recsys`` beside the gRPC contract (``recsys.v1``), as the other half of the
+project's interface: plain Python with no dependency at all, installed with the ``recsys``
+package that the server, export and the SDK already import.
+
+Adding a model is a row in ``CATALOG_SCORERS`` here when it scores the catalogue through the
+catalogue graph (docs/export.md, "Adding a model"); a ``STRATEGY_<NAME>`` value in the proto's
+``Strategy`` enum, optional, lets a caller ask for it alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GraphKind:
+    """The tensors of one kind of exported graph, in their positional order (libtorch ``NAME__i``)."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+# (item index, rating) pairs, exclusions, candidates -> top-N and a score per candidate.
+CATALOG = GraphKind(
+    ("ITEM_IDX__0", "RATING__1", "EXCLUDE_IDX__2", "CANDIDATE_IDX__3"),
+    ("TOP_IDX__0", "TOP_SCORE__1", "CANDIDATE_SCORE__2"),
+)
+USER_TOWER = GraphKind(("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2"), ("USER_EMBEDDING__0",))
+ITEM_SCORER = GraphKind(("USER_EMBEDDING__0", "EXCLUDE_IDX__1"), ("TOP_IDX__0", "TOP_SCORE__1"))
+TWO_TOWER = GraphKind(
+    ("ITEM_IDX__0", "RATING__1", "DEMOGRAPHICS__2", "EXCLUDE_IDX__3"),
+    ("TOP_IDX__0", "TOP_SCORE__1", "USER_EMBEDDING__2"),
+)
+
+# Models served by one catalogue graph each, named as the model.
+CATALOG_SCORERS = ("sae", "rbm", "ease")
+# The candidate generator: the one-graph two-tower model, or its two halves in a row.
+GENERATOR = "two_tower"
+# Every served model: the server's model branches and single-model strategies, the drift monitor's
+# score features, the members a fusion may weight (besides the local popularity and content lists).
+MODELS = (*CATALOG_SCORERS, GENERATOR)
+
+# What a request may ask to rank with: the ensemble (the default), one model alone, or popularity.
+STRATEGIES = ("ensemble", *MODELS, "popular")
+
+
+def strategy_values(enum: Any) -> dict[str, int]:
+    """Strategy name -> its value in the proto's ``Strategy`` enum (``recommender_pb2.Strategy``),
+    for those with a ``STRATEGY_<NAME>`` value: a model without one serves in the ensemble only."""
+    names = set(enum.keys())
+    return {s: enum.Value(n) for s in STRATEGIES if (n := f"STRATEGY_{s.upper()}") in names}
+
+
+# Triton role (the model-repository name stem) -> its graph kind.
+ROLES: dict[str, GraphKind] = {
+    **dict.fromkeys(CATALOG_SCORERS, CATALOG),
+    GENERATOR: TWO_TOWER,
+    f"{GENERATOR}_user": USER_TOWER,
+    f"{GENERATOR}_items": ITEM_SCORER,
+}
+# Without it the halves answer, one round trip later: not needed for SERVING.
+OPTIONAL_ROLES = (GENERATOR,)
+# Model -> the roles it calls in order, alternatives preferred first (the first all ready is used).
+BRANCHES: dict[str, tuple[tuple[str, ...], ...]] = {
+    **{m: ((m,),) for m in CATALOG_SCORERS},
+    GENERATOR: ((GENERATOR,), (f"{GENERATOR}_user", f"{GENERATOR}_items")),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. "onnx_int8"
+    format: str  # "onnx" or "torchscript"
+    backend: str  # Triton backend that serves it natively
+    filename: str
+    precision: str  # what a request's precision asks for: "fp32", "int8" or "fp16"
+    cpu_only: bool = False  # PyTorch's dynamic int8 Linear has no CUDA kernels (it crashes there)
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision != "fp32"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("onnx_fp32", "onnx", "onnxruntime", "model.onnx", "fp32"),
+        Variant("onnx_int8", "onnx", "onnxruntime", "model.onnx", "int8"),
+        Variant("onnx_fp16", "onnx", "onnxruntime", "model.onnx", "fp16"),
+        Variant("torchscript_fp32", "torchscript", "pytorch", "model.pt", "fp32"),
+        Variant("torchscript_int8", "torchscript", "pytorch", "model.pt", "int8", cpu_only=True),
+    )
+}
+# Precision asked for -> the variants that provide it, preferred first: TorchScript, then ONNX.
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    p: tuple(
+        sorted((n for n, v in VARIANTS.items() if v.precision == p), key=lambda n: VARIANTS[n].format != "torchscript")
+    )
+    for p in ("fp32", "int8", "fp16")
+}
+
+
+def model_name(role: str, variant: str) -> str:
+    """The Triton model of a role in a variant: ``sae_torchscript_fp32``."""
+    return f"{role}_{variant}"
+
+
+# The serving bundle (``serving_bundle/<N>/``): what the files are called, and the schema version
+# that says what they mean; the server refuses a schema it does not know.
+SCHEMA_VERSION = 1
+BUNDLE_FILES = {
+    "manifest": "manifest.json",
+    "catalog": "catalog.json",
+    "id_maps": "id_maps.json",
+    "popularity": "popularity.npz",
+    "histories": "histories.npz",
+    "demographics": "demographics.npy",
+    "demographics_vocab": "demographics_vocab.json",
+    "item_embeddings": "item_embeddings.npy",
+    "fusion": "fusion.json",
+    "golden": "golden.json",
+    "drift_reference": "drift_reference.json",
+}
