@@ -166,7 +166,7 @@ def test_live_model_score_features_in_distribution_and_shifted(
         for user in rng.permutation(list(bundle.user_index)):
             client.recommend(str(user), k=10, budget_ms=5000)  # every model answers, however busy the cores
         values = server.server.drift.psi()
-        assert all(values[k] is not None and values[k] < 0.1 for k in scored), {k: values[k] for k in scored}
+        assert all((v := values[k]) is not None and v < 0.1 for k in scored), {k: values[k] for k in scored}
         assert not any(_alert_fires(server.server.metrics_port)[k] for k in scored)
         tail = np.flatnonzero(reference.item_decile >= 5)
         for n in range(120):  # new users (ids the bundle does not know), 12 long-tail items rated 1 each

@@ -120,8 +120,11 @@ def test_ease_is_gated_and_fused_like_the_learned_members(tiny_data: TrainingDat
     result = train_models(tiny_data, ["ease"], progress=False, device="cpu", gate_margin=0.0)
     gate = result.gates["ease"]
     assert gate.passed and gate.ndcg == result.validation["ease"]["ndcg@10"] > gate.bar
-    assert "ease" in result.ensemble.spec.weights  # a member the fusion fit weighs (zero is its call)
+    assert (
+        result.ensemble is not None and "ease" in result.ensemble.spec.weights
+    )  # a member the fusion fit weighs (zero is its call)
     shut = train_models(tiny_data, ["ease"], progress=False, device="cpu", gate_margin=5.0)
+    assert shut.ensemble is not None
     assert not shut.gates["ease"].passed and set(shut.ensemble.members) == {"popularity"}
 
 

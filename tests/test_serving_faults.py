@@ -237,9 +237,9 @@ def test_a_cancelled_call_stops_its_triton_calls(stack: ServerThread, delay: Pat
             call.cancel()
             # gRPC cancels the handler, and with it the Triton call: nothing is left in flight long
             # before the slow model would have answered; counted as its own outcome, not as ok.
-            started = time.monotonic()
+            cancelled_at = time.monotonic()
             _wait_for(lambda: server.metrics.inflight._value.get() == 0, 1.0, "the handler to stop")
-            assert time.monotonic() - started < 1.0 and _outcomes(server, "cancelled") == before + 1
+            assert time.monotonic() - cancelled_at < 1.0 and _outcomes(server, "cancelled") == before + 1
             # ...and Triton itself saw the request cancelled, so the model stopped working on it.
             _wait_for(lambda: _seen_by_the_model(delay, "cancelled") == seen + 1, 1.0, "Triton to cancel the request")
     finally:

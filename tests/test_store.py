@@ -92,7 +92,7 @@ def test_sqlite_profile_reads_never_wait_for_a_write(tmp_path: Path) -> None:
     store.append([ev("u", 1, 4.0, 1)], "r1")
     assert store.local_reads
     read: list[tuple[int, int]] = []
-    with store._lock:  # as an append holds it through its commit and fsync
+    with store._lock:  # type: ignore[attr-defined]  # the SQLite store's write lock, held as an append holds it
         reader = threading.Thread(target=lambda: read.append((store.version("u"), len(store.user_events("u")))))
         reader.start()
         reader.join(5.0)

@@ -9,7 +9,7 @@ from tritonclient.grpc._utils import _get_inference_request
 
 from server.triton_wire import first_rows, infer_request
 
-INPUTS = {
+INPUTS: dict[str, np.ndarray] = {
     "ITEM_IDX__0": np.array([[3, 1, 4]], dtype=np.int64),
     "RATING__1": np.array([[5.0, 3.5, 1.0]], dtype=np.float32),
     # A non-contiguous view: the bytes must still be the row-major values.

@@ -14,6 +14,8 @@ machine; a bare gRPC server with an empty handler, sync or aio, does the same
 
 from __future__ import annotations
 
+from typing import Any
+
 from recsys.v1 import recommender_pb2 as pb
 
 from loadtest.benches.abuse import SERVICE, Case, _varint
@@ -31,7 +33,7 @@ def amplification_cases(bundle: Bundle, settings: Settings) -> list[Case]:
     longest = next(u for u, i in bundle.user_index.items() if i == int(rated.argmax()))
     unknown = [10**12 + i for i in range(max(settings.max_ratings, settings.max_exclusions))]
     rating = pb.Rating(item_id=item, rating=top)
-    recommend = [
+    recommend: list[tuple[str, dict[str, Any], str]] = [
         ("exclusions_at_cap_one_id", dict(exclude_item_ids=[item] * settings.max_exclusions), "OK"),
         ("exclusions_packed_to_the_limit", dict(exclude_item_ids=range(room // 3)), "INVALID_ARGUMENT"),
         ("ratings_at_cap_one_item_explained", dict(explain=True, ratings=[rating] * settings.max_ratings), "OK"),
@@ -51,7 +53,7 @@ def amplification_cases(bundle: Bundle, settings: Settings) -> list[Case]:
     ]
     rec = SERVICE + "Recommend"
     cases = [Case(n, rec, pb.RecommendRequest(**{"k": 10, **f}).SerializeToString(), c) for n, f, c in recommend]
-    events = [pb.FeedbackEvent(item_id=item, kind=2)] * settings.max_feedback_events
+    events = [pb.FeedbackEvent(item_id=item, kind=pb.FEEDBACK_KIND_CLICK)] * settings.max_feedback_events
     feedback = pb.RecordFeedbackRequest(user_id=user, events=events).SerializeToString()
     cases.append(Case("feedback_events_at_cap", SERVICE + "RecordFeedback", feedback, "OK"))
     small = pb.RecommendRequest(k=5).SerializeToString()
@@ -59,7 +61,6 @@ def amplification_cases(bundle: Bundle, settings: Settings) -> list[Case]:
     for _ in range(5000):  # unknown field 1000, each holding the next: skipped whole, never recursed into
         nested = b"\xc2\x3e" + _varint(len(nested)) + nested
     groups = b"\x9b\x06" * 200  # start-group tags in demographics (field 13), deeper than the parser allows
-    refused = dict(within_ms=TRANSPORT_REFUSAL_MS)
     return [
         *cases,
         Case("k_ten_byte_varint", rec, b"\x18" + b"\xff" * 9 + b"\x01", "INVALID_ARGUMENT"),  # 2**64-1 as int32: -1
@@ -68,14 +69,21 @@ def amplification_cases(bundle: Bundle, settings: Settings) -> list[Case]:
         ),  # no varint is that long
         Case("unknown_fields_nested_5000_deep", rec, small + nested, "OK"),
         Case("groups_nested_in_demographics", rec, b"\x6a" + _varint(len(groups)) + groups, "INVALID_ARGUMENT"),
-        Case("metadata_one_64_kib_header", rec, small, "RESOURCE_EXHAUSTED", (("x-pad", "a" * 65536),), **refused),
+        Case(
+            "metadata_one_64_kib_header",
+            rec,
+            small,
+            "RESOURCE_EXHAUSTED",
+            (("x-pad", "a" * 65536),),
+            within_ms=TRANSPORT_REFUSAL_MS,
+        ),
         Case(
             "metadata_2000_headers",
             rec,
             small,
             "RESOURCE_EXHAUSTED",
             tuple((f"x-h{i}", "v") for i in range(2000)),
-            **refused,
+            within_ms=TRANSPORT_REFUSAL_MS,
         ),
         Case("metadata_request_id_4_kib", rec, small, "OK", (("x-request-id", "r" * 4096),)),  # kept to 64 chars
         Case(

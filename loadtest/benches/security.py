@@ -57,7 +57,11 @@ def run_corpus(target: str, cases: list[Case], timeout_s: float = 10.0) -> list[
             with ThreadPoolExecutor(min(n, BURST_CALLERS)) as pool:
                 results = list(pool.map(_send, [call] * n, [case] * n, [timeout_s] * n))
             wrong = sorted({code for code, _ in results} - {case.expected})
-            row = {"case": case.name, "expected": case.expected, "code": wrong[0] if wrong else case.expected}
+            row: dict[str, Any] = {
+                "case": case.name,
+                "expected": case.expected,
+                "code": wrong[0] if wrong else case.expected,
+            }
             row |= {"ms": round(max(ms for _, ms in results), 2), "within_ms": case.within_ms}
             rows.append(row | ({"calls": n} if n > 1 else {}))
     return rows

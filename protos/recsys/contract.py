@@ -53,9 +53,10 @@ MODELS = (*CATALOG_SCORERS, GENERATOR)
 STRATEGIES = ("ensemble", *MODELS, "popular")
 
 
-def strategy_values(enum: Any) -> dict[str, int]:
+def strategy_values(enum: Any) -> dict[str, Any]:
     """Strategy name -> its value in the proto's ``Strategy`` enum (``recommender_pb2.Strategy``),
-    for those with a ``STRATEGY_<NAME>`` value: a model without one serves in the ensemble only."""
+    for those with a ``STRATEGY_<NAME>`` value: a model without one serves in the ensemble only.
+    The values are typed as the enum's own (Any here: the contract imports nothing, not even the stubs)."""
     names = set(enum.keys())
     return {s: enum.Value(n) for s in STRATEGIES if (n := f"STRATEGY_{s.upper()}") in names}
 

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -71,7 +71,8 @@ class EASE(Scorer):
         return x * (1.0 - 1.0 / (self.config.l2 * d)) - ((np.asarray(rated @ v) * c) @ v.T) / d
 
     def _save_weights(self, folder: Path) -> None:
-        np.savez(folder / "ease.npz", **self.arrays)
+        arrays: dict[str, Any] = dict(self.arrays)  # savez types its **kwds loosely
+        np.savez(folder / "ease.npz", **arrays)
 
     @classmethod
     def load(cls, folder: Path) -> EASE:
