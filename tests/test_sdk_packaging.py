@@ -91,29 +91,18 @@ def test_pip_install_clients_in_a_fresh_venv(version: str, tmp_path: Path) -> No
     bin_dir = venv / "bin"
     # No PYTHONPATH and a cwd outside the repository: only what pip installed can be imported.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    install = subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "-q", *_local_indexes(), str(ROOT / "clients")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=480,
-        check=False,
-    )
+
+    def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(argv), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    python_in_venv = str(bin_dir / "python")
+    install = run(python_in_venv, "-m", "pip", "install", "-q", *_local_indexes(), str(ROOT / "clients"), timeout=480)
     assert install.returncode == 0, install.stderr[-3000:]
-    check = subprocess.run(
-        [str(bin_dir / "python"), "-c", CHECK, *HEAVY],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    check = run(python_in_venv, "-c", CHECK, *HEAVY)
     assert check.returncode == 0 and check.stdout.startswith("ok"), check.stderr[-3000:]
-    helped = subprocess.run(
-        [str(bin_dir / "recsys-client"), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
+    helped = run(str(bin_dir / "recsys-client"), "--help")
     assert helped.returncode == 0 and "recommend" in helped.stdout, helped.stderr
 
 
