@@ -54,6 +54,11 @@ _control_keys: dict[str, str] = {}  # grpc url -> key, for the launchers of this
 # A Triton that exits again within this long of its last restart counts as crash-looping: it waits.
 STABLE_S = 60.0
 FIRST_BACKOFF_S = 0.5
+# tritonserver 2.51 now and then aborts while it starts (SIGABRT from gRPC's event engine: "epoll_wait
+# error: Bad file descriptor"), seen once in CI on a restart. A start that a signal ended is tried again
+# on the same ports; one that exits with a status (a bad flag, a bad repository) is not: it would again.
+START_ATTEMPTS = 3
+PORTS_FREE_WAIT_S = 5.0
 # The control channel polls a starting Triton: gRPC's default reconnect backoff (1 s, growing) after
 # the first refused connection made the launcher see a restarted Triton live most of a second late.
 CHANNEL_ARGS = [
@@ -76,6 +81,10 @@ class TritonNotFound(RuntimeError):
 
 class TritonStartError(RuntimeError):
     """Triton did not come up; the message carries the end of its log."""
+
+
+class TritonCrashedStarting(TritonStartError):
+    """tritonserver was ended by a signal before it was live: worth another try."""
 
 
 class ModelLoadError(RuntimeError):
@@ -126,6 +135,9 @@ class Ports:
     grpc: int = field(default_factory=free_port)
     http: int = field(default_factory=free_port)
     metrics: int = field(default_factory=free_port)
+
+    def all(self) -> tuple[int, int, int]:
+        return self.grpc, self.http, self.metrics
 
 
 def prepare_backends(home: Path, target: Path) -> Path:
@@ -287,9 +299,29 @@ class EmbeddedTriton:
                 return
 
     def _launch(self) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._launch_once()
+                return
+            except TritonCrashedStarting as err:
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.warning(
+                    "tritonserver died while starting (attempt %d of %d); again: %s", attempt, START_ATTEMPTS, err
+                )
+                self._cleanup()
+                self._wait_ports_free(PORTS_FREE_WAIT_S)
+
+    def _wait_ports_free(self, timeout: float) -> None:
+        """The dead server's stubs leave with it (PR_SET_PDEATHSIG), but not in the same instant."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(port_in_use(port) for port in self.ports.all()):
+            time.sleep(0.05)
+
+    def _launch_once(self) -> None:
         if not self.model_repository.is_dir():
             raise TritonStartError(f"model repository {self.model_repository} does not exist")
-        for kind, port in (("grpc", self.ports.grpc), ("http", self.ports.http), ("metrics", self.ports.metrics)):
+        for kind, port in zip(("grpc", "http", "metrics"), self.ports.all(), strict=True):
             if port_in_use(port):
                 raise TritonStartError(f"cannot start Triton: {kind} port {port} on 127.0.0.1 is already in use")
         self._workdir = tempfile.TemporaryDirectory(prefix="recsys-triton-")
@@ -316,7 +348,9 @@ class EmbeddedTriton:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 self._terminate()
-                raise TritonStartError(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
+                crashed = code is not None and code < 0
+                error = TritonCrashedStarting if crashed else TritonStartError
+                raise error(f"tritonserver exited with code {code} while starting:\n{self.log_tail()}")
             try:
                 if self.client.is_server_live():
                     return
