@@ -23,7 +23,7 @@ from recsys import contract
 
 from export.golden import GOLDEN_FILE, write_golden
 from export.repository import versions
-from export.score_reference import reference_scores
+from export.score_reference import min_history, reference_scores
 from server.drift.reference import Reference
 from training.data.dataset import MovieLens
 from training.data.features import AGE_EDGES
@@ -118,5 +118,6 @@ def write_drift_reference(
         dataset.scale.levels,
     )
     if models:
-        reference = reference.with_scores(reference_scores(models, dataset))
+        scores = reference_scores(models, dataset)
+        reference = reference.with_scores(scores, {model: min_history(model) for model in scores})
     return reference.save(folder)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from recsys import contract
 
 from server.paths import MODEL_REPOSITORY, ROOT, SERVING_BUNDLE, STATE
 
@@ -116,7 +117,9 @@ class Settings(BaseSettings):
     admission: bool = Field(True, description="per-model in-flight limits derived from the rate Triton serves")
     admission_floor: int = Field(8, ge=1, description="in-flight calls always allowed per model (lets batches form)")
     # Cold-start ladder.
-    full_min_ratings: int = Field(10, description="fewer ratings than this: the content rung, not the full ensemble")
+    full_min_ratings: int = Field(
+        contract.FULL_MIN_RATINGS, description="fewer ratings than this: the content rung, not the full ensemble"
+    )
     content_weights: dict[str, float] = Field(
         {"two_tower": 0.5, "content": 0.25, "popularity": 0.25},
         description="fusion weights of the content rung (JSON map)",

@@ -49,6 +49,11 @@ GENERATOR = "two_tower"
 # score features, the members a fusion may weight (besides the local popularity and content lists).
 MODELS = (*CATALOG_SCORERS, GENERATOR)
 
+# Fewer ratings than this: the ensemble's content rung (the generator alone, plus the genre profile);
+# this many or more: the full rung, where the catalogue scorers rank too. The server's default
+# (``full_min_ratings``) and the population of the drift reference's catalogue-scorer score features.
+FULL_MIN_RATINGS = 10
+
 # What a request may ask to rank with: the ensemble (the default), one model alone, or popularity.
 STRATEGIES = ("ensemble", *MODELS, "popular")
 

@@ -120,9 +120,10 @@ class DriftMonitor:
             b = int(length_bins(self.reference.length_edges, [history_size])[0])
             self.windows["history_length"].add(self._onehot["history_length"][b])
             changed.append("history_length")
+        floors = self.reference.score_min_history
         for model, scores in (model_scores or {}).items():
             feature = score_feature(model)
-            if feature in counted or feature not in self.windows:
+            if feature in counted or feature not in self.windows or history_size < floors.get(feature, 1):
                 continue
             top = np.asarray(scores[:SCORE_DEPTH], np.float64)
             onehot, window = self._onehot[feature], self.windows[feature]

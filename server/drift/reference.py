@@ -12,8 +12,10 @@ rolling windows). PSI = sum over bins of (live - ref) * ln(live / ref), proporti
   clicked item falls in (decile 0 = the most popular tenth of the items).
 - ``genre``: the genre mix of rated/clicked items (an item with k genres adds 1/k to each).
 - ``score_<model>`` (one per catalogue model the bundle serves: ``score_sae``, ``score_rbm``,
-  ``score_two_tower``): the scores of the model's top ``SCORE_DEPTH`` items. Reference: the
-  exported fp32 graph run for the bundle's users on the histories the server holds for them,
+  ``score_ease``, ``score_two_tower``): the scores of the model's top ``SCORE_DEPTH`` items. Reference: the
+  exported fp32 graph run for the bundle's users on the histories the server holds for them
+  (the users the server would call the model for: the catalogue scorers rank only histories of
+  ``contract.FULL_MIN_RATINGS`` or more; live answers for shorter histories are not counted),
   i.e. the answers the model gives when live users look like the users it learnt from; live: the
   top of each model list in each computed answer. Bins are the reference's score deciles. A
   moving score mix means the inputs moved (new kinds of users, other histories) or the served
@@ -81,6 +83,8 @@ class Reference:
     levels: np.ndarray  # rating levels
     item_decile: np.ndarray  # per item index
     score_edges: dict[str, np.ndarray] = field(default_factory=dict)  # per score feature: inner bin edges
+    # Per score feature: the shortest history its reference users had (see ``with_scores``).
+    score_min_history: dict[str, int] = field(default_factory=dict)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -118,10 +122,14 @@ class Reference:
             {k: v / max(v.sum(), 1e-12) for k, v in expected.items()}, labels, edges, np.asarray(levels, float), deciles
         )
 
-    def with_scores(self, scores: dict[str, np.ndarray]) -> Reference:
+    def with_scores(self, scores: dict[str, np.ndarray], min_history: dict[str, int] | None = None) -> Reference:
         """This reference plus a ``score_<model>`` feature per model: ``scores[model]`` holds the
-        reference top-``SCORE_DEPTH`` scores (all users' together); its deciles become the bins."""
+        reference top-``SCORE_DEPTH`` scores (all users' together); its deciles become the bins.
+        ``min_history[model]``: the shortest history among those users. A model's scores grow with
+        the history (EASE sums over the rated items), so live answers count only from users with at
+        least that many ratings: the same population, or short histories would read as drift."""
         expected, labels, edges = dict(self.expected), dict(self.labels), dict(self.score_edges)
+        floors = dict(self.score_min_history)
         for model, values in scores.items():
             values = np.asarray(values, np.float64)
             values = values[np.isfinite(values)]
@@ -132,7 +140,8 @@ class Reference:
             counts = np.bincount(score_bins(edges[name], values), minlength=len(edges[name]) + 1).astype(float)
             expected[name] = counts / counts.sum()
             labels[name] = [f"<= {e:.3g}" for e in edges[name]] + [f"> {edges[name][-1]:.3g}"]
-        return replace(self, expected=expected, labels=labels, score_edges=edges)
+            floors[name] = int((min_history or {}).get(model, 1))
+        return replace(self, expected=expected, labels=labels, score_edges=edges, score_min_history=floors)
 
     def save(self, folder: Path) -> Path:
         data = {
@@ -141,6 +150,7 @@ class Reference:
             "levels": self.levels.tolist(),
             "item_decile": self.item_decile.tolist(),
             "score_edges": {k: v.tolist() for k, v in self.score_edges.items()},
+            "score_min_history": self.score_min_history,
         }
         path = Path(folder) / FILE
         path.write_text(json.dumps(data))
@@ -161,4 +171,6 @@ class Reference:
             np.asarray(data["levels"], float),
             np.asarray(data["item_decile"], np.int64),
             {k: np.asarray(v, float) for k, v in data.get("score_edges", {}).items()},
+            # Written before populations were: every user with a rating (what export then pooled).
+            {k: int(v) for k, v in data.get("score_min_history", {}).items()},
         )
