@@ -121,8 +121,10 @@ class RecommendationServer:
             settings.max_concurrent_rpcs,
             self.metrics,
             settings.max_message_bytes,
+            settings.max_metadata_bytes,
         )
         self.tracer_provider = configure_tracing(settings)
+        transport_metadata = max(4 * settings.max_metadata_bytes, 4 << 20)
         interceptors = [*server_interceptors(), guard]  # tracing outermost: refused calls are traced too
         self.grpc = grpc.aio.server(
             interceptors=interceptors,
@@ -132,6 +134,11 @@ class RecommendationServer:
                 # milliseconds. The transport's limit, 4x larger, still bounds what is read.
                 ("grpc.max_receive_message_length", max(4 * settings.max_message_bytes, 1 << 20)),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
+                # Metadata the same way: gRPC refuses what is over its limit (16 KiB by default) just as
+                # late, so the transport reads up to 4 MiB (parsed in ~15 ms) and the guard refuses what is
+                # over max_metadata_bytes in milliseconds. Only beyond 4 MiB is the refusal gRPC's.
+                ("grpc.max_metadata_size", transport_metadata),
+                ("grpc.absolute_max_metadata_size", transport_metadata),
                 ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)),

@@ -42,7 +42,7 @@ class Overloaded(RecsysError):
 
 
 class TooLarge(RecsysError):
-    """A request over ``max_message_bytes``: no retry helps."""
+    """A request over ``max_message_bytes`` or ``max_metadata_bytes``: no retry helps."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

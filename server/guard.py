@@ -31,9 +31,11 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in
         max_inflight: int,
         metrics: Metrics,
         max_message_bytes: int | None = None,
+        max_metadata_bytes: int | None = None,
     ) -> None:
         self.authenticator, self.limiter, self.metrics = authenticator, limiter, metrics
         self.max_inflight, self.max_message_bytes = max_inflight, max_message_bytes
+        self.max_metadata_bytes = max_metadata_bytes
         self.inflight = 0
 
     async def intercept_service(
@@ -112,8 +114,16 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic in
         self, method: str, rule: Rule | None, context: grpc.aio.ServicerContext[Any, Any], request: object | None
     ) -> Principal | None:
         try:
+            metadata = context.invocation_metadata() or ()
+            if self.max_metadata_bytes is not None:
+                # HTTP/2 counts each header as name + value + 32 bytes (RFC 7540 6.5.2), as gRPC's limit does.
+                size = sum(len(k) + len(v) + 32 for k, v in metadata)
+                if size > self.max_metadata_bytes:
+                    raise TooLarge(
+                        f"{size} bytes of request metadata ({len(metadata)} headers); at most {self.max_metadata_bytes}"
+                    )
             certificate = peer_identities(context.auth_context()) if self.authenticator.cert_principals else ()
-            principal = self.authenticator.authenticate(context.invocation_metadata() or (), certificate)
+            principal = self.authenticator.authenticate(metadata, certificate)
             authorize(method, rule, principal, request)
             if rule is not None and rule.limited and self.limiter is not None and not principal.dev:
                 wait = self.limiter.take(principal.name)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     )
     # The largest valid request (5000 ratings + 10000 exclusions) is under 200 KiB.
     max_message_bytes: int = Field(256 * 1024, description="largest request accepted, bytes")
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=1024, description="largest request metadata (headers, counted as HTTP/2 does) accepted, bytes"
+    )
     # Connections are closed after this long idle / this old (in-flight calls get the grace), so
     # no client holds a connection, or a load balancer's choice of pod, forever.
     max_connection_idle_s: float = Field(300.0, description="close a connection idle this long, seconds")

@@ -168,7 +168,7 @@ def test_abuse_corpus_gets_the_right_codes_in_milliseconds(
     with ServerThread(settings) as server:
         rows = run_corpus(server.target, abuse_corpus(load_bundle(serving_artifacts.bundle), settings))
     assert [r for r in rows if r["code"] != r["expected"]] == []
-    # 500 ms for all but the oversized metadata gRPC's transport refuses itself (loadtest/benches/amplification.py).
+    # 500 ms for all but the metadata over 4 MiB that gRPC refuses itself (loadtest/benches/amplification.py).
     assert [r for r in rows if r["ms"] >= r["within_ms"]] == [], rows
 
 
