@@ -31,6 +31,7 @@ import time
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from recsys import contract
 from recsys.v1 import recommender_pb2 as pb
 from recsys.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -45,7 +46,7 @@ from server.rollout import RolloutManager
 from server.rollout_metrics import RolloutMetrics
 from server.rollout_state import promoted_bundle
 from server.router import Router
-from server.runtime import build_runtime
+from server.runtime import BundleRuntime, build_runtime
 from server.security import authenticator_for, dev_mode, is_loopback, rate_limiter_for, server_credentials
 from server.service import RecommenderService
 from server.settings import Settings
@@ -93,6 +94,7 @@ class RecommendationServer:
         self.store = open_store(settings.store or sqlite_url(settings.feedback_db), settings.dedupe_window_s)
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
         self.profiles, self.recommender = live.profiles, live.recommender
+        self.pool.load_first([contract.GENERATOR, *self.recommender.full_branches])  # a restarted Triton: these first
         self.router = Router(live)
         self.metrics = Metrics()
         # Drift is judged against the promoted bundle's reference: the rollout manager tells the
@@ -108,7 +110,7 @@ class RecommendationServer:
             self.store,
             self.router,
             RolloutMetrics(self.metrics.registry),
-            on_live=lambda runtime: self.drift.follow(runtime.bundle),
+            on_live=self._on_live,
         )
         self.shadow = Shadow(self.rollouts)
         self.cache = ResponseCache(self.store, settings.cache_ttl_s)
@@ -190,6 +192,11 @@ class RecommendationServer:
             for m in (model_name(r, settings.default_variant) for r in ROLES if r not in OPTIONAL_ROLES)
             if m in self.pool.models
         ]
+
+    def _on_live(self, runtime: BundleRuntime) -> None:
+        """Another bundle became the live one: drift follows its reference, reloads its full plan first."""
+        self.drift.follow(runtime.bundle)
+        self.pool.load_first([contract.GENERATOR, *runtime.recommender.full_branches])
 
     async def start(self) -> None:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)

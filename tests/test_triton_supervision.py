@@ -60,25 +60,26 @@ def test_triton_killed_under_load_comes_back_by_itself(
 
 
 @pytest.mark.slow
-def test_a_reload_brings_the_default_variant_back_first(
+def test_a_reload_brings_the_full_plans_models_back_first(
     serving_artifacts: Artifacts, supervised: EmbeddedTriton
 ) -> None:
-    """The watcher's staged refresh loads the default variant's models before any other variant's,
-    so answers are whole again without waiting for every variant (what a restarted Triton needs)."""
+    """The watcher's staged refresh loads what the full plan calls first (the default variant of its
+    branches), then the rest of the default variant, then the other variants: answers are whole
+    again without waiting for every model (what a restarted Triton needs)."""
     import asyncio
 
     from server.bundle import load_bundle
     from server.latency import LatencyBook
     from server.triton_models import ModelPool
 
-    models = ["sae_torchscript_fp32", "sae_torchscript_int8"]
+    models = ["rbm_torchscript_fp32", "sae_torchscript_fp32", "sae_torchscript_int8"]
     for model in models:  # as a restarted Triton has them: not loaded
         supervised.unload(model)
     deadline = time.monotonic() + 60
     while any(supervised.client.is_model_ready(m) for m in models) and time.monotonic() < deadline:
         time.sleep(0.2)
 
-    async def refresh_twice() -> tuple[set[str], set[str]]:
+    async def refresh_thrice() -> list[set[str]]:
         pool = ModelPool(
             supervised.grpc_url,
             models,
@@ -88,22 +89,26 @@ def test_a_reload_brings_the_default_variant_back_first(
             repository=serving_artifacts.repository,
             control_key=supervised.control_key,
         )
+        pool.load_first(["two_tower", "rbm"])  # a fusion that weights RBM and not SAE
+        assert pool.first == {"rbm_torchscript_fp32"}  # no two-tower model in this pool's repository
         # The versions the bundle pins: other tests add versions (some broken on purpose) to the
         # shared repository, so the newest folder is not necessarily loadable.
         pins = load_bundle(serving_artifacts.bundle).manifest["repository"]
         pool.want("test", {m: str(pins[m]) for m in models})
         await pool.open()
         try:
-            assert await pool.refresh(load=True, staged=True)
-            first = set(pool.ready)
-            assert await pool.refresh(load=True, staged=True)
-            return first, set(pool.ready)
+            seen = []
+            for _ in range(3):
+                assert await pool.refresh(load=True, staged=True)
+                seen.append(set(pool.ready))
+            return seen
         finally:
             await pool.close()
 
-    first, second = asyncio.run(refresh_twice())
-    assert first == {"sae_torchscript_fp32"}, first  # the default variant alone, at the first check
-    assert second == set(models), second  # the others at the next
+    seen = asyncio.run(refresh_thrice())
+    assert seen[0] == {"rbm_torchscript_fp32"}, seen  # the full plan's, at the first check
+    assert seen[1] == {"rbm_torchscript_fp32", "sae_torchscript_fp32"}, seen  # the default variant's rest
+    assert seen[2] == set(models), seen  # the other variants at the next
 
 
 @pytest.mark.slow
