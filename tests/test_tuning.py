@@ -41,6 +41,36 @@ def test_tune_keeps_the_best_validation_trial(tiny_data: TrainingData) -> None:
     make_config("rbm", result.settings["rbm"])  # the chosen settings are a valid config
 
 
+def test_models_take_turns_so_each_gets_trials_within_the_budget(tiny_data: TrainingData) -> None:
+    """One trial per model per round, not a fixed share of the time each: an expensive model is not
+    left with its default trial while a cheap one gets the rest of its share."""
+    seen: list[tuple[str, int]] = []
+    result = tune(
+        tiny_data,
+        ["rbm", "two_tower"],
+        budget_minutes=10.0,
+        device="cpu",
+        max_epochs=2,
+        max_trials=3,
+        on_trial=lambda m, n, o, v, s, state: seen.append((m, n)),
+    )
+    assert seen == [("rbm", 0), ("two_tower", 0), ("rbm", 1), ("two_tower", 1), ("rbm", 2), ("two_tower", 2)]
+    assert {m: len(t) for m, t in result.trials.items()} == {"rbm": 3, "two_tower": 3}
+
+
+def test_a_trial_that_would_not_fit_what_is_left_is_not_started(tiny_data: TrainingData) -> None:
+    seen: list[str] = []
+    result = tune(
+        tiny_data,
+        ["rbm"],
+        budget_minutes=1e-6,  # over once the default trial ends: it runs (a study needs one), no other
+        device="cpu",
+        max_epochs=1,
+        on_trial=lambda m, n, o, v, s, state: seen.append(m),
+    )
+    assert seen == ["rbm"] and len(result.trials["rbm"]) == 1
+
+
 def test_trials_are_capped_and_a_hopeless_one_is_pruned(
     tiny_data: TrainingData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
