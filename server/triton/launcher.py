@@ -304,7 +304,7 @@ class EmbeddedTriton:
                 self._launch_once()
                 return
             except TritonCrashedStarting as err:
-                if attempt == START_ATTEMPTS:
+                if attempt == START_ATTEMPTS or self._stopping.is_set():  # stop() ended it: no retry
                     raise
                 log.warning(
                     "tritonserver died while starting (attempt %d of %d); again: %s", attempt, START_ATTEMPTS, err
