@@ -44,7 +44,18 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     split = make_split(dataset, "u1")
     trained = train_models(data, list(LEARNED), max_epochs=4, progress=False, device="cpu", ensemble=False)
     repository = root / "model_repository"
-    rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS, top_n=20)
+    # With the full-rung model of the bundle's fusion (the server calls it only with fused_full_rung).
+    rows = export_models(
+        trained.models,
+        dataset,
+        split.train,
+        split.test,
+        repository,
+        variants=VARIANTS,
+        top_n=20,
+        full_rung=True,
+        fusion_weights=WEIGHTS,
+    )
     manifest: dict[str, Any] = {
         "registry_versions": {},
         "alias": "test",
