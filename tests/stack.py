@@ -44,7 +44,7 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     split = make_split(dataset, "u1")
     trained = train_models(data, list(LEARNED), max_epochs=4, progress=False, device="cpu", ensemble=False)
     repository = root / "model_repository"
-    # With the full-rung model of the bundle's fusion (the server calls it only with fused_full_rung).
+    # With the full-rung model of the bundle's fusion (settings_for turns fused_full_rung off).
     rows = export_models(
         trained.models,
         dataset,
@@ -153,6 +153,9 @@ def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides
         # Off unless a test turns it on: most tests observe how an answer is computed, and a
         # repeated request would be answered from the cache instead.
         "cache_ttl_s": 0,
+        # Likewise: most tests observe the per-model calls (a slow SAE, a failing EASE, the plans),
+        # which the full-rung model, one call for them all, would answer instead.
+        "fused_full_rung": False,
         **overrides,
     }
     return Settings(**values)

@@ -378,5 +378,5 @@ def test_metrics_endpoint_counts_what_happened(stack: ServerThread, client: Reco
     assert delta('recsys_fallback_total{rung="full"}') == 1
     sae_calls = sum(call.model == "sae_torchscript_fp32" for call in known.model_calls)
     assert sae_calls >= 1 and delta('recsys_model_latency_seconds_count{model="sae_torchscript_fp32"}') >= sae_calls
-    graphs = len(contract.CATALOG_SCORERS) + 2  # the catalogue scorers and the two-tower halves
+    graphs = len(contract.CATALOG_SCORERS) + 3  # the catalogue scorers, the two-tower halves, the full rung
     assert after["recsys_triton_ready"] == 1 and after["recsys_models_ready"] == 2 * graphs  # fp32 + int8 of each
