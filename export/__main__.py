@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "alias": args.alias,
         "top_n": args.top_n,
         "repository": {r["repository_model"]: r["version"] for r in rows},
+        # The models the full-rung model runs, which name its outputs (recsys.contract.full_rung).
+        "full_rung_members": next((r["members"] for r in rows if "members" in r), None),
     }
     bundle = write_bundle(
         args.bundle,

@@ -177,6 +177,9 @@ def export_models(
             if len(members) > 1 and fusion_weights.get(contract.GENERATOR, 0) > 0:
                 graph = full_rung_graph(built, members)
                 stage(contract.FULL_RUNG, graph, feeds_for(graph, histories, users, generator.user_codes, None), None)
+                for row in rows:
+                    if row["model"] == contract.FULL_RUNG:
+                        row["members"] = list(members)  # the manifest's full_rung_members
         for row, (config, path) in zip(rows, staged, strict=True):
             row["version"] = write_model(repository, config, path, keep_versions)
             log.info(

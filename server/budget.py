@@ -110,9 +110,10 @@ def _fused(
     pool: ModelPool, branches: list[str], members: tuple[str, ...], precision: str, candidates: int
 ) -> Plan | None:
     """The full rung as one call to the full-rung model running ``members``, or None: the branches
-    must be its members, and its variant the one each member's own model would run at ``precision``
+    must be the generator and rankers among its members (a member without a fusion weight is run
+    and left unread), and its variant the one each branch's own model would run at ``precision``
     (a precision the full-rung model lacks goes to the per-model plans, which have it)."""
-    if not members or set(branches) != set(members):
+    if GENERATOR not in branches or len(branches) < 2 or not set(branches) <= set(members):
         return None
     name = pool.resolve(FULL_RUNG, precision)
     if name is None or name not in pool.ready:

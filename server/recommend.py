@@ -81,8 +81,10 @@ class Recommender:
         weights = bundle.fusion.weights
         # The full rung's models (those with a fusion weight), most valuable first.
         self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0), key=lambda b: -weights[b])
-        # The full-rung model's members for this fusion (what export built it with), if it is to be tried.
-        self.full_rung = contract.full_rung_members(weights) if settings.fused_full_rung else ()
+        # The full-rung model's members (as export recorded them, else those of this fusion: what export
+        # builds it with), if it is to be tried.
+        members = bundle.manifest.get("full_rung_members") or contract.full_rung_members(weights)
+        self.full_rung = tuple(members) if settings.fused_full_rung else ()
         self._fused_retry_at = 0.0  # monotonic time before which a failed full-rung model is not tried
 
     async def recommend(self, query: RecommendQuery, deadline_left_s: float | None, request_id: str) -> Answer:
@@ -453,20 +455,19 @@ class Recommender:
         )
         left_ms = budget.left_ms() - self.settings.reserve_ms
         timeout_ms = max(left_ms - 2 * fallback_ms, 2 * predicted_ms(self.pool, (plan.fused,)))
+        own = contract.full_rung_outputs(members)
+        wanted = (contract.GENERATED, *(n for m in members if m in plan.branches for n in own[m]))
         try:
-            out = await self._call(
-                plan.fused, inputs, contract.full_rung(members).outputs, budget, request_id, calls, timeout_ms
-            )
+            out = await self._call(plan.fused, inputs, wanted, budget, request_id, calls, timeout_ms)
         except ModelCallError as err:
             return {}, dict.fromkeys(plan.branches, f"{FULL_RUNG}: {err.reason}")
-        own = contract.full_rung_outputs(members)
         try:
             generated = out[contract.GENERATED]
             valid = generated >= 0
             scored = generated[valid]
             top_idx, top_score, embedding = (out[n] for n in own[GENERATOR])
             lists = {GENERATOR: self._generated(top_idx, top_score, embedding.astype(np.float32), candidates)}
-            for member in members[1:]:
+            for member in plan.rankers:
                 top_idx, top_score, candidate_score = (out[n] for n in own[member])
                 lists[member] = merge(ranked(top_idx, top_score), scored, candidate_score[: len(generated)][valid])
         except (KeyError, IndexError, ValueError) as err:  # outputs of another shape than the contract's

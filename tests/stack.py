@@ -61,6 +61,7 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
         "alias": "test",
         "top_n": 20,
         "repository": {r["repository_model"]: r["version"] for r in rows},
+        "full_rung_members": next((r["members"] for r in rows if "members" in r), None),
     }
     ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
     folder = write_bundle(

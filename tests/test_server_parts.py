@@ -306,8 +306,11 @@ def test_the_full_rung_model_is_tried_first_and_the_per_model_plans_are_its_degr
     _observe(book, full_rung_torchscript_fp32=40)
     assert choose_plan(pool, branches, "fp32", 20, 200, fused=members)[0].name == "full"
     _observe(book, full_rung_torchscript_fp32=9)
-    # Other members than the model's, a precision it lacks, one stage asked for, or not ready: per model.
-    assert choose_plan(pool, ["sae", "two_tower"], "fp32", 50, 200, fused=members)[0].name == "full"
+    # Fewer branches than members (one the fusion does not weigh): still one call, the rest unread.
+    assert choose_plan(pool, ["sae", "two_tower"], "fp32", 50, 200, fused=members)[0].name == "fused"
+    # A branch it does not run, no ranker, a precision it lacks, one stage asked for, or not ready: per model.
+    assert choose_plan(pool, branches, "fp32", 50, 200, fused=("two_tower", "sae"))[0].name == "full"
+    assert choose_plan(pool, ["two_tower"], "fp32", 50, 200, fused=members)[0].name == "full"
     assert choose_plan(pool, branches, "int8", 50, 200, fused=members)[0].name != "fused"
     assert choose_plan(pool, branches, "fp32", 50, 200, two_stage=False, fused=members)[0].name == "full"
     pool.ready.discard(full_rung)

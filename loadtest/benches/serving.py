@@ -122,7 +122,7 @@ def direct_request(
     weights = bundle.fusion.weights
     rankers = [role for role in contract.CATALOG_SCORERS if weights.get(role, 0) > 0]
 
-    members = contract.full_rung_members(weights)
+    members = tuple(bundle.manifest.get("full_rung_members") or contract.full_rung_members(weights))
     full_rung = (
         full_rung
         and two_stage
