@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         action="store_true",
         help="skip the one-graph two-tower model (the server then makes two calls in a row)",
     )
+    parser.add_argument(
+        "--no-full-rung",
+        action="store_true",
+        help="skip the full-rung model (the whole two-stage ensemble in one call; the server then "
+        "calls the models one by one)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         top_n=args.top_n,
         keep_versions=args.keep_versions,
         fused_two_tower=not args.no_fused_two_tower,
+        full_rung=not args.no_full_rung,
         ragged_batches=not args.no_ragged_batches,
     )
     manifest = {
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "alias": args.alias,
         "top_n": args.top_n,
         "repository": {r["repository_model"]: r["version"] for r in rows},
+        # The models the full-rung model runs, which name its outputs (recsys.contract.full_rung).
+        "full_rung_members": next((r["members"] for r in rows if "members" in r), None),
     }
     bundle = write_bundle(
         args.bundle,

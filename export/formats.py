@@ -15,7 +15,7 @@ from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_floa
 from recsys.contract import VARIANTS, Variant
 from torch import nn
 
-from export.graphs import signature
+from export.graphs import FullRungGraph, signature
 
 __all__ = ["VARIANTS", "Variant", "applicable", "runner", "write"]  # the table is the contract's
 # Index plumbing stays fp32 in the fp16 variant: onnxruntime's CPU provider has no fp16
@@ -40,7 +40,10 @@ def has_linear(graph: nn.Module) -> bool:
 
 
 def applicable(graph: nn.Module, variant: Variant) -> bool:
-    """Dynamic int8 quantises Linear/MatMul weights; a graph without them gains nothing."""
+    """Dynamic int8 quantises Linear/MatMul weights; a graph without them gains nothing. The
+    full-rung graph is TorchScript only (the variants the server's full rung runs by default)."""
+    if isinstance(graph, FullRungGraph) and variant.format != "torchscript":
+        return False
     return not (variant.name.endswith("int8") and not has_linear(graph))
 
 

@@ -24,7 +24,8 @@ from export.repository import read_config
 
 GOLDEN_FILE = contract.BUNDLE_FILES["golden"]
 FILES = contract.BUNDLE_FILES
-# User towers first: item scorers take their output. The one-graph two-tower model has no golden requests.
+# User towers first: item scorers take their output. The one-graph two-tower model and the full-rung
+# model (the same members' graphs in one) have no golden requests.
 ROLES = (f"{contract.GENERATOR}_user", f"{contract.GENERATOR}_items", *contract.CATALOG_SCORERS)
 CANDIDATES = 20
 INDEX_INPUTS = ("ITEM_IDX", "EXCLUDE_IDX", "CANDIDATE_IDX", "TOP_IDX")

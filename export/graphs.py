@@ -32,6 +32,9 @@ USER_TOWER_INPUTS, USER_TOWER_OUTPUTS = contract.USER_TOWER.inputs, contract.USE
 ITEM_SCORER_INPUTS, ITEM_SCORER_OUTPUTS = contract.ITEM_SCORER.inputs, contract.ITEM_SCORER.outputs
 TWO_TOWER_INPUTS, TWO_TOWER_OUTPUTS = contract.TWO_TOWER.inputs, contract.TWO_TOWER.outputs
 DEFAULT_TOP_N = 100
+# An output whose length is that of an input (a score per candidate): the stand-ins cut each
+# request's rows of a padded batch back to that request's own length.
+CANDIDATE_LENGTH = {CATALOG_OUTPUTS[2]: CATALOG_INPUTS[3]}
 
 
 def densify(item_idx: torch.Tensor, rating: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -44,12 +47,17 @@ def densify(item_idx: torch.Tensor, rating: torch.Tensor, n_items: int) -> torch
     return dense.scatter_add(1, item_idx.clamp(min=0), torch.where(valid, rating, torch.zeros_like(rating)))
 
 
-def masked_top(scores: torch.Tensor, masks: list[torch.Tensor], top_n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-N after setting every (valid, >= 0) index in ``masks`` to -inf."""
+def masked(scores: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+    """``scores`` with every (valid, >= 0) index in ``masks`` set to -inf."""
     blocked = torch.zeros_like(scores)
     for idx in masks:
         blocked = blocked.scatter_add(1, idx.clamp(min=0), (idx >= 0).to(scores.dtype))
-    values, indices = torch.topk(torch.where(blocked > 0, torch.full_like(scores, float("-inf")), scores), top_n)
+    return torch.where(blocked > 0, torch.full_like(scores, float("-inf")), scores)
+
+
+def masked_top(scores: torch.Tensor, masks: list[torch.Tensor], top_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-N after setting every (valid, >= 0) index in ``masks`` to -inf."""
+    values, indices = torch.topk(masked(scores, masks), top_n)
     return indices, values
 
 
@@ -148,7 +156,13 @@ class CatalogScorer(nn.Module):
     def forward(
         self, item_idx: torch.Tensor, rating: torch.Tensor, exclude_idx: torch.Tensor, candidate_idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scores = self.scores(densify(item_idx, rating, self.n_items))
+        return self.rank(densify(item_idx, rating, self.n_items), item_idx, exclude_idx, candidate_idx)
+
+    def rank(
+        self, dense: torch.Tensor, item_idx: torch.Tensor, exclude_idx: torch.Tensor, candidate_idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` from the dense ratings row (the full-rung graph densifies once for every member)."""
+        scores = self.scores(dense)
         top_idx, top_score = masked_top(scores, [item_idx, exclude_idx], self.top_n)
         candidate = torch.gather(scores, 1, candidate_idx.clamp(min=0))
         return top_idx, top_score, torch.where(candidate_idx >= 0, candidate, torch.zeros_like(candidate))
@@ -198,6 +212,66 @@ class TwoTowerGraph(nn.Module):
         embedding = self.user(item_idx, rating, demographics)
         top_idx, top_score = masked_top(self.items.scores(embedding), [item_idx, exclude_idx], self.items.top_n)
         return top_idx, top_score, embedding
+
+
+class FullRungGraph(nn.Module):
+    """The full rung's two stages in one graph (``contract.full_rung``): the two-tower model's top-N,
+    its candidates, and every ranker's top-N plus its scores for those candidates.
+
+    The candidates are what the per-model plan hands its rankers: the top C, by the two-tower's
+    score, of its own top-N and the local candidates (CANDIDATE_IDX, whose width is C; -1 where
+    fewer). Rows of a batch padded to a wider C get more candidates, which the stand-ins cut back
+    (the top C of a longer ranking are its first C). Each member's outputs are those of its own
+    graph for the same inputs (tests/test_export.py).
+    """
+
+    def __init__(self, generator: TwoTowerGraph, rankers: dict[str, CatalogScorer]) -> None:
+        super().__init__()
+        self.generator, self.rankers = generator, nn.ModuleDict(rankers)
+        self.members = (contract.GENERATOR, *rankers)
+        self.n_items = generator.user.n_items
+
+    def forward(
+        self,
+        item_idx: torch.Tensor,
+        rating: torch.Tensor,
+        demographics: torch.Tensor,
+        exclude_idx: torch.Tensor,
+        candidate_idx: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        dense = densify(item_idx, rating, self.n_items)
+        user = self.generator.user
+        embedding = user.tower(dense / user.high, demographics)
+        scores = masked(self.generator.items.scores(embedding), [item_idx, exclude_idx])
+        top_score, top_idx = torch.topk(scores, self.generator.items.top_n)
+        generated = generate(scores, top_idx, candidate_idx)
+        outputs = [generated, top_idx, top_score, embedding]
+        for ranker in self.rankers.values():
+            outputs.extend(ranker.rank(dense, item_idx, exclude_idx, generated))
+        return tuple(outputs)
+
+
+def generate(scores: torch.Tensor, top_idx: torch.Tensor, candidate_idx: torch.Tensor) -> torch.Tensor:
+    """The top ``candidate_idx.shape[1]`` items by ``scores`` (blocked items at -inf) among ``top_idx``
+    and the valid ``candidate_idx``, best first; -1 where fewer are eligible."""
+    pool = torch.zeros_like(scores).scatter(1, top_idx, torch.ones_like(top_idx, dtype=scores.dtype))
+    pool = pool.scatter_add(1, candidate_idx.clamp(min=0), (candidate_idx >= 0).to(scores.dtype))
+    pooled = torch.where(pool > 0, scores, torch.full_like(scores, float("-inf")))
+    # -inf columns as wide as C, so top-C is defined even when C exceeds the catalogue.
+    padded = torch.cat([pooled, torch.full_like(candidate_idx, 0).to(scores.dtype) - float("inf")], dim=1)
+    values, indices = torch.topk(padded, candidate_idx.shape[1])
+    return torch.where(torch.isfinite(values), indices, torch.full_like(indices, -1))
+
+
+def full_rung_graph(graphs: dict[str, nn.Module], members: tuple[str, ...]) -> FullRungGraph:
+    """The full-rung graph of ``members`` (``contract.full_rung_members``) from the models' exported
+    graphs (``graphs_for``: the two-tower halves and each ranker's catalogue graph)."""
+    generator = contract.GENERATOR
+    two_tower = TwoTowerGraph(graphs[f"{generator}_user"], graphs[f"{generator}_items"])  # type: ignore[arg-type]
+    rankers = {m: graphs[m] for m in members if m != generator}
+    if not all(isinstance(g, CatalogScorer) for g in rankers.values()):
+        raise ValueError(f"full rung {members}: every member besides {generator} must be a catalogue scorer")
+    return FullRungGraph(two_tower, rankers).eval()  # type: ignore[arg-type]
 
 
 def graphs_for(name: str, model: Scorer, top_n: int = DEFAULT_TOP_N, fused: bool = False) -> dict[str, nn.Module]:
@@ -253,4 +327,22 @@ def signature(graph: nn.Module) -> tuple[list[tuple[str, str, list[int]]], list[
             [*user_inputs, (TWO_TOWER_INPUTS[3], "INT64", [-1])],
             [*top_outputs, (TWO_TOWER_OUTPUTS[2], "FP32", user_outputs[0][2])],
         )
+    if isinstance(graph, FullRungGraph):
+        own = contract.full_rung_outputs(graph.members)
+        parts = [signature(graph.generator), *(signature(r) for r in graph.rankers.values())]
+        outputs = [(contract.GENERATED, "INT64", [-1])]
+        for names, (_, member_outputs) in zip(own.values(), parts, strict=True):
+            outputs.extend((name, dtype, dims) for name, (_, dtype, dims) in zip(names, member_outputs, strict=True))
+        generator_inputs = signature(graph.generator)[0]
+        return [*generator_inputs, (contract.FULL_RUNG_INPUTS[4], "INT64", [-1])], outputs
     raise ValueError(f"unknown graph {type(graph).__name__}")
+
+
+def ragged_lengths(graph: nn.Module) -> dict[str, str]:
+    """Output -> the input whose length it has (a score per candidate), for the batching stand-ins."""
+    if isinstance(graph, CatalogScorer):
+        return dict(CANDIDATE_LENGTH)
+    if isinstance(graph, FullRungGraph):
+        scored = [names[2] for m, names in contract.full_rung_outputs(graph.members).items() if m in graph.rankers]
+        return dict.fromkeys([contract.GENERATED, *scored], contract.FULL_RUNG_INPUTS[4])
+    return {}

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from export.graphs import CatalogScorer, ItemScorerGraph, TwoTowerGraph, UserTowerGraph, signature
+from export.graphs import CatalogScorer, FullRungGraph, ItemScorerGraph, TwoTowerGraph, UserTowerGraph, signature
 
 FP32_TOLERANCE = 1e-4
 QUANTIZED_MAX_NDCG_DROP = 0.03
@@ -64,11 +64,14 @@ def feeds_for(
     if isinstance(graph, CatalogScorer):
         candidates = np.random.default_rng(seed).integers(0, graph.n_items, (len(users), CANDIDATES))
         values = [item_idx, rating, np.full((len(users), 1), -1, np.int64), candidates.astype(np.int64)]
-    elif isinstance(graph, (UserTowerGraph, TwoTowerGraph)):
+    elif isinstance(graph, (UserTowerGraph, TwoTowerGraph, FullRungGraph)):
         codes = user_codes[users] if user_codes is not None else np.zeros((len(users), 3), np.int64)
         values = [item_idx, rating, codes.astype(np.int64)]
-        if isinstance(graph, TwoTowerGraph):
+        if isinstance(graph, (TwoTowerGraph, FullRungGraph)):
             values.append(np.full((len(users), 1), -1, np.int64))
+        if isinstance(graph, FullRungGraph):  # local candidates, as wide as the candidates asked for
+            local = np.random.default_rng(seed).integers(0, graph.n_items, (len(users), CANDIDATES))
+            values.append(local.astype(np.int64))
     elif isinstance(graph, ItemScorerGraph):
         values = [embeddings.astype(np.float32), item_idx]
     else:

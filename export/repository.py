@@ -10,14 +10,10 @@ from torch import nn
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.formats import Variant
-from export.graphs import signature
+from export.graphs import ragged_lengths, signature
 
 DATA_TYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32}
 
-
-# An output whose length is that of an input (a score per candidate): the stand-ins cut each
-# request's rows of a padded batch back to that request's own length.
-RAGGED_OUTPUT_LENGTHS = {"CANDIDATE_SCORE__2": "CANDIDATE_IDX__3"}
 # Measured on 2 cores (docs/export.md, "Batching"): with one instance per model, batches form by
 # themselves under load (requests queue while the instance runs), so waiting for more only
 # delays: 2 ms of delay doubled the p50 of a lone Recommend (three rounds of calls).
@@ -50,11 +46,9 @@ def model_config(
         )
     for tensor_name, dtype, dims in outputs:
         config.output.add(name=tensor_name, data_type=DATA_TYPES[dtype], dims=dims)
-    ragged_outputs = [
-        f"{o}:{i}"
-        for o, i in RAGGED_OUTPUT_LENGTHS.items()
-        if o in {n for n, _, _ in outputs} and i in {n for n, _, _ in inputs}
-    ]
+    # An output whose length is that of an input (a score per candidate): the stand-ins cut each
+    # request's rows of a padded batch back to that request's own length.
+    ragged_outputs = [f"{o}:{i}" for o, i in ragged_lengths(graph).items()]
     if ragged_outputs:
         config.parameters["ragged_output_lengths"].string_value = ",".join(ragged_outputs)
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us

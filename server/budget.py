@@ -7,6 +7,10 @@ server answers with what it has, marked degraded.
 
 Plans are tried from best to cheapest, and the first whose predicted cost fits is used:
 
+0. ``fused`` (``fused_full_rung``; the full rung of the ensemble strategy only): the ``full`` plan's
+   two stages in one call to the full-rung model (``contract.FULL_RUNG``), when that model is
+   ready at the precision the per-model calls would use and its own p95 fits. The plans below
+   are its degrade path: they are used when it does not fit, is not ready, or its call fails.
 1. ``full``: two stages. The two-tower model generates candidates (its top-N), then the
    catalogue scorers (SAE, RBM, EASE) rank them (plus their own top-N over the catalogue), concurrently with each other.
 2. ``one_stage``: every model at once; the catalogue scorers rank the local candidates (popularity or
@@ -36,6 +40,7 @@ from server.triton_models import ModelPool
 # are all ready (the one-graph two-tower model, else its two halves in a row).
 BRANCHES = contract.BRANCHES
 GENERATOR = contract.GENERATOR  # the candidate generator of a two-stage plan; the other branches rank
+FULL_RUNG = contract.FULL_RUNG  # the role of the model running a whole two-stage plan in one call
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class Plan:
     candidates: int
     cost_ms: float
     staged: bool = False  # rankers wait for the generator's candidates
+    fused: str = ""  # the full-rung model answering every branch in one call ("": a call per model)
 
     @property
     def rankers(self) -> list[str]:
@@ -95,13 +101,45 @@ def _staged(pool: ModelPool, plan: Plan) -> Plan:
     return replace(plan, cost_ms=predicted_ms(pool, plan.branches[GENERATOR]) + rankers, staged=True)
 
 
+def variant_of(model: str) -> str:
+    """The variant of a Triton model name (``rbm_torchscript_fp32`` -> ``torchscript_fp32``)."""
+    return next((v for v in contract.VARIANTS if model.endswith(f"_{v}")), "")
+
+
+def _fused(
+    pool: ModelPool, branches: list[str], members: tuple[str, ...], precision: str, candidates: int
+) -> Plan | None:
+    """The full rung as one call to the full-rung model running ``members``, or None: the branches
+    must be the generator and rankers among its members (a member without a fusion weight is run
+    and left unread), and its variant the one each branch's own model would run at ``precision``
+    (a precision the full-rung model lacks goes to the per-model plans, which have it)."""
+    if GENERATOR not in branches or len(branches) < 2 or not set(branches) <= set(members):
+        return None
+    name = pool.resolve(FULL_RUNG, precision)
+    if name is None or name not in pool.ready:
+        return None
+    variant = variant_of(name)
+    for branch in branches:  # each branch's first alternative with a model for every role
+        alternatives = [[pool.resolve(role, precision) for role in roles] for roles in BRANCHES[branch]]
+        own = next((names for names in alternatives if None not in names), [])
+        if not own or any(variant_of(n or "") != variant for n in own):
+            return None
+    return Plan("fused", dict.fromkeys(branches, (name,)), candidates, pool.p95(name), fused=name)
+
+
 def choose_plan(
-    pool: ModelPool, branches: list[str], precision: str, available_ms: float, candidates: int, two_stage: bool = True
+    pool: ModelPool,
+    branches: list[str],
+    precision: str,
+    available_ms: float,
+    candidates: int,
+    two_stage: bool = True,
+    fused: tuple[str, ...] = (),
 ) -> tuple[Plan, list[Plan]]:
     """The best plan predicted to fit ``available_ms``, and every plan considered (for logs and tests).
 
     Models that are not ready are left out of every plan, which is how a Triton that is down
-    costs no waiting.
+    costs no waiting. ``fused``: the members of the full-rung model to try first (() : none).
     """
     if not branches:
         local = Plan("local", {}, candidates, 0.0)
@@ -110,6 +148,8 @@ def choose_plan(
     options = [full]
     if two_stage and GENERATOR in full.branches and full.rankers:
         options = [_staged(pool, full), replace(full, name="one_stage")]
+    if two_stage and (one_call := _fused(pool, branches, fused, precision, candidates)) is not None:
+        options.insert(0, one_call)
     cheap = "int8" if precision == "auto" else precision
     if precision == "auto":
         options.append(_plan(pool, "int8", branches, "int8", candidates))

@@ -17,7 +17,7 @@ import numpy as np
 from recsys import contract
 
 from server.admission import Admission
-from server.budget import GENERATOR, Budget, Plan, choose_plan, effective_budget_ms, predicted_ms
+from server.budget import FULL_RUNG, GENERATOR, Budget, Plan, choose_plan, effective_budget_ms, predicted_ms
 from server.bundle import Bundle
 from server.coldstart import CONTENT, POPULARITY, Popularity, content_scores, rung_for
 from server.errors import BudgetExhausted
@@ -35,6 +35,12 @@ CONTENT_DEPTH = 1000  # genre-profile ranks kept per request; deeper ones barely
 # Popularity ranks kept per request: a fusion scores only the union of its lists, so the local
 # list must not be catalogue-long; below this depth every item gets popularity's floor.
 POPULARITY_DEPTH = 1000
+# After a failed full-rung call, the per-model plans answer for this long before it is tried again,
+# so a broken full-rung model costs one wasted round now and then, not one per request.
+FUSED_RETRY_S = 5.0
+
+
+Outputs = dict[str, np.ndarray]
 
 
 @dataclass
@@ -75,6 +81,11 @@ class Recommender:
         weights = bundle.fusion.weights
         # The full rung's models (those with a fusion weight), most valuable first.
         self.full_branches = sorted((b for b in MODEL_STRATEGIES if weights.get(b, 0) > 0), key=lambda b: -weights[b])
+        # The full-rung model's members (as export recorded them, else those of this fusion: what export
+        # builds it with), if it is to be tried.
+        members = bundle.manifest.get("full_rung_members") or contract.full_rung_members(weights)
+        self.full_rung = tuple(members) if settings.fused_full_rung else ()
+        self._fused_retry_at = 0.0  # monotonic time before which a failed full-rung model is not tried
 
     async def recommend(self, query: RecommendQuery, deadline_left_s: float | None, request_id: str) -> Answer:
         budget_ms = effective_budget_ms(
@@ -96,25 +107,42 @@ class Recommender:
         if rung == CONTENT:
             local["content"] = self._content(profile, eligible)
         hard_ms = budget.left_ms() - self.settings.reserve_ms
+        # The full-rung model ranks the generator's candidates without the filters (it knows only
+        # the exclusions), where the per-model plan hands its rankers only eligible candidates: a
+        # filtered request takes the per-model plans, so its answer is the same either way.
+        one_call = self.full_rung if not query.filters.active and time.monotonic() >= self._fused_retry_at else ()
         with stage("plan") as span:
-            plan, options = choose_plan(
-                self.pool, branches, query.precision, hard_ms, self.settings.candidates, self.settings.two_stage
-            )
-            plan, at_capacity = self._admit(plan, hard_ms)
+            plan, options, at_capacity = self._plan(branches, query.precision, hard_ms, one_call)
             span.set_attributes({"recsys.plan": plan.name, "recsys.rung": rung, "recsys.strategy": strategy})
         seed = local["content" if rung == CONTENT else "popularity"]
-        candidates = seed.items[: plan.candidates]
         timings["prepare"] = _since(mark)
 
         mark = time.perf_counter()
         with stage("models"):  # each Triton call's span is a child of this one
-            lists, calls, problems = await self._call_models(
-                plan, profile, query, candidates, eligible, budget, request_id
-            )
+            calls: list[Call] = []
+            lists: dict[str, RankedList] = {}
+            problems: dict[str, str] = {}
+            if plan.fused:
+                fallback_ms = next((o.cost_ms for o in options if not o.fused), 0.0)
+                lists, problems = await self._call_fused(
+                    plan, profile, query, seed.items[: plan.candidates], budget, request_id, calls, fallback_ms
+                )
+                if problems:  # the call failed: the per-model plans answer in what is left of the budget
+                    self._fused_retry_at = time.monotonic() + FUSED_RETRY_S
+                    hard_ms = budget.left_ms() - self.settings.reserve_ms
+                    plan, options, at_capacity = self._plan(branches, query.precision, hard_ms, ())
+                    plan = replace(plan, name=f"{plan.name}:after_fused")
+            if not plan.fused:
+                lists, more, fallback = await self._call_models(
+                    plan, profile, query, seed.items[: plan.candidates], eligible, budget, request_id
+                )
+                calls += more
+                problems = {**problems, **fallback}  # a branch missing without a reason of its own: the failed call's
         problems.update(at_capacity)
         timings["models"] = _since(mark)
         missing = [b for b in branches if b not in lists]
-        ready = options[0].branches  # the first option holds every branch whose models are ready
+        # The first per-model option holds every branch whose own models are ready.
+        ready = next((o.branches for o in options if not o.fused), {})
         degraded = [
             f"{b}: {problems.get(b, 'left out to fit the budget' if b in ready else 'not ready in Triton')}"
             for b in missing
@@ -149,6 +177,24 @@ class Recommender:
         answer.timings["total"] = budget.elapsed_ms()
         return answer
 
+    def _plan(
+        self, branches: list[str], precision: str, hard_ms: float, fused: tuple[str, ...]
+    ) -> tuple[Plan, list[Plan], dict[str, str]]:
+        """The plan to call (admitted), every plan considered, and the branches shed at capacity.
+        A full-rung model at its in-flight limit leaves the answer to the per-model plans."""
+        settings = self.settings
+        plan, options = choose_plan(
+            self.pool, branches, precision, hard_ms, settings.candidates, settings.two_stage, fused
+        )
+        if plan.fused and self.admission.full((plan.fused,), hard_ms):
+            plan, options = choose_plan(
+                self.pool, branches, precision, hard_ms, settings.candidates, settings.two_stage
+            )
+        if plan.fused:
+            return plan, options, {}
+        plan, at_capacity = self._admit(plan, hard_ms)
+        return plan, options, at_capacity
+
     def _admit(self, plan: Plan, hard_ms: float) -> tuple[Plan, dict[str, str]]:
         """``plan`` without the branches whose models are at their in-flight limit, and why each went.
 
@@ -179,8 +225,10 @@ class Recommender:
         # Two passes: the first pays the first-call costs (stub start, TorchScript profiling runs,
         # new batch shapes) and is forgotten, since a window holding them would keep a model's p95
         # far above its steady latency and the planner would leave it out of tight budgets.
+        # The ensemble too when the full-rung model is tried: its one call is warmed like the others.
+        strategies = (*MODEL_STRATEGIES, "ensemble") if self.full_rung else MODEL_STRATEGIES
         for passes, keep in ((2, False), (rounds, True)):
-            for strategy in MODEL_STRATEGIES:
+            for strategy in strategies:
                 for precision in ("auto", "fp32", "int8", "fp16"):
                     query = warm_up_query(strategy, precision, inline)
                     for _ in range(passes):
@@ -299,22 +347,8 @@ class Recommender:
         exclude = _row(query.exclude, np.int64, -1)
         cands = _row(candidates, np.int64, -1)
 
-        async def call(model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-            record = Call(model)
-            calls.append(record)
-            self.admission.started(model)
-            ok = False
-            try:
-                timeout = max(budget.left_ms() - self.settings.reserve_ms, 1.0) / 1000
-                result = await self.pool.infer(model, inputs, outputs, timeout, request_id)
-                ok = True
-            except ModelCallError as err:
-                record.error = err.reason
-                raise
-            finally:  # a cancelled or failed call frees its slot but says nothing of capacity
-                self.admission.finished(model, ok)
-            record.version, record.ms, record.ok = result.version, result.ms, True
-            return result.outputs
+        def call(model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> Coroutine[Any, Any, Outputs]:
+            return self._call(model, inputs, outputs, budget, request_id, calls)
 
         if branch in contract.CATALOG_SCORERS:
             catalog = contract.CATALOG
@@ -345,10 +379,102 @@ class Recommender:
                 {"USER_EMBEDDING__0": embedding[None], "EXCLUDE_IDX__1": blocked},
                 ("TOP_IDX__0", "TOP_SCORE__1"),
             )
-        top = ranked(out["TOP_IDX__0"], out["TOP_SCORE__1"])
+        return self._generated(out["TOP_IDX__0"], out["TOP_SCORE__1"], embedding, candidates)
+
+    def _generated(
+        self, top_idx: np.ndarray, top_score: np.ndarray, embedding: np.ndarray, candidates: np.ndarray
+    ) -> RankedList:
+        """The two-tower list: its top-N plus its scores for the local candidates."""
+        top = ranked(top_idx, top_score)
         if self.bundle.item_embeddings is None or not len(candidates):
             return top
         return merge(top, candidates, self.bundle.item_embeddings[candidates] @ embedding)
+
+    async def _call(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: tuple[str, ...],
+        budget: Budget,
+        request_id: str,
+        calls: list[Call],
+        timeout_ms: float | None = None,
+    ) -> Outputs:
+        """One Triton call, recorded in ``calls`` and counted by admission; by the hard limit unless
+        ``timeout_ms`` is sooner."""
+        record = Call(model)
+        calls.append(record)
+        self.admission.started(model)
+        ok = False
+        try:
+            left_ms = budget.left_ms() - self.settings.reserve_ms
+            timeout = max(min(left_ms, timeout_ms if timeout_ms is not None else left_ms), 1.0) / 1000
+            result = await self.pool.infer(model, inputs, outputs, timeout, request_id)
+            ok = True
+        except ModelCallError as err:
+            record.error = err.reason
+            raise
+        finally:  # a cancelled or failed call frees its slot but says nothing of capacity
+            self.admission.finished(model, ok)
+        record.version, record.ms, record.ok = result.version, result.ms, True
+        return result.outputs
+
+    async def _call_fused(
+        self,
+        plan: Plan,
+        profile: Profile,
+        query: RecommendQuery,
+        candidates: np.ndarray,
+        budget: Budget,
+        request_id: str,
+        calls: list[Call],
+        fallback_ms: float,
+    ) -> tuple[dict[str, RankedList], dict[str, str]]:
+        """Every branch's list from one call to the full-rung model, the same lists the per-model
+        staged plan makes (its candidates are those the rankers would get: the first
+        ``plan.candidates`` of the two-tower list); or no list and why, for the per-model plans.
+
+        The call leaves time for them: it may take the budget less twice ``fallback_ms`` (their
+        predicted cost, as a staged ranker is left twice its own), but at least twice its own p95."""
+        members = self.full_rung
+        width = max(plan.candidates, 1)
+        local = np.full((1, width), -1, dtype=np.int64)
+        local[0, : len(candidates)] = candidates[:width]
+        inputs = dict(
+            zip(
+                contract.FULL_RUNG_INPUTS,
+                (
+                    _row(profile.item_idx, np.int64, -1),
+                    _row(profile.ratings, np.float32, 0.0),
+                    self._demographics(profile, query)[None],
+                    _row(query.exclude, np.int64, -1),
+                    local,
+                ),
+                strict=True,
+            )
+        )
+        left_ms = budget.left_ms() - self.settings.reserve_ms
+        timeout_ms = max(left_ms - 2 * fallback_ms, 2 * predicted_ms(self.pool, (plan.fused,)))
+        own = contract.full_rung_outputs(members)
+        wanted = (contract.GENERATED, *(n for m in members if m in plan.branches for n in own[m]))
+        try:
+            out = await self._call(plan.fused, inputs, wanted, budget, request_id, calls, timeout_ms)
+        except ModelCallError as err:
+            return {}, dict.fromkeys(plan.branches, f"{FULL_RUNG}: {err.reason}")
+        try:
+            generated = out[contract.GENERATED]
+            valid = generated >= 0
+            scored = generated[valid]
+            top_idx, top_score, embedding = (out[n] for n in own[GENERATOR])
+            lists = {GENERATOR: self._generated(top_idx, top_score, embedding.astype(np.float32), candidates)}
+            for member in plan.rankers:
+                top_idx, top_score, candidate_score = (out[n] for n in own[member])
+                lists[member] = merge(ranked(top_idx, top_score), scored, candidate_score[: len(generated)][valid])
+        except (KeyError, IndexError, ValueError) as err:  # outputs of another shape than the contract's
+            calls[-1].ok, calls[-1].error = False, f"unreadable answer: {err}"
+            return {}, dict.fromkeys(plan.branches, f"{FULL_RUNG}: unreadable answer ({err})")
+        # In the staged plan's order (the generator, then the rankers), which explain's ties follow.
+        return {b: lists[b] for b in (GENERATOR, *plan.rankers)}, {}
 
     def _demographics(self, profile: Profile, query: RecommendQuery) -> np.ndarray:
         if query.demographics is not None:

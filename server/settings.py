@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     two_stage: bool = Field(
         True, description="two rounds (two-tower candidates, then SAE and RBM) when the budget allows; false: one round"
     )
+    # The full rung's two stages in one Triton call to the full-rung model (issue #14), tried first
+    # when it is exported and ready; the per-model plans stay its degrade path. Measured 1.35-1.6x
+    # the requests/s at 32 concurrent requests (docs/throughput.md, "The full rung in one call").
+    fused_full_rung: bool = Field(
+        True, description="try the full-rung model (the two-stage ensemble in one call) before the per-model calls"
+    )
     # Admission (server/admission.py): per-model in-flight limits from the rate Triton serves, so
     # each admitted call fits its share of the budget; requests beyond them leave the model out.
     admission: bool = Field(True, description="per-model in-flight limits derived from the rate Triton serves")

@@ -35,6 +35,11 @@ class Filters:
     min_year: int
     max_year: int
 
+    @property
+    def active(self) -> bool:
+        """Whether any filter is set (an inactive one allows every item)."""
+        return self.genres is not None or bool(self.min_year) or bool(self.max_year)
+
     def mask(self, bundle: Bundle) -> np.ndarray:
         # O(catalogue x distinct genres <= known genres): one precomputed row per genre.
         if self.genres is not None:

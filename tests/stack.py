@@ -44,12 +44,24 @@ def build_artifacts(data: TrainingData, root: Path) -> Artifacts:
     split = make_split(dataset, "u1")
     trained = train_models(data, list(LEARNED), max_epochs=4, progress=False, device="cpu", ensemble=False)
     repository = root / "model_repository"
-    rows = export_models(trained.models, dataset, split.train, split.test, repository, variants=VARIANTS, top_n=20)
+    # With the full-rung model of the bundle's fusion (settings_for turns fused_full_rung off).
+    rows = export_models(
+        trained.models,
+        dataset,
+        split.train,
+        split.test,
+        repository,
+        variants=VARIANTS,
+        top_n=20,
+        full_rung=True,
+        fusion_weights=WEIGHTS,
+    )
     manifest: dict[str, Any] = {
         "registry_versions": {},
         "alias": "test",
         "top_n": 20,
         "repository": {r["repository_model"]: r["version"] for r in rows},
+        "full_rung_members": next((r["members"] for r in rows if "members" in r), None),
     }
     ensemble = Ensemble(trained.models, FusionSpec("rrf", dict(WEIGHTS)))
     folder = write_bundle(
@@ -142,6 +154,9 @@ def settings_for(artifacts: Artifacts, triton_url: str, state: Path, **overrides
         # Off unless a test turns it on: most tests observe how an answer is computed, and a
         # repeated request would be answered from the cache instead.
         "cache_ttl_s": 0,
+        # Likewise: most tests observe the per-model calls (a slow SAE, a failing EASE, the plans),
+        # which the full-rung model, one call for them all, would answer instead.
+        "fused_full_rung": False,
         **overrides,
     }
     return Settings(**values)

@@ -109,10 +109,15 @@ def test_export_reads_champions_and_writes_repository_and_bundle(
         "20",
     ]
     rows = export_cli.main(args)
-    # The one-graph two-tower model ("two_tower") is exported beside its two halves.
-    assert {r["repository_model"] for r in rows} == {
-        f"{g}_{v}" for g in contract.ROLES for v in ("onnx_fp32", "torchscript_fp32")
+    # The one-graph two-tower model ("two_tower") is exported beside its two halves, and the full
+    # rung (TorchScript only) when the registered fusion weights the two-tower and a catalogue scorer.
+    expected = {
+        f"{g}_{v}" for g in contract.ROLES for v in ("onnx_fp32", "torchscript_fp32") if g != contract.FULL_RUNG
     }
+    ensemble = json.loads((bundle / "1" / "fusion.json").read_text())
+    if len(contract.full_rung_members(ensemble["weights"])) > 1 and ensemble["weights"].get("two_tower", 0) > 0:
+        expected.add(contract.model_name(contract.FULL_RUNG, "torchscript_fp32"))
+    assert {r["repository_model"] for r in rows} == expected
     assert all(read_config(repo / r["repository_model"]).name == r["repository_model"] for r in rows)
     manifest = json.loads((bundle / "1" / "manifest.json").read_text())
     assert manifest["registry_versions"] == dict.fromkeys(REGISTERED, 1)

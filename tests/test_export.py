@@ -19,7 +19,7 @@ from recsys import contract
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export.formats import VARIANTS, runner
-from export.graphs import ItemScorerGraph, UserTowerGraph, graphs_for, signature
+from export.graphs import ItemScorerGraph, UserTowerGraph, full_rung_graph, graphs_for, signature
 from export.parity import Parity, ParityError, check, graph_feeds, torch_runner
 from export.pipeline import export_models, parity_users
 from export.repository import read_config, versions
@@ -36,8 +36,12 @@ def exported(tiny_data: TrainingData, tmp_path_factory: pytest.TempPathFactory) 
     split = make_split(dataset, "u1")
     trained = train_models(tiny_data, list(LEARNED), max_epochs=4, progress=False, device="cpu", ensemble=False)
     repository = tmp_path_factory.mktemp("model_repository")
-    rows = export_models(trained.models, dataset, split.train, split.test, repository, top_n=20, fused_two_tower=True)
+    rows = export_models(
+        trained.models, dataset, split.train, split.test, repository, top_n=20, fused_two_tower=True, full_rung=True
+    )
     graphs = {g: graph for n in LEARNED for g, graph in graphs_for(n, trained.models[n], 20, fused=True).items()}
+    # Exported without an ensemble: every catalogue scorer is a member.
+    graphs[contract.FULL_RUNG] = full_rung_graph(graphs, contract.full_rung_members(dict.fromkeys(LEARNED, 1.0)))
     task = parity_users(dataset, split.train, split.test, 12)
     return {
         "rows": rows,
@@ -70,7 +74,8 @@ def test_every_variant_exported_with_a_parsable_config(exported: dict) -> None:
     # Every graph holds its weights in Linear layers (the RBM, EASE and the item scorer too), so
     # every variant, int8 included, applies to each.
     for graph in contract.ROLES:
-        assert {v for g, v in kinds if g == graph} == set(VARIANTS), graph
+        expected = {v for v in VARIANTS if graph != contract.FULL_RUNG or VARIANTS[v].format == "torchscript"}
+        assert {v for g, v in kinds if g == graph} == expected, graph
     for row in rows:
         config = read_config(exported["repository"] / row["repository_model"])
         assert config.name == row["repository_model"]
@@ -384,3 +389,115 @@ def test_the_rbm_graph_written_as_linear_layers_scores_as_the_trained_rbm(export
     finite = np.isfinite(expected)
     assert finite.mean() > 0.5
     np.testing.assert_allclose(served[finite], expected[finite], rtol=1e-4, atol=1e-5)
+
+
+def _full_rung_feeds(exported: dict, width: int) -> dict[str, np.ndarray]:
+    """The full-rung graph's inputs as the server sends them: local candidates the user did not rate,
+    -1 padded to ``width`` (the candidate count), a few fewer than that for some users."""
+    feeds = _feeds(exported, contract.FULL_RUNG)
+    n_items = exported["graphs"][contract.FULL_RUNG].n_items
+    local = np.full((len(feeds["ITEM_IDX__0"]), width), -1, dtype=np.int64)
+    for row, rated in enumerate(feeds["ITEM_IDX__0"]):
+        eligible = np.setdiff1d(np.arange(n_items), rated[rated >= 0])
+        picked = np.random.default_rng(row).permutation(eligible)[: width - row % 3]
+        local[row, : len(picked)] = picked
+    return {**feeds, "CANDIDATE_IDX__4": local}
+
+
+def test_the_full_rung_graph_answers_what_its_members_graphs_answer(exported: dict) -> None:
+    """Member by member, the full-rung graph returns what the per-model plan gets from the separate
+    graphs: the two-tower graph's outputs, the candidates the server would make of them
+    (server.recommend: its top-N and the local candidates by its score, the first C), and each
+    ranker's catalogue graph over those candidates."""
+    from server.fusion import merge, ranked
+
+    graphs = exported["graphs"]
+    full = graphs[contract.FULL_RUNG]
+    width = 30
+    feeds = _full_rung_feeds(exported, width)
+    named = dict(zip(contract.full_rung(full.members).outputs, torch_runner(full)(feeds), strict=True))
+    own = contract.full_rung_outputs(full.members)
+    items, ratings, codes, exclude, local = feeds.values()
+    two_tower = torch_runner(graphs["two_tower"])(
+        dict(zip(contract.TWO_TOWER.inputs, (items, ratings, codes, exclude), strict=True))
+    )
+    for name, want in zip(own["two_tower"], two_tower, strict=True):
+        np.testing.assert_allclose(named[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+    item_scores = torch_runner(graphs["two_tower_items"].scores)({"e": two_tower[2]})[0]
+    generated = named[contract.GENERATED]
+    assert generated.shape == local.shape
+    for row in range(len(items)):
+        seeds = local[row][local[row] >= 0]
+        top = ranked(two_tower[0][row], two_tower[1][row])
+        expected = merge(top, seeds, item_scores[row][seeds]).items[:width]
+        got = generated[row][generated[row] >= 0]
+        assert got.tolist() == expected.tolist(), row
+        assert (generated[row][len(got) :] == -1).all()
+    for member in full.members[1:]:
+        scorer = torch_runner(graphs[member])(
+            dict(zip(contract.CATALOG.inputs, (items, ratings, exclude, generated), strict=True))
+        )
+        for name, want in zip(own[member], scorer, strict=True):
+            np.testing.assert_allclose(named[name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow  # starts the embedded Triton
+def test_the_served_full_rung_answers_what_the_served_members_answer(exported: dict, triton: EmbeddedTriton) -> None:
+    """Through the real Triton: the full-rung model's outputs equal the members' own models called
+    with the same inputs (the rankers with its candidates), for requests of different candidate
+    counts sent together (batched, padded, cut back per request)."""
+    import asyncio
+
+    import tritonclient.grpc.aio as tritonaio
+
+    from server.triton_metrics import batching_between, scrape
+
+    full = exported["graphs"][contract.FULL_RUNG]
+    own = contract.full_rung_outputs(full.members)
+    variant = "torchscript_fp32"
+    users = []
+    for width in (8, 20, 30):
+        feeds = _full_rung_feeds(exported, width)
+        users += [{n: v[i : i + 1] for n, v in feeds.items()} for i in range(4)]
+
+    def inputs(user: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+        out = []
+        for tname, tensor in user.items():
+            infer_input = grpcclient.InferInput(
+                tname, list(tensor.shape), "INT64" if tensor.dtype == np.int64 else "FP32"
+            )
+            infer_input.set_data_from_numpy(tensor)
+            out.append(infer_input)
+        return out
+
+    name = contract.model_name(contract.FULL_RUNG, variant)
+
+    async def together() -> list:
+        async with tritonaio.InferenceServerClient(triton.grpc_url) as client:
+            return await asyncio.gather(*(client.infer(name, inputs(u)) for u in users))
+
+    triton.client.infer(name, inputs(users[0]))  # first-call costs outside the measured burst
+    before = scrape(triton.metrics_url)
+    answers = asyncio.run(together())
+    assert batching_between(before, scrape(triton.metrics_url))[name]["avg_batch"] > 1.0
+    for user, answer in zip(users, answers, strict=True):
+        items, ratings, codes, exclude, local = user.values()
+        generated = answer.as_numpy(contract.GENERATED)
+        assert generated.shape == local.shape  # cut back to this request's own candidate count
+        alone = dict(zip(contract.full_rung(full.members).outputs, torch_runner(full)(user), strict=True))
+        assert (generated == alone[contract.GENERATED]).all()
+        tt = triton.client.infer(
+            f"two_tower_{variant}",
+            inputs(dict(zip(contract.TWO_TOWER.inputs, (items, ratings, codes, exclude), strict=True))),
+        )
+        for fused_name, own_name in zip(own["two_tower"], contract.TWO_TOWER.outputs, strict=True):
+            np.testing.assert_allclose(answer.as_numpy(fused_name), tt.as_numpy(own_name), rtol=1e-5, atol=1e-5)
+        for member in full.members[1:]:
+            scored = triton.client.infer(
+                f"{member}_{variant}",
+                inputs(dict(zip(contract.CATALOG.inputs, (items, ratings, exclude, generated), strict=True))),
+            )
+            for fused_name, own_name in zip(own[member], contract.CATALOG.outputs, strict=True):
+                np.testing.assert_allclose(
+                    answer.as_numpy(fused_name), scored.as_numpy(own_name), rtol=1e-5, atol=1e-5, err_msg=fused_name
+                )

@@ -277,3 +277,41 @@ def test_the_one_graph_two_tower_is_one_call_and_its_halves_the_fallback() -> No
     pool.ready.discard(fused)  # not loaded, or failed: the two calls in a row
     plan, _ = choose_plan(pool, ["sae", "two_tower", "rbm"], "fp32", 50, 200)
     assert plan.branches["two_tower"] == ("two_tower_user_torchscript_fp32", "two_tower_items_torchscript_fp32")
+
+
+def test_the_full_rung_model_is_tried_first_and_the_per_model_plans_are_its_degrade_path() -> None:
+    """One call for the whole two-stage plan when the full-rung model is ready at the precision the
+    per-model calls would use and its p95 fits; otherwise the per-model plans, as without it."""
+    full_rung = "full_rung_torchscript_fp32"
+    members = ("two_tower", "sae", "rbm")
+    branches = ["sae", "two_tower", "rbm"]
+    book = LatencyBook(prior_ms=10.0)
+    pool = ModelPool(
+        "unused:1", [*MODELS, full_rung], ["torchscript_fp32", "torchscript_int8"], "torchscript_fp32", book
+    )
+    pool.ready = {*MODELS, full_rung}
+    _observe(
+        book,
+        full_rung_torchscript_fp32=9,
+        two_tower_user_torchscript_fp32=4,
+        two_tower_items_torchscript_fp32=3,
+        sae_torchscript_fp32=6,
+        rbm_torchscript_fp32=6,
+    )
+    plan, options = choose_plan(pool, branches, "fp32", 50, 200, fused=members)
+    assert (plan.name, plan.fused, plan.cost_ms, plan.staged) == ("fused", full_rung, 9, False)
+    assert set(plan.branches) == set(branches) and [o.name for o in options[1:3]] == ["full", "one_stage"]
+    assert choose_plan(pool, branches, "fp32", 50, 200)[0].name == "full"  # not asked for (fused_full_rung off)
+    # Predicted too slow: the staged per-model plan (13 ms) fits where the one call (9 ms here) does not.
+    _observe(book, full_rung_torchscript_fp32=40)
+    assert choose_plan(pool, branches, "fp32", 20, 200, fused=members)[0].name == "full"
+    _observe(book, full_rung_torchscript_fp32=9)
+    # Fewer branches than members (one the fusion does not weigh): still one call, the rest unread.
+    assert choose_plan(pool, ["sae", "two_tower"], "fp32", 50, 200, fused=members)[0].name == "fused"
+    # A branch it does not run, no ranker, a precision it lacks, one stage asked for, or not ready: per model.
+    assert choose_plan(pool, branches, "fp32", 50, 200, fused=("two_tower", "sae"))[0].name == "full"
+    assert choose_plan(pool, ["two_tower"], "fp32", 50, 200, fused=members)[0].name == "full"
+    assert choose_plan(pool, branches, "int8", 50, 200, fused=members)[0].name != "fused"
+    assert choose_plan(pool, branches, "fp32", 50, 200, two_stage=False, fused=members)[0].name == "full"
+    pool.ready.discard(full_rung)
+    assert choose_plan(pool, branches, "fp32", 50, 200, fused=members)[0].name == "full"

@@ -19,6 +19,13 @@ server with inline ratings), ``meta``, ``"unbatched"``: the same report from a s
 (and server) over a copy of the repository without dynamic batching, measured right after the
 batched stack at each concurrency, ``server_rps_vs_unbatched`` and ``bars`` (the issue's bars).
 ``--catalog synthetic-60k`` runs on the 60k-item catalogue (built once under ``var/catalogs/``).
+
+The servers try the full-rung model first as ``fused_full_rung`` says (the two-stage ensemble in
+one call, when the repository has it; the direct path then makes that one call). ``--compare-fused``
+runs the main server with it off (per-model calls) and adds a second server over the same Triton
+with it on, measured right after the first at each concurrency: the report gains ``"fused"`` (the
+same report for it), ``server_rps_fused_vs_per_model`` and ``server_p50_fused_vs_per_model`` /
+``server_p99_fused_vs_per_model`` (fused / per-model, per concurrency).
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc.aio as tritonaio
 from recsys import contract
-from tritonclient.grpc import InferInput
+from tritonclient.grpc import InferInput, InferRequestedOutput
 
 from clients.aio import AsyncRecommenderClient
 from export.repository import copy_with_batching, read_config
@@ -62,9 +69,10 @@ def _tensor(name: str, array: np.ndarray) -> InferInput:
 
 
 def direct_request(
-    bundle: Bundle, row: int, variant: str, candidates: int, two_stage: bool
+    bundle: Bundle, row: int, variant: str, candidates: int, two_stage: bool, full_rung: bool = False
 ) -> Callable[[tritonaio.InferenceServerClient], Awaitable[None]]:
-    """The Triton calls the server makes for this user's full-ensemble Recommend (models with a fusion weight)."""
+    """The Triton calls the server makes for this user's full-ensemble Recommend (models with a fusion
+    weight); ``full_rung``: its one call to the full-rung model, as the server's ``fused`` plan."""
     history = bundle.histories[row]
     items = history.indices.astype(np.int64)[None]
     ratings = history.data.astype(np.float32)[None]
@@ -114,7 +122,29 @@ def direct_request(
     weights = bundle.fusion.weights
     rankers = [role for role in contract.CATALOG_SCORERS if weights.get(role, 0) > 0]
 
+    members = tuple(bundle.manifest.get("full_rung_members") or contract.full_rung_members(weights))
+    full_rung = (
+        full_rung
+        and two_stage
+        and contract.model_name(contract.FULL_RUNG, variant) in bundle.manifest.get("repository", {})
+    )
+    local = np.full((1, candidates), -1, dtype=np.int64)
+    local[0, : len(popular)] = popular
+
+    async def one_call(client: tritonaio.InferenceServerClient) -> None:
+        await client.infer(
+            contract.model_name(contract.FULL_RUNG, variant),
+            [
+                _tensor(name, value)
+                for name, value in zip(contract.FULL_RUNG_INPUTS, (items, ratings, codes, none, local), strict=True)
+            ],
+            outputs=[InferRequestedOutput(name) for name in contract.full_rung(members).outputs],
+        )
+
     async def run(client: tritonaio.InferenceServerClient) -> None:
+        if full_rung:
+            await one_call(client)
+            return
         if weights.get("two_tower", 0) <= 0:
             await asyncio.gather(*(catalog(client, role, popular) for role in rankers))
             return
@@ -158,11 +188,13 @@ async def load(
 
 @dataclass
 class Stack:
-    """One Triton and one server over a repository; ``label`` says how Triton batches."""
+    """One Triton and one server over a repository; ``label`` says how Triton batches (or, for
+    ``fused``, that the server tries the full-rung model first)."""
 
     label: str
     triton: EmbeddedTriton
     target: str
+    full_rung: bool = False
 
 
 async def measure(
@@ -176,7 +208,10 @@ async def measure(
 ) -> dict[str, Any]:
     runs, overhead, degraded, plans, batches = [], {}, {}, {}, {}
     requests = [
-        direct_request(bundle, row, settings.default_variant, settings.candidates, settings.two_stage) for row in rows
+        direct_request(
+            bundle, row, settings.default_variant, settings.candidates, settings.two_stage, full_rung=stack.full_rung
+        )
+        for row in rows
     ]
     # One shared channel per path, as the server itself shares one channel to Triton.
     triton = tritonaio.InferenceServerClient(stack.triton.grpc_url)
@@ -261,13 +296,19 @@ async def compare(
         for label, pieces in parts.items()
     }
     report = merged[stacks[0].label]
-    if len(stacks) > 1:
-        other = merged[stacks[1].label]
-        report[stacks[1].label] = other
-        report["server_rps_vs_unbatched"] = {
-            str(c): round(_run(report["runs"], c, "server")["rps"] / _run(other["runs"], c, "server")["rps"], 3)
-            for c in concurrencies
-        }
+    for stack in stacks[1:]:
+        report[stack.label] = merged[stack.label]
+
+    def ratio(other: dict[str, Any], key: str, c: int) -> float:
+        return round(_run(report["runs"], c, "server")[key] / _run(other["runs"], c, "server")[key], 3)
+
+    if "unbatched" in merged:
+        report["server_rps_vs_unbatched"] = {str(c): ratio(merged["unbatched"], "rps", c) for c in concurrencies}
+    if "fused" in merged:  # fused / per-model (this report's own runs)
+        for key in ("rps", "p50_ms", "p99_ms"):
+            report[f"server_{key.removesuffix('_ms')}_fused_vs_per_model"] = {
+                str(c): round(1 / ratio(merged["fused"], key, c), 3) for c in concurrencies
+            }
     report["bars"] = bars(report, concurrencies)
     return report
 
@@ -277,7 +318,12 @@ def bars(report: dict[str, Any], concurrencies: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if 32 in concurrencies:
         batches = report["triton_avg_batch"]["32"]
-        for role in ("sae", "rbm"):
+        # The full-rung model's batch too, when the server called it (it runs SAE and RBM's work).
+        for role in (
+            "sae",
+            "rbm",
+            *([contract.FULL_RUNG] if any(m.startswith(contract.FULL_RUNG) for m in batches) else []),
+        ):
             sizes = [v for m, v in batches.items() if m.startswith(f"{role}_")]
             out[f"{role}_avg_batch_c32"] = {
                 "value": max(sizes, default=0.0),
@@ -352,6 +398,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="override every model's max_queue_delay_microseconds (for tuning)",
     )
+    parser.add_argument(
+        "--compare-fused",
+        action="store_true",
+        help="the main server with per-model calls and a second trying the full-rung model first "
+        "(fused_full_rung), on the same Triton",
+    )
     parser.add_argument("--out", type=Path, default=REPORTS / "serving.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -376,8 +428,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.no_unbatched:
             repositories["unbatched"] = copy_with_batching(chosen.repository, Path(state) / "unbatched", None)
         stacks = []
-        for label, repository in repositories.items():
-            triton = running.enter_context(EmbeddedTriton(repository))
+        # The servers try the full-rung model as the settings say, except the per-model one of a comparison.
+        servers = [
+            (label, repository, settings.fused_full_rung and not args.compare_fused)
+            for label, repository in repositories.items()
+        ]
+        if args.compare_fused:  # a second server over the batched Triton, right after the first
+            servers.insert(1, ("fused", repositories["batched"], True))
+        tritons: dict[Path, EmbeddedTriton] = {}
+        for label, repository, full_rung in servers:
+            if repository not in tritons:
+                tritons[repository] = running.enter_context(EmbeddedTriton(repository))
+            triton = tritons[repository]
             (Path(state) / label).mkdir(exist_ok=True)
             # Only the variant the workload uses: every loaded model is a Python-backend process,
             # and loading the int8 ones too took minutes on a busy 2-core machine.
@@ -400,10 +462,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 str(repository),
                 "--variants",
                 json.dumps([settings.default_variant]),
+                "--fused-full-rung",
+                json.dumps(full_rung),
                 timeout=900,
             )
             running.callback(stop_server, process)
-            stacks.append(Stack(label, triton, target))
+            stacks.append(Stack(label, triton, target, full_rung))
         report = asyncio.run(compare(stacks, bundle, rows, users, concurrencies, args.duration, settings))
         if args.quality_users:
             report["quality"] = asyncio.run(served_quality(stacks[0].target, args.data, args.split, args.quality_users))
@@ -419,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bundle_version": bundle.version,
         "variant": settings.default_variant,
         "two_stage": settings.two_stage,
+        "fused_full_rung": {s.label: s.full_rung for s in stacks},
         "duration_s": args.duration,
         "users": len(users),
         "cpus": os.cpu_count(),

@@ -55,8 +55,9 @@ def request_for(role: str, bundle: Bundle, dims: dict[str, list[int]], candidate
     by_name = {"ITEM_IDX__0": items, "RATING__1": ratings, "DEMOGRAPHICS__2": codes, "CANDIDATE_IDX__3": popular}
     if role in contract.CATALOG_SCORERS:
         by_name["EXCLUDE_IDX__2"] = none
-    elif role == "two_tower":
+    elif role in (contract.GENERATOR, contract.FULL_RUNG):
         by_name["EXCLUDE_IDX__3"] = none
+        by_name["CANDIDATE_IDX__4"] = popular  # the full rung's local candidates
     elif role == "two_tower_items":
         dim = dims["USER_EMBEDDING__0"][0]
         by_name = {

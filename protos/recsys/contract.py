@@ -17,6 +17,7 @@ catalogue graph (docs/export.md, "Adding a model"); a ``STRATEGY_<NAME>`` value 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,15 +67,54 @@ def strategy_values(enum: Any) -> dict[str, Any]:
     return {s: enum.Value(n) for s in STRATEGIES if (n := f"STRATEGY_{s.upper()}") in names}
 
 
-# Triton role (the model-repository name stem) -> its graph kind.
+# The full rung in one graph (issue #14): the generator's candidates ranked by the catalogue
+# scorers inside one Triton model, so the two-stage plan is one call instead of two rounds.
+# It takes the two-tower inputs plus the server's local candidates (CANDIDATE_IDX, -1 padded to
+# the candidate count C: its width is C); GENERATED_IDX is the candidates the rankers scored, the
+# top C by the generator's score of its own top-N and the local ones (-1 where fewer), which is
+# what the per-model plan hands its rankers. Then each member's outputs follow, named by it.
+FULL_RUNG = "full_rung"
+FULL_RUNG_INPUTS = (*TWO_TOWER.inputs, "CANDIDATE_IDX__4")
+GENERATED = "GENERATED_IDX__0"
+
+
+def full_rung_members(weights: Mapping[str, float]) -> tuple[str, ...]:
+    """The models a full-rung graph runs for a fusion: the generator, then the catalogue scorers
+    with a weight, in contract order (export builds the graph by it, the server calls by it)."""
+    return (GENERATOR, *(m for m in CATALOG_SCORERS if weights.get(m, 0) > 0))
+
+
+def full_rung_outputs(members: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each member's outputs in the full-rung graph, in its own graph kind's order, as
+    ``<MEMBER>_<NAME>__<i>`` (``RBM_CANDIDATE_SCORE__6``) after ``GENERATED_IDX__0``."""
+    own = {GENERATOR: TWO_TOWER, **dict.fromkeys(CATALOG_SCORERS, CATALOG)}
+    out, i = {}, 1
+    for member in members:
+        names = own[member].outputs
+        out[member] = tuple(f"{member.upper()}_{n.split('__')[0]}__{i + k}" for k, n in enumerate(names))
+        i += len(names)
+    return out
+
+
+def full_rung(members: tuple[str, ...]) -> GraphKind:
+    """The graph kind of a full-rung model running ``members`` (``full_rung_members``)."""
+    return GraphKind(
+        FULL_RUNG_INPUTS, (GENERATED, *(n for names in full_rung_outputs(members).values() for n in names))
+    )
+
+
+# Triton role (the model-repository name stem) -> its graph kind. The full rung's outputs depend on
+# the members it was exported with (``full_rung(members)``); the kind here is that of every model.
 ROLES: dict[str, GraphKind] = {
     **dict.fromkeys(CATALOG_SCORERS, CATALOG),
     GENERATOR: TWO_TOWER,
     f"{GENERATOR}_user": USER_TOWER,
     f"{GENERATOR}_items": ITEM_SCORER,
+    FULL_RUNG: full_rung((GENERATOR, *CATALOG_SCORERS)),
 }
-# Without it the halves answer, one round trip later: not needed for SERVING.
-OPTIONAL_ROLES = (GENERATOR,)
+# Without the one-graph two-tower model the halves answer, one round trip later; without the
+# full-rung model the per-model plans do: neither is needed for SERVING.
+OPTIONAL_ROLES = (GENERATOR, FULL_RUNG)
 # Model -> the roles it calls in order, alternatives preferred first (the first all ready is used).
 BRANCHES: dict[str, tuple[tuple[str, ...], ...]] = {
     **{m: ((m,),) for m in CATALOG_SCORERS},
