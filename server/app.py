@@ -94,7 +94,8 @@ class RecommendationServer:
         self.store = open_store(settings.store or sqlite_url(settings.feedback_db), settings.dedupe_window_s)
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
         self.profiles, self.recommender = live.profiles, live.recommender
-        self.pool.load_first([contract.GENERATOR, *self.recommender.full_branches])  # a restarted Triton: these first
+        # What a restarted Triton loads first: the live bundle's full rung (one model, then its per-model calls).
+        self.pool.load_first([contract.GENERATOR, *self.recommender.full_branches], bool(self.recommender.full_rung))
         self.router = Router(live)
         self.metrics = Metrics()
         # Drift is judged against the promoted bundle's reference: the rollout manager tells the
@@ -196,7 +197,9 @@ class RecommendationServer:
     def _on_live(self, runtime: BundleRuntime) -> None:
         """Another bundle became the live one: drift follows its reference, reloads its full plan first."""
         self.drift.follow(runtime.bundle)
-        self.pool.load_first([contract.GENERATOR, *runtime.recommender.full_branches])
+        self.pool.load_first(
+            [contract.GENERATOR, *runtime.recommender.full_branches], bool(runtime.recommender.full_rung)
+        )
 
     async def start(self) -> None:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)

@@ -95,7 +95,7 @@ class ModelPool:
         self.by_role = {r: [model_name(r, v) for v in variants if model_name(r, v) in available] for r in ROLES}
         self.models = [m for names in self.by_role.values() for m in names]
         self.primary = {model_name(r, default_variant) for r in ROLES} & set(self.models)
-        self.first: set[str] = set()  # loaded before the rest of the default variant (see ``load_first``)
+        self.first: list[set[str]] = []  # loaded in turn before the rest of the default variant (``load_first``)
         self.ready: set[str] = set()
         self.live = False
         self._failed_at: dict[str, float] = {}
@@ -172,7 +172,7 @@ class ModelPool:
         # next call when ``staged``): answers are whole again once the first are ready, whereas a
         # restarted Triton loading every variant at once (a Python stub each, importing torch) kept
         # them waiting behind the rest on a small machine.
-        tiers = (self.first & self.primary, self.primary)
+        tiers = (*(tier & self.primary for tier in self.first), self.primary)
         batch = next(([m for m in missing if m in tier] for tier in tiers if set(missing) & tier), missing)
         # Triton loads models in parallel; one failing is logged and stays not ready.
         results = await asyncio.gather(*(self._load(m) for m in batch))
@@ -180,19 +180,21 @@ class ModelPool:
             return await self.refresh(load=len(batch) < len(missing) and not staged)
         return True
 
-    def load_first(self, branches: list[str]) -> None:
-        """Models a restarted Triton gets before the rest: the default variant of what these model
-        branches call (the full plan's; the first alternative the repository has). A Python stub
-        imports torch in ~1.3 s of CPU, so on a small busy machine three stubs (the two-tower graph,
-        RBM, EASE) make answers whole again in about half the time of the default variant's six."""
-        first: set[str] = set()
+    def load_first(self, branches: list[str], fused: bool = False) -> None:
+        """Models a restarted Triton gets before the rest, in turn: the full-rung model when the
+        server calls it (``fused``), then the default variant of what these model branches call
+        (the full plan's; the first alternative the repository has). A Python stub imports torch in
+        ~1.3 s of CPU, so on a small busy machine one stub (the full-rung model) or three (the
+        two-tower graph, RBM, EASE) make answers whole again well before the default variant's all."""
+        per_model: set[str] = set()
         for branch in branches:
             for roles in contract.BRANCHES.get(branch, ()):
                 models = {model_name(role, self.default_variant) for role in roles}
                 if models <= set(self.models):
-                    first |= models
+                    per_model |= models
                     break
-        self.first = first
+        full_rung = {model_name(contract.FULL_RUNG, self.default_variant)} & set(self.models) if fused else set()
+        self.first = [tier for tier in (full_rung, per_model) if tier]
 
     def _set_states(self, states: dict[str, list[str]]) -> None:
         self.ready = {m for m in self.models if m in states}

@@ -315,3 +315,26 @@ def test_the_full_rung_model_is_tried_first_and_the_per_model_plans_are_its_degr
     assert choose_plan(pool, branches, "fp32", 50, 200, two_stage=False, fused=members)[0].name == "full"
     pool.ready.discard(full_rung)
     assert choose_plan(pool, branches, "fp32", 50, 200, fused=members)[0].name == "full"
+
+
+def test_a_restarted_triton_loads_the_full_rung_then_the_full_plans_models_first() -> None:
+    variants = ["torchscript_fp32", "torchscript_int8"]
+    roles = ["full_rung", "two_tower", "two_tower_user", "two_tower_items", "sae", "rbm", "ease"]
+    available = [f"{r}_{v}" for r in roles for v in variants]
+    pool = ModelPool("127.0.0.1:1", available, variants, "torchscript_fp32", LatencyBook())
+    pool.load_first(["two_tower", "rbm", "ease"], fused=True)
+    assert pool.first == [
+        {"full_rung_torchscript_fp32"},  # one stub: whole answers again
+        {"two_tower_torchscript_fp32", "rbm_torchscript_fp32", "ease_torchscript_fp32"},  # its degrade path
+    ]
+    pool.load_first(["two_tower", "sae"])  # the fused plan off; SAE weighted
+    assert pool.first == [{"two_tower_torchscript_fp32", "sae_torchscript_fp32"}]
+    halves = ModelPool(
+        "127.0.0.1:1",
+        [m for m in available if not m.startswith(("two_tower_t", "full"))],
+        variants,
+        "torchscript_fp32",
+        LatencyBook(),
+    )
+    halves.load_first(["two_tower"], fused=True)  # no one-graph two-tower model, no full-rung model
+    assert halves.first == [{"two_tower_user_torchscript_fp32", "two_tower_items_torchscript_fp32"}]

@@ -90,7 +90,7 @@ def test_a_reload_brings_the_full_plans_models_back_first(
             control_key=supervised.control_key,
         )
         pool.load_first(["two_tower", "rbm"])  # a fusion that weights RBM and not SAE
-        assert pool.first == {"rbm_torchscript_fp32"}  # no two-tower model in this pool's repository
+        assert pool.first == [{"rbm_torchscript_fp32"}]  # no two-tower or full-rung model in this pool's repository
         # The versions the bundle pins: other tests add versions (some broken on purpose) to the
         # shared repository, so the newest folder is not necessarily loadable.
         pins = load_bundle(serving_artifacts.bundle).manifest["repository"]
