@@ -249,3 +249,13 @@ def test_ease_exact_spectral_route_is_the_solved_model(tiny_data: TrainingData) 
     np.testing.assert_allclose(from_spectrum, ease.fit_weights(rated, 40.0), atol=1e-9)
     reference = ease.train(tiny_data, replace(forced, l2=solved.config.l2))  # the bench's row takes the same route
     np.testing.assert_allclose(reference.arrays["weights"], spectral.arrays["weights"], atol=1e-6)
+
+
+def test_ease_exact_route_offers_the_truncated_form_to_validation(tiny_data: TrainingData) -> None:
+    forced = make_config("ease", {"l2": 40.0, "l2_grid": (10.0, 40.0), "spectral_user_share": 1.0, "rank": 8})
+    model, history = ease.train_member(tiny_data, forced)
+    full = int(history.epochs[0]["rank"])
+    assert [(e["l2"], e["rank"]) for e in history.epochs] == [(40.0, full), (40.0, 8), (10.0, full), (10.0, 8)]
+    best = history.epochs[history.best_epoch]
+    assert model.config.l2 == best["l2"] and model.form == ("dense" if best["rank"] == full else "low_rank")
+    assert ease.validation_metrics(model, tiny_data)["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-6)
