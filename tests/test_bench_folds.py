@@ -36,3 +36,17 @@ def test_summary_and_bars() -> None:
     assert verdict["sae_beats_popularity_every_fold"] and not verdict["rbm_beats_popularity_every_fold"]
     assert verdict["ensemble_at_least_best_single_every_fold"]
     assert not verdict["ensemble_at_least_ease_mean"]  # 0.315 < 0.32
+
+
+def test_the_bench_trains_models_as_tasks_and_reports_every_fold(synthetic_dirs, tmp_path) -> None:
+    """End to end on the tiny CSV set: mission models in tasks of their own, then EASE, fusion, test."""
+    from loadtest.benches.folds import main
+
+    out = tmp_path / "folds.json"
+    report = main(["--data", str(synthetic_dirs["csv"]), "--folds", "2", "--jobs", "2", "--out", str(out)])
+    assert report["complete"] and sorted(report["folds"]) == ["holdout-0.2-seed0", "holdout-0.2-seed1"]
+    for fold in report["folds"].values():
+        assert list(fold["models"]) == list(ORDER)
+        assert set(fold["gates"]) == {"popularity", "sae", "rbm", "two_tower", "ease_member", "ensemble"}
+        assert fold["models"]["ensemble"]["train_seconds"] >= fold["models"]["sae"]["train_seconds"]
+    assert set(report["bars"]) >= {"ensemble_at_least_best_single_every_fold", "ensemble_at_least_ease_mean"}

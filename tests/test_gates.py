@@ -13,7 +13,7 @@ from export.registry import ExportError, check_members
 from training import tracking
 from training.gates import MARGIN_ENV, decide, gate_all, margin_from_settings
 from training.models.base import TrainingData
-from training.pipeline import train_models
+from training.pipeline import gate_and_fuse, train_models
 
 TAGS = {"data_fingerprint": "abc", "split": "u1", "validation_seed": "0"}
 VALIDATION = {"popularity": {"ndcg@10": 0.10}, "good": {"ndcg@10": 0.12}, "close": {"ndcg@10": 0.104}}
@@ -136,3 +136,19 @@ def test_export_refuses_four_members_unless_each_is_champion_or_gated_in(store: 
     _register(store, tmp_path, "ease", 0.1, passed=False)  # v2: gated out
     with pytest.raises(ExportError, match=r"recsys-ease v2 \(validation ndcg@10 0.1000 does not beat"):
         check_members(store, {**dict.fromkeys(members, 1), "ease": 2})
+
+
+def test_models_trained_apart_fuse_as_one_call_does(tiny_data: TrainingData) -> None:
+    """The fold bench trains each model in a task of its own and gates and fuses them once."""
+    quick = {"rbm": {"max_epochs": 3}, "two_tower": {"max_epochs": 3}}
+    whole = train_models(tiny_data, ["rbm", "two_tower", "ease"], quick, progress=False, device="cpu")
+    merged = train_models(tiny_data, ["ease"], progress=False, device="cpu", ensemble=False)
+    assert merged.ensemble is None
+    for name in ("rbm", "two_tower"):
+        part = train_models(tiny_data, [name], quick, progress=False, device="cpu", ensemble=False)
+        merged.models[name], merged.validation[name] = part.models[name], part.validation[name]
+        merged.train_seconds[name] = part.train_seconds[name]
+    gate_and_fuse(merged)
+    assert merged.ensemble is not None and whole.ensemble is not None
+    assert merged.ensemble.spec == whole.ensemble.spec and merged.validation == whole.validation
+    assert {n: g.passed for n, g in merged.gates.items()} == {n: g.passed for n, g in whole.gates.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,33 @@ def test_ease_low_rank_at_full_rank_is_the_dense_model(tiny_data: TrainingData) 
     np.testing.assert_allclose(low.score(histories), dense.score(histories), atol=2e-4)
     reference = ease.train(tiny_data, ease.EASEConfig(l2=40.0))  # the bench's reference, the same model
     np.testing.assert_allclose(reference.score(histories), dense.score(histories), atol=1e-6)
+
+
+def test_ease_exact_spectral_route_is_the_solved_model(tiny_data: TrainingData) -> None:
+    """Fewer users than items: the thin SVD of X gives XᵀX exactly, so B needs no items x items solve."""
+    assert not ease.spectral(*tiny_data.train.shape, ease.EASEConfig())  # 120 users, 150 items: the solve
+    settings = {"l2": 40.0, "l2_grid": (10.0, 40.0, 160.0)}
+    solved, solved_history = ease.train_member(tiny_data, make_config("ease", settings))
+    forced = make_config("ease", {**settings, "spectral_user_share": 1.0})
+    assert ease.spectral(*tiny_data.train.shape, forced)
+    spectral, history = ease.train_member(tiny_data, forced)
+    assert spectral.form == "dense" and spectral.config.l2 == solved.config.l2
+    np.testing.assert_allclose(spectral.arrays["weights"], solved.arrays["weights"], atol=1e-5)
+    assert [e["ndcg@10"] for e in history.epochs] == pytest.approx([e["ndcg@10"] for e in solved_history.epochs])
+    rated = (tiny_data.train > 0).astype(np.float64).tocsr()
+    vectors, values = ease.exact_eigenpairs(rated)
+    assert vectors.shape[1] <= min(rated.shape) and np.all(values > 0)
+    from_spectrum = ease.weights_from_spectrum(vectors, values, 40.0)
+    np.testing.assert_allclose(from_spectrum, ease.fit_weights(rated, 40.0), atol=1e-9)
+    reference = ease.train(tiny_data, replace(forced, l2=solved.config.l2))  # the bench's row takes the same route
+    np.testing.assert_allclose(reference.arrays["weights"], spectral.arrays["weights"], atol=1e-6)
+
+
+def test_ease_exact_route_offers_the_truncated_form_to_validation(tiny_data: TrainingData) -> None:
+    forced = make_config("ease", {"l2": 40.0, "l2_grid": (10.0, 40.0), "spectral_user_share": 1.0, "rank": 8})
+    model, history = ease.train_member(tiny_data, forced)
+    full = int(history.epochs[0]["rank"])
+    assert [(e["l2"], e["rank"]) for e in history.epochs] == [(40.0, full), (40.0, 8), (10.0, full), (10.0, 8)]
+    best = history.epochs[history.best_epoch]
+    assert model.config.l2 == best["l2"] and model.form == ("dense" if best["rank"] == full else "low_rank")
+    assert ease.validation_metrics(model, tiny_data)["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-6)

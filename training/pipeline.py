@@ -107,6 +107,19 @@ def train_models(
         result.models[name] = model
         result.validation[name] = validation_metrics(model, data)
         log.info("validated model=%s %s", name, " ".join(f"{k}={v:.4f}" for k, v in result.validation[name].items()))
+    return gate_and_fuse(result, ensemble=ensemble, fusion_steps=fusion_steps, margin=margin)
+
+
+def gate_and_fuse(
+    result: TrainedModels, *, ensemble: bool = True, fusion_steps: int = 10, margin: float | None = None
+) -> TrainedModels:
+    """Gate every trained model against popularity and fit the fusion over those that pass.
+
+    ``train_models`` ends with this; a caller that trained the models in separate processes (the
+    fold bench) merges their ``TrainedModels`` and calls it once over all of them.
+    """
+    margin = margin_from_settings(margin)
+    data = result.data
     result.gates = gate_all(result.validation, margin) if data.validation is not None else {}
     if ensemble and len(result.models) > 1 and data.validation is not None:
         started = time.perf_counter()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from training.data.matrices import dense_rows
-from training.models.fitting import corrupt, fit, user_batches
+from training.models.fitting import adam, corrupt, fit, user_batches
 
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # users, items, ratings
 
@@ -128,7 +128,7 @@ def train_item_path(
     columns = sp.csr_matrix(train[: path.n_users].T)
     dense_columns = dense_rows(columns, np.arange(columns.shape[0]), path.mean.device)
     for k, net in enumerate(path.nets):
-        optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+        optimiser = adam(net.parameters(), lr=lr)
 
         def run_epoch(_: int, net: ItemAutoRec = net, optimiser: torch.optim.Optimizer = optimiser) -> float:
             total, batches = 0.0, 0

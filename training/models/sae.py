@@ -25,6 +25,7 @@ own validation metric (NDCG@10, RMSE). Inputs are corrupted by dropping observed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ from torch import nn
 from training.data.dataset import IdMap, RatingScale
 from training.data.matrices import dense_rows, normalised
 from training.models.base import TorchScorer, TrainingData, read_meta, scale_from, validation_metrics
-from training.models.fitting import FitHistory, corrupt, fit, liked_targets, multinomial_nll, user_batches
+from training.models.fitting import FitHistory, adam, corrupt, fit, liked_targets, multinomial_nll, user_batches
 from training.models.item_autorec import ItemPath, train_item_path
 from training.runtime import pick_device, seed_everything
 
@@ -234,7 +235,7 @@ def train(
 
     def make_epoch(params: list[nn.Parameter], ranking: bool):
         lr = (config.ranking_lr or config.lr) if ranking else config.lr
-        optimiser = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+        optimiser = adam(params, lr=lr, weight_decay=config.weight_decay)
 
         def run_epoch(_: int) -> float:
             total, batches = 0.0, 0
@@ -260,7 +261,10 @@ def train(
 
         return run_epoch
 
-    validate = (lambda: validation_metrics(model, data)) if data.validation is not None else None
+    def validator(metric: str) -> Callable[[], dict[str, float]] | None:
+        """Each path is stopped on one metric, so its epochs compute that one alone."""
+        return (lambda: validation_metrics(model, data, (metric,))) if data.validation is not None else None
+
     common = dict(max_epochs=config.max_epochs, patience=config.patience, progress=progress)
     history = FitHistory("sae-ratings", "rmse")
     if config.train_rating_path:
@@ -268,7 +272,7 @@ def train(
             net,
             "sae-ratings",
             make_epoch(net.rating_parameters(), ranking=False),
-            validate,
+            validator("rmse"),
             monitor="rmse",
             lower_is_better=True,
             **common,
@@ -282,7 +286,7 @@ def train(
             net,
             "sae-ranking",
             make_epoch(list(net.ranking_path.parameters()), ranking=True),
-            validate,
+            validator("ndcg@10"),
             checkpoint=checkpoint,
             **common,
         )
