@@ -172,13 +172,26 @@ class ModelPool:
         # next call when ``staged``): answers are whole again once the first are ready, whereas a
         # restarted Triton loading every variant at once (a Python stub each, importing torch) kept
         # them waiting behind the rest on a small machine.
-        tiers = (*(tier & self.primary for tier in self.first), self.primary)
-        batch = next(([m for m in missing if m in tier] for tier in tiers if set(missing) & tier), missing)
-        # Triton loads models in parallel; one failing is logged and stays not ready.
-        results = await asyncio.gather(*(self._load(m) for m in batch))
-        if any(results):
-            return await self.refresh(load=len(batch) < len(missing) and not staged)
-        return True
+        tiers = (*(tier & self.primary for tier in self.first), self.primary, set(missing))
+        loaded, done = False, set()
+        for tier in tiers:
+            batch = [m for m in missing if m in tier and m not in done]
+            if not batch:
+                continue
+            done.update(batch)
+            # Triton loads models in parallel; one failing is logged and stays not ready.
+            loaded = any(await asyncio.gather(*(self._load(m) for m in batch))) or loaded
+            if staged:
+                break
+        if not loaded:
+            return True
+        live = await self.refresh(load=False)
+        for model in done:
+            # Triton answers a load of versions {1, 77} without folder 77 with success and version 1
+            # alone: a failure too, retried after the pause (not reloaded on every check).
+            if self.wanted(model) - set(self.versions.get(model, ())):
+                self._failed_at[model] = time.monotonic()
+        return live
 
     def load_first(self, branches: list[str], fused: bool = False) -> None:
         """Models a restarted Triton gets before the rest, in turn: the full-rung model when the

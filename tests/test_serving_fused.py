@@ -123,7 +123,8 @@ def test_a_failing_or_slow_full_rung_leaves_the_answer_to_the_per_model_plans(
             late = on.recommend(user, k=10, budget_ms=1500)
             wall_ms = (time.perf_counter() - started) * 1000
             # Cut off early enough for the per-model plan to answer within the budget.
-            assert late.plan.endswith(":after_fused") and wall_ms < 1500 + 50, (late.plan, wall_ms)
+            # (A margin for a busy machine: uncut, the 3 s call alone would take twice the budget.)
+            assert late.plan.endswith(":after_fused") and wall_ms < 1500 + 150, (late.plan, wall_ms)
             assert [i.item_id for i in late.items] == expected and not late.degraded, late.degraded_reasons
         finally:
             delay.write_text("0")
