@@ -42,6 +42,7 @@ from server.drift import DriftMonitor
 from server.guard import Guard
 from server.latency import LatencyBook
 from server.metrics import Metrics
+from server.recommend import Recommender
 from server.rollout import RolloutManager
 from server.rollout_metrics import RolloutMetrics
 from server.rollout_state import promoted_bundle
@@ -94,8 +95,7 @@ class RecommendationServer:
         self.store = open_store(settings.store or sqlite_url(settings.feedback_db), settings.dedupe_window_s)
         live = build_runtime(self.bundle, settings, self.pool, self.store, self.pool.latency)
         self.profiles, self.recommender = live.profiles, live.recommender
-        # What a restarted Triton loads first: the live bundle's full rung (one model, then its per-model calls).
-        self.pool.load_first([contract.GENERATOR, *self.recommender.full_branches], bool(self.recommender.full_rung))
+        self._load_first(self.recommender)
         self.router = Router(live)
         self.metrics = Metrics()
         # Drift is judged against the promoted bundle's reference: the rollout manager tells the
@@ -197,9 +197,11 @@ class RecommendationServer:
     def _on_live(self, runtime: BundleRuntime) -> None:
         """Another bundle became the live one: drift follows its reference, reloads its full plan first."""
         self.drift.follow(runtime.bundle)
-        self.pool.load_first(
-            [contract.GENERATOR, *runtime.recommender.full_branches], bool(runtime.recommender.full_rung)
-        )
+        self._load_first(runtime.recommender)
+
+    def _load_first(self, recommender: Recommender) -> None:
+        """What a restarted Triton loads first: the live bundle's full rung (one model, then its per-model calls)."""
+        self.pool.load_first([contract.GENERATOR, *recommender.full_branches], bool(recommender.full_rung))
 
     async def start(self) -> None:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
